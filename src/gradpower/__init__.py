@@ -1,0 +1,29 @@
+"""gradpower: GradPower and GPAS for language-model pre-training.
+
+``phi_p(g) = sign(g) * |g| ** p`` before any optimizer (AdamPower, MuonPower,
+AdagradPower, or :class:`GradPower` around a torch optimizer), and GPAS
+(gradient-preserving activation scaling) for Pre-LN transformers.
+"""
+
+from .optim import (
+    AdagradPower,
+    AdamPower,
+    GradPower,
+    MuonPower,
+    OptimizerConfig,
+    build_optimizer,
+)
+from .transform import sign_power, sign_power_
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdagradPower",
+    "AdamPower",
+    "GradPower",
+    "MuonPower",
+    "OptimizerConfig",
+    "build_optimizer",
+    "sign_power",
+    "sign_power_",
+]

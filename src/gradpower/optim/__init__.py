@@ -1,0 +1,22 @@
+"""Optimizers that apply the GradPower transform before an unchanged base update."""
+
+from .adagradpower import AdagradPower
+from .adampower import AdamPower
+from .factory import OPTIMIZERS, OptimizerConfig, build_optimizer
+from .muonpower import MuonPower
+from .param_groups import BLOCKWISE_LR, block_of, build_param_groups, uses_muon
+from .wrapper import GradPower
+
+__all__ = [
+    "BLOCKWISE_LR",
+    "OPTIMIZERS",
+    "AdagradPower",
+    "AdamPower",
+    "GradPower",
+    "MuonPower",
+    "OptimizerConfig",
+    "block_of",
+    "build_optimizer",
+    "build_param_groups",
+    "uses_muon",
+]

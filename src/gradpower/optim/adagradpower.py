@@ -1,0 +1,47 @@
+"""AdagradPower: Adagrad applied to phi_p(g) (the paper's provable variant)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..transform import check_p
+from .power_step import PowerStepMixin
+
+
+class AdagradPower(PowerStepMixin, torch.optim.Adagrad):
+    """``torch.optim.Adagrad`` on sign-powered gradients; ``p=1`` is Adagrad exactly.
+
+    Sparse gradients are refused (phi_p is defined on dense tensors here).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        p: float = 1.2,
+        eps: float = 1e-10,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        p = check_p(p)
+        super().__init__(
+            params,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+        )
+        self._setup_power(p)

@@ -1,0 +1,104 @@
+"""AdamPower: AdamW applied to phi_p(g).
+
+Subclasses ``torch.optim.AdamW`` so the update rule, the state layout
+(``step``, ``exp_avg``, ``exp_avg_sq``) and the three execution paths
+(fused, foreach, single-tensor) are torch's own; the only change is the
+in-place transform of the gradients at the start of ``step()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..transform import check_p
+from .power_step import PowerStepMixin
+
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def _materialize(params: Any) -> list[Any]:
+    """Turn torch's ``params`` forms into lists so they can be read twice.
+
+    Generators (``model.parameters()``), also inside param-group dicts, would
+    be exhausted by the fused-path check before torch saw them.
+    """
+    out = []
+    for item in params:
+        if isinstance(item, dict) and not isinstance(item["params"], torch.Tensor):
+            item = {**item, "params": list(item["params"])}
+        out.append(item)
+    return out
+
+
+def _tensors_of(params: list[Any]) -> list[torch.Tensor]:
+    """Every tensor in materialized ``params`` (plain, named tuples, or groups)."""
+    out: list[torch.Tensor] = []
+    for item in params:
+        group_params = item["params"] if isinstance(item, dict) else [item]
+        if isinstance(group_params, torch.Tensor):
+            group_params = [group_params]
+        out.extend(p[1] if isinstance(p, tuple) else p for p in group_params)
+    return out
+
+
+def default_fused(params: Iterable[torch.Tensor]) -> bool:
+    """True when torch's fused AdamW kernel can take every parameter.
+
+    The fused kernel is the fastest AdamW path on both CPU and CUDA (see
+    ``benchmarks/optimizer_step.py``), so AdamPower uses it whenever it is
+    correct for the inputs: dense floating-point leaves on one of those devices.
+    """
+    params = list(params)
+    return bool(params) and all(
+        p.is_floating_point() and p.device.type in _FUSED_DEVICES and not p.is_sparse for p in params
+    )
+
+
+class AdamPower(PowerStepMixin, torch.optim.AdamW):
+    """AdamW on sign-powered gradients ``sign(g) * |g| ** p``.
+
+    Defaults follow the GradPower paper's AdamW baseline: betas (0.9, 0.95),
+    weight decay 0.1, eps 1e-8, p 1.2. ``p`` may differ per param group
+    (``group["p"]``). ``fused=None`` and ``foreach=None`` pick the fused kernel
+    when all parameters allow it, else torch's default. ``p=1`` is AdamW exactly.
+
+    The transform rewrites ``param.grad`` in place during ``step()``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.1,
+        p: float = 1.2,
+        *,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        p = check_p(p)
+        params = _materialize(params)
+        if fused is None and not foreach and not differentiable and not capturable:
+            fused = default_fused(_tensors_of(params))
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused or None,
+            capturable=capturable,
+            differentiable=differentiable,
+        )
+        self._setup_power(p)

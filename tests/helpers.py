@@ -1,0 +1,55 @@
+"""Small models and reference loops shared by the optimizer tests."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A few HF-LLaMA-named parameters of every kind: embedding, 2-D hidden, norm, bias, head."""
+
+    def __init__(self, vocab: int = 11, dim: int = 8) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, dim)
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.up_proj = nn.Linear(dim, 2 * dim, bias=True)
+        self.norm = nn.LayerNorm(2 * dim)
+        self.lm_head = nn.Linear(2 * dim, vocab, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed_tokens(ids)
+        h = torch.tanh(self.q_proj(h))
+        h = self.norm(torch.relu(self.up_proj(h)))
+        return self.lm_head(h)
+
+
+def batches(n: int, vocab: int = 11, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randint(0, vocab, (4, 6), generator=gen), torch.randint(0, vocab, (4, 6), generator=gen))
+        for _ in range(n)
+    ]
+
+
+def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    logits = model(x)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def reference_phi(g: torch.Tensor, p: float) -> torch.Tensor:
+    """Independent float64 formula for the transform."""
+    x = g.double()
+    return (torch.sign(x) * torch.abs(x) ** p).to(g.dtype)
+
+
+def twin(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+def assert_params_close(a: nn.Module, b: nn.Module, rtol: float = 1e-6, atol: float = 1e-7) -> None:
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        torch.testing.assert_close(pa, pb, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")

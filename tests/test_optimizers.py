@@ -1,0 +1,275 @@
+"""Each power optimizer against torch's own optimizer run on hand-transformed gradients."""
+
+import pytest
+import torch
+
+from gradpower import AdagradPower, AdamPower, GradPower, MuonPower
+from gradpower.optim.param_groups import uses_muon
+
+from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
+
+
+def run_ours(model, opt, data, scheduler=None):
+    for batch in data:
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+def run_reference(model, opt, data, p_of, scheduler=None):
+    """Hand-written loop: transform every grad with the float64 formula, then torch's step."""
+    for batch in data:
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for prm in group["params"]:
+                    if prm.grad is not None:
+                        prm.grad.copy_(reference_phi(prm.grad, p_of(group)))
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False), {}])
+def test_adampower_p1_equals_adamw(path):
+    a = TinyNet()
+    b = twin(a)
+    run_ours(a, AdamPower(a.parameters(), p=1.0, **ADAM_KW, **path), batches(100))
+    run_ours(b, torch.optim.AdamW(b.parameters(), **ADAM_KW), batches(100))
+    assert_params_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False)])
+def test_adampower_equals_adamw_on_transformed_grads(path):
+    a = TinyNet()
+    b = twin(a)
+    run_ours(a, AdamPower(a.parameters(), p=1.2, **ADAM_KW, **path), batches(30))
+    run_reference(b, torch.optim.AdamW(b.parameters(), **ADAM_KW, **path), batches(30), lambda g: 1.2)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adampower_state_layout_and_defaults():
+    model = TinyNet()
+    opt = AdamPower(model.parameters())
+    run_ours(model, opt, batches(2))
+    g = opt.param_groups[0]
+    assert (g["p"], g["betas"], g["eps"], g["weight_decay"]) == (1.2, (0.9, 0.95), 1e-8, 0.1)
+    state = opt.state[model.q_proj.weight]
+    assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
+    assert g["fused"] is True  # CPU float params: the default picks the fused kernel
+
+
+def test_adampower_differs_from_adamw_when_p_not_one():
+    a = TinyNet()
+    b = twin(a)
+    run_ours(a, AdamPower(a.parameters(), p=1.5, **ADAM_KW), batches(5))
+    run_ours(b, torch.optim.AdamW(b.parameters(), **ADAM_KW), batches(5))
+    assert not torch.allclose(a.q_proj.weight, b.q_proj.weight)
+
+
+def test_adagradpower_matches_adagrad_on_transformed_grads():
+    for p in (1.0, 1.3):
+        a = TinyNet()
+        b = twin(a)
+        run_ours(a, AdagradPower(a.parameters(), lr=0.05, p=p), batches(25))
+        run_reference(b, torch.optim.Adagrad(b.parameters(), lr=0.05, eps=1e-10), batches(25), lambda g, p=p: p)
+        assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("base", ["sgd", "adamw_fused", "rmsprop"])
+def test_wrapper_matches_base_on_transformed_grads(base):
+    makers = {
+        "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        "adamw_fused": lambda ps: torch.optim.AdamW(ps, lr=1e-2, fused=True),
+        "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3),
+    }
+    a = TinyNet()
+    b = twin(a)
+    run_ours(a, GradPower(makers[base](a.parameters()), p=1.2), batches(20))
+    run_reference(b, makers[base](b.parameters()), batches(20), lambda g: 1.2)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_param_groups_with_different_p():
+    a = TinyNet()
+    b = twin(a)
+    groups_a = [{"params": a.q_proj.parameters(), "p": 2.0}, {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]}]
+    groups_b = [{"params": b.q_proj.parameters(), "p": 2.0}, {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 1.2}]
+    run_ours(a, AdamPower(groups_a, p=1.2, **ADAM_KW), batches(10))
+    run_reference(b, torch.optim.AdamW(groups_b, **ADAM_KW), batches(10), lambda g: g["p"])
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+    # The wrapper takes per-group p too, and add_param_group accepts p.
+    c = TinyNet()
+    opt = GradPower(torch.optim.SGD(c.q_proj.parameters(), lr=0.1), p=1.2)
+    opt.add_param_group({"params": c.lm_head.parameters(), "p": 0.9})
+    assert [g["p"] for g in opt.param_groups] == [1.2, 0.9]
+    with pytest.raises(ValueError, match="got -1"):
+        opt.add_param_group({"params": c.up_proj.parameters(), "p": -1})
+
+
+def test_none_grads_are_skipped():
+    model = TinyNet()
+    opt = AdamPower(model.parameters(), lr=0.1)
+    frozen_before = model.lm_head.weight.detach().clone()
+    x, y = batches(1)[0]
+    # Only the embedding path gets a gradient; lm_head etc. keep grad None.
+    opt.zero_grad()
+    model.embed_tokens(x).sum().backward()
+    assert model.lm_head.weight.grad is None
+    opt.step()
+    assert torch.equal(model.lm_head.weight, frozen_before)
+
+
+def _muon_reference(model, lr, wd):
+    muon = [p for n, p in model.named_parameters() if uses_muon(n, p)]
+    rest = [p for n, p in model.named_parameters() if not uses_muon(n, p)]
+    return [
+        torch.optim.Muon(muon, lr=lr, weight_decay=wd, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw"),
+        torch.optim.AdamW(rest, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=wd),
+    ]
+
+
+@pytest.mark.parametrize("p", [1.0, 1.2])
+def test_muonpower_equals_torch_muon_plus_adamw(p):
+    a = TinyNet()
+    b = twin(a)
+    opt = MuonPower(a.named_parameters(), lr=2e-2, p=p, weight_decay=0.1)
+    muon_names = {n for n, t in a.named_parameters() if uses_muon(n, t)}
+    assert muon_names == {"q_proj.weight", "up_proj.weight"}
+    run_ours(a, opt, batches(15))
+    refs = _muon_reference(b, 2e-2, 0.1)
+    for batch in batches(15):
+        for r in refs:
+            r.zero_grad()
+        loss_of(b, batch).backward()
+        with torch.no_grad():
+            for prm in b.parameters():
+                prm.grad.copy_(reference_phi(prm.grad, p))
+        for r in refs:
+            r.step()
+    # Newton-Schulz runs in bf16 in torch: both sides do the same ops, so allow bf16-level drift.
+    assert_params_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_muonpower_state_dict_round_trip_and_named_groups():
+    model = TinyNet()
+    groups = [
+        {"params": [(n, t) for n, t in model.named_parameters() if "q_proj" in n], "lr": 1e-2},
+        {"params": [(n, t) for n, t in model.named_parameters() if "q_proj" not in n], "lr": 2e-2, "p": 1.5},
+    ]
+    opt = MuonPower(groups, lr=5e-3)
+    assert sorted((g["use_muon"], g["lr"], g["p"]) for g in opt.param_groups) == [
+        (False, 0.02, 1.5), (True, 0.01, 1.2), (True, 0.02, 1.5)
+    ]
+    run_ours(model, opt, batches(3))
+    with pytest.raises(TypeError, match="named_parameters"):
+        MuonPower(model.parameters())
+
+
+def _train_with_checkpoint(make_opt, steps_before, steps_after, tmp_path, resume):
+    torch.manual_seed(0)
+    model = TinyNet()
+    opt = make_opt(model)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    data = batches(steps_before + steps_after)
+    run_ours(model, opt, data[:steps_before], sched)
+    if resume:
+        path = tmp_path / "ckpt.pt"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, path)
+        ckpt = torch.load(path, weights_only=True)
+        model = TinyNet()
+        model.load_state_dict(ckpt["model"])
+        opt = make_opt(model)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+    run_ours(model, opt, data[steps_before:], sched)
+    return model
+
+
+MAKERS = {
+    "adampower": lambda m: AdamPower(m.parameters(), lr=1e-2),
+    "wrapper": lambda m: GradPower(torch.optim.AdamW(m.parameters(), lr=1e-2), p=1.3),
+    "muonpower": lambda m: MuonPower(m.named_parameters(), lr=1e-2),
+    "adagradpower": lambda m: AdagradPower(m.parameters(), lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+def test_state_dict_round_trip_mid_training_is_bit_identical(kind, tmp_path):
+    straight = _train_with_checkpoint(MAKERS[kind], 5, 5, tmp_path, resume=False)
+    resumed = _train_with_checkpoint(MAKERS[kind], 5, 5, tmp_path, resume=True)
+    for (n, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_lambda_lr_drives_every_group():
+    model = TinyNet()
+    opt = MuonPower(model.named_parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    run_ours(model, opt, batches(3), sched)
+    assert all(g["lr"] == pytest.approx(1e-2 * 0.125) for g in opt.param_groups)
+    assert all(g["lr"] == pytest.approx(1e-2 * 0.125) for g in opt._muon.param_groups + opt._adam.param_groups)
+
+
+@pytest.mark.parametrize("kind", ["adampower", "wrapper_fused"])
+def test_grad_scaler_unscales_before_transform(kind):
+    """With GradScaler the transform must see the unscaled gradient."""
+    makers = {
+        "adampower": lambda ps: AdamPower(ps, **ADAM_KW, fused=True),
+        "wrapper_fused": lambda ps: GradPower(torch.optim.AdamW(ps, **ADAM_KW, fused=True), p=1.2),
+    }
+    a = TinyNet()
+    b = twin(a)
+    opt = makers[kind](a.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    for batch in batches(5):
+        opt.zero_grad()
+        scaler.scale(loss_of(a, batch)).backward()
+        scaler.step(opt)
+        scaler.update()
+    run_reference(b, torch.optim.AdamW(b.parameters(), **ADAM_KW), batches(5), lambda g: 1.2)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_step_hooks_fire_once():
+    model = TinyNet()
+    for opt in (AdamPower(model.parameters()), AdamPower(model.parameters()), GradPower(torch.optim.SGD(model.parameters(), lr=0.1))):
+        calls = []
+        opt.register_step_pre_hook(lambda *a: calls.append(1))
+        run_ours(model, opt, batches(2))
+        assert len(calls) == 2
+
+
+def test_closure_is_evaluated_before_transform():
+    model = TinyNet()
+    ref = twin(model)
+    opt = AdamPower(model.parameters(), **ADAM_KW)
+    batch = batches(1)[0]
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert torch.isclose(loss, loss_of(ref, batch))
+    run_reference(ref, torch.optim.AdamW(ref.parameters(), **ADAM_KW), [batch], lambda g: 1.2)
+    assert_params_close(model, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments():
+    model = TinyNet()
+    with pytest.raises(ValueError, match="got 0"):
+        AdamPower(model.parameters(), p=0)
+    with pytest.raises(TypeError, match="Optimizer instance"):
+        GradPower(model.parameters())
+    with pytest.raises(ValueError, match="nan"):
+        AdagradPower(model.parameters(), p=float("nan"))
