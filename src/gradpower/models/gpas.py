@@ -1,0 +1,77 @@
+"""GPAS (gradient-preserving activation scaling) and the normalisation schemes.
+
+GPAS(x) = x - silu(gate) * x.detach(): the forward value is
+(1 - silu(gate)) * x, while d out / d x is the identity, so the residual
+stream is scaled down without shrinking the gradient that flows back through it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+#: Every ``norm=`` value. ``*_gpas`` adds one GPAS gate per decoder layer.
+NORM_SCHEMES = (
+    "pre", "pre_gpas", "post", "sandwich", "sandwich_gpas", "deepnorm", "deepnorm_gpas",
+    "mix", "mix_gpas", "lns", "lns_gpas",
+)
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORM_SCHEMES:
+        raise ValueError(f"unknown norm scheme {norm!r}; valid: {', '.join(NORM_SCHEMES)}")
+    return norm
+
+
+def uses_gpas(norm: str) -> bool:
+    return check_norm(norm).endswith("_gpas")
+
+
+def layer_placement(norm: str, layer_idx: int, n_layers: int) -> str:
+    """Where the norms sit in layer ``layer_idx``: ``pre``, ``post``, ``sandwich`` or ``deepnorm``.
+
+    Mix-LN uses Post-LN for the first ``n_layers // 4`` layers and Pre-LN
+    after; LNS is Pre-LN placement with scaled norm initialisation.
+    """
+    base = check_norm(norm).removesuffix("_gpas")
+    if base == "mix":
+        return "post" if layer_idx < n_layers // 4 else "pre"
+    if base == "lns":
+        return "pre"
+    return base
+
+
+def norm_init_value(norm: str, layer_idx: int) -> float:
+    """Initial norm weight: 1/sqrt(layer_idx + 1) for LNS, else 1."""
+    return 1.0 / math.sqrt(layer_idx + 1) if norm.startswith("lns") else 1.0
+
+
+def deepnorm_alpha(n_layers: int) -> float:
+    """DeepNorm residual multiplier (2N) ** 0.25."""
+    return (2.0 * n_layers) ** 0.25
+
+
+class GPAS(nn.Module):
+    """``x - silu(gate) * x.detach()``; ``gate`` is one learned scalar, initialised to 0.
+
+    Forward value ``(1 - silu(gate)) * x``; gradient w.r.t. ``x`` passes
+    through unchanged; ``gate`` receives ``-silu'(gate) * <x, grad_out>``.
+    At initialisation silu(0) = 0, so the module starts as the identity.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.gate.zero_()
+
+    def scale(self) -> torch.Tensor:
+        """The forward multiplier ``1 - silu(gate)``."""
+        return 1.0 - nn.functional.silu(self.gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - nn.functional.silu(self.gate).to(x.dtype) * x.detach()
