@@ -1,0 +1,116 @@
+"""From a data spec to train batches, a fixed validation set and a tokenizer.
+
+``data`` is ``"shakespeare"`` (bundled), ``"c4"`` / ``"openwebtext"``
+(streamed from the hub), a local text file / folder / ``.jsonl`` /
+``.parquet`` (tokenised once into memmap shards), or ``stream:PATH`` to read
+a local ``.jsonl``/``.parquet`` file through the same streaming code as C4.
+``tokenizer`` is ``"bpe"`` (train a byte-level BPE on the corpus, cached
+beside the shards) or a pretrained name/folder; ``None`` picks the paper's
+tokenizer for hub corpora and ``bpe`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .corpus import DataError, LocalCorpus, open_local
+from .shards import PackedTokens, ShardBatches, build_shards, is_validation
+from .streaming import HUB_CORPORA, StreamBatches, hub_stream, local_stream
+from .tokenizer import TextTokenizer, load_bpe, load_pretrained, train_bpe
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from and how they are cut."""
+
+    data: str = "shakespeare"
+    tokenizer: str | None = None
+    bpe_vocab_size: int | None = None  # default: the model's vocab size
+    val_fraction: float = 0.02
+    eval_batches: int = 8
+    cache_dir: str | None = None
+
+
+class BatchSource(Protocol):
+    def next(self) -> torch.Tensor: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class Data:
+    train: BatchSource
+    val: list[torch.Tensor]
+    tokenizer: TextTokenizer
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("GRADPOWER_CACHE", Path.home() / ".cache" / "gradpower"))
+
+
+def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, vocab_size: int) -> TextTokenizer:
+    if cfg.tokenizer not in (None, "bpe"):
+        return load_pretrained(cfg.tokenizer)
+    size = cfg.bpe_vocab_size or vocab_size
+    path = cache / f"tokenizer-bpe{size}.json"
+    if path.exists():
+        return load_bpe(path)
+    return train_bpe(corpus.documents(), size, path)
+
+
+def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_size: int, rank: int, world: int) -> Data:
+    corpus = open_local(cfg.data)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{corpus.fingerprint()}"
+    tokenizer = _tokenizer_for_local(cfg, corpus, cache, vocab_size)
+    folder = cache / f"shards-{tokenizer.label}"
+    build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=corpus.fingerprint())
+    train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_bs, seed, rank, world)
+    val_tokens = PackedTokens.open(folder, "val", seq_len)
+    n_val = min(len(val_tokens), cfg.eval_batches * micro_bs)
+    val = [val_tokens.get(range(i, min(i + micro_bs, n_val))) for i in range(0, n_val, micro_bs)]
+    return Data(train, val, tokenizer)
+
+
+def _stream_data(cfg: DataConfig, seq_len: int, micro_bs: int, rank: int, world: int) -> Data:
+    if cfg.data in HUB_CORPORA:
+        corpus = HUB_CORPORA[cfg.data]
+        tokenizer = load_pretrained(cfg.tokenizer or corpus.tokenizer)
+
+        def opener(split: str) -> Callable[[int], Any]:
+            return lambda skip: hub_stream(corpus, split).skip(skip)
+
+        train_open, val_open = opener(corpus.train_split), opener(corpus.val_split or corpus.train_split)
+        held_out = corpus.val_split is None
+    else:
+        path = cfg.data.removeprefix("stream:")
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no such file for streaming")
+        fmt = "parquet" if path.endswith(".parquet") else "json"
+        if cfg.tokenizer in (None, "bpe"):
+            raise DataError("streaming data needs a pretrained tokenizer (--tokenizer NAME_OR_PATH)")
+        tokenizer = load_pretrained(cfg.tokenizer)
+        train_open = val_open = lambda skip: local_stream(path, fmt).skip(skip)  # noqa: E731
+        held_out = True
+    keep_train: Callable[[int], bool] = (lambda i: not is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
+    keep_val: Callable[[int], bool] = (lambda i: is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
+    train = StreamBatches(train_open, tokenizer, seq_len, micro_bs, keep=keep_train, rank=rank, world_size=world)
+    val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_bs, keep=keep_val)
+    val = [val_stream.next() for _ in range(cfg.eval_batches)]
+    return Data(train, val, tokenizer)
+
+
+def build_data(
+    cfg: DataConfig, *, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int = 0, world_size: int = 1
+) -> Data:
+    """Resolve ``cfg.data`` into train batches, validation batches and the tokenizer."""
+    if not 0 < cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.data in HUB_CORPORA or cfg.data.startswith("stream:"):
+        return _stream_data(cfg, seq_len, micro_batch_size, rank, world_size)
+    return _local_data(cfg, seq_len, micro_batch_size, seed, vocab_size, rank, world_size)

@@ -1,0 +1,18 @@
+"""Training harness: schedules, the loop, checkpoints and metrics."""
+
+from .checkpoint import CheckpointError
+from .config import TrainConfig
+from .loop import NonFiniteLossError, Runtime, TrainResult, train
+from .schedules import SCHEDULES, build_scheduler, lr_multiplier
+
+__all__ = [
+    "SCHEDULES",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "Runtime",
+    "TrainConfig",
+    "TrainResult",
+    "build_scheduler",
+    "lr_multiplier",
+    "train",
+]

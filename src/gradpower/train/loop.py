@@ -1,0 +1,314 @@
+"""``train(config)``: the training loop, readable top to bottom.
+
+Per optimizer step: forward/backward over micro-batches (gradient
+accumulation), then clip the raw gradient, then ``optimizer.step()`` (which
+applies phi_p to the final gradient for the *power optimizers), then the lr
+schedule. Evaluation, metrics and checkpoints happen between steps. The loop
+keeps no global state; rank and world size live in :class:`Runtime` so data
+parallelism can be added around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data.pipeline import Data, DataConfig, build_data
+from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
+from ..optim import build_optimizer
+from .checkpoint import CheckpointError, check_model_config, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .metrics import MetricsLogger
+from .schedules import build_scheduler, lr_multiplier
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the run stopped before updating."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: its device and its place among data-parallel ranks."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA, plain fp32 elsewhere."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_val_loss: float | None
+    last_checkpoint: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> TransformerConfig:
+    """The preset's config with the run's norm and sequence length; grown to fit the tokenizer."""
+    overrides: dict[str, Any] = {}
+    if cfg.norm is not None:
+        overrides["norm"] = cfg.norm
+    if cfg.seq_len is not None:
+        overrides["max_seq_len"] = cfg.seq_len
+    model_cfg = preset(cfg.preset, **overrides)
+    if tokenizer_vocab is not None and tokenizer_vocab > model_cfg.vocab_size:
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer_vocab)
+    return model_cfg
+
+
+def accumulate_gradients(
+    model: CausalLM, micro_batches: list[torch.Tensor], runtime: Runtime, aux_coef: float = 0.0
+) -> torch.Tensor:
+    """Backward over micro-batches so ``.grad`` holds the mean-loss gradient of their union.
+
+    Each micro-batch's loss is divided by the number of micro-batches (all
+    have the same number of predicted tokens: sequences are packed, never
+    padded). Returns the mean LM loss (without the MoE aux term), detached.
+    """
+    total = torch.zeros((), device=runtime.device)
+    n = len(micro_batches)
+    for batch in micro_batches:
+        x = batch.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            out = model(x, labels=x)
+        loss = out.loss
+        if out.aux_loss is not None and aux_coef:
+            loss = loss + aux_coef * out.aux_loss
+        (loss / n).backward()
+        total += out.loss.detach().float()
+    return total / n
+
+
+@torch.no_grad()
+def evaluate(model: CausalLM, batches: list[torch.Tensor], runtime: Runtime) -> float:
+    """Mean LM loss over the fixed validation batches."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for batch in batches:
+        x = batch.to(runtime.device)
+        with runtime.autocast():
+            losses.append(model(x, labels=x).loss.float())
+    model.train(was_training)
+    return torch.stack(losses).mean().item()
+
+
+def _gate_and_other_params(model: CausalLM) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    gates, other = [], []
+    for name, param in model.named_parameters():
+        (gates if name.endswith("gpas.gate") else other).append(param)
+    return gates, other
+
+
+def clip_gradients(model: CausalLM, clip: float, gate_clip: float | None) -> float:
+    """Global-norm clip of the raw gradient; GPAS gates separately when ``gate_clip`` is set.
+
+    Returns the pre-clip global norm of every gradient (gates included).
+    """
+    gates, other = _gate_and_other_params(model)
+    if gate_clip is None:
+        return float(torch.nn.utils.clip_grad_norm_(gates + other, clip if clip > 0 else math.inf))
+    norm_other = torch.nn.utils.clip_grad_norm_(other, clip if clip > 0 else math.inf)
+    norm_gates = torch.nn.utils.clip_grad_norm_(gates, gate_clip) if gates else torch.zeros(())
+    return float(torch.sqrt(norm_other.float() ** 2 + norm_gates.float().to(norm_other.device) ** 2))
+
+
+def environment(runtime: Runtime, cfg: TrainConfig) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "gradpower": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": str(runtime.device), "seed": cfg.seed,
+        "threads": torch.get_num_threads(), "world_size": runtime.world_size,
+    }
+    if runtime.device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(runtime.device)
+        env["cuda"] = torch.version.cuda
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    return env
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records past ``last_step``: a resumed run redoes those steps."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+class Trainer:
+    """Holds one run's objects; :func:`train` is the entry point."""
+
+    def __init__(self, cfg: TrainConfig, runtime: Runtime | None = None) -> None:
+        self.cfg = cfg
+        self.runtime = runtime or Runtime(resolve_device(cfg.device))
+        self.run_dir = cfg.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.manual_seed(cfg.seed)
+        base_cfg = model_config_for(cfg)
+        self.data: Data = build_data(
+            DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir),
+            seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.seed, vocab_size=base_cfg.vocab_size,
+            rank=self.runtime.rank, world_size=self.runtime.world_size,
+        )
+        self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.model_config).to(self.runtime.device)
+        self.lr = cfg.lr or preset_lr(cfg.preset)
+        self.optimizer = build_optimizer(
+            cfg.optim, self.model.named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
+            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
+        )
+        schedule = dict(warmup=cfg.warmup, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
+        self.multiplier = lr_multiplier(cfg.schedule, **schedule)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, **schedule)
+        self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+
+    # -- checkpoints -------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.runtime.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        return {
+            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "data": self.data.train.state_dict(), "rng": rng,
+            "model_config": json.dumps(self.model_config.to_dict()), "train_config": json.dumps(self.cfg.to_dict()),
+            "tokenizer": self.data.tokenizer.fingerprint,
+        }
+
+    def save(self) -> None:
+        if self.runtime.is_main:
+            self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, self._payload(), self.cfg.keep_ckpts)
+
+    def resume(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        ckpt = load_checkpoint(path)
+        check_model_config(ckpt, self.model_config.to_dict(), path)
+        saved_optim = json.loads(ckpt["train_config"])["optim"]
+        if saved_optim != self.cfg.optim:
+            raise CheckpointError(f"{path} was trained with optimizer {saved_optim!r}, not {self.cfg.optim!r}")
+        if ckpt["tokenizer"] != self.data.tokenizer.fingerprint:
+            raise CheckpointError(f"{path} was trained with another tokenizer ({ckpt['tokenizer']})")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.data.train.load_state_dict(ckpt["data"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and self.runtime.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.runtime.device)
+        self.step = int(ckpt["step"])
+        self.last_checkpoint = path
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, runtime = self.cfg, self.runtime
+        if cfg.resume:
+            self.resume()
+        elif latest_checkpoint(self.ckpt_dir) is not None:
+            raise CheckpointError(f"{self.run_dir} already holds checkpoints: pass --resume or choose another --out")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if runtime.is_main:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step) if cfg.resume else (
+                self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            _write_json(self.run_dir / "config.json", {"train": cfg.to_dict(), "model": self.model_config.to_dict()})
+            _write_json(self.run_dir / "env.json", environment(runtime, cfg))
+        logger = MetricsLogger(
+            self.run_dir, cfg.steps, self.step, enabled=runtime.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
+            wandb_config=cfg.to_dict(),
+        )
+        counts = count_params(self.model_config)
+        tokens_per_step = cfg.batch_size * self.model_config.max_seq_len
+        logger.message(
+            f"{cfg.preset} ({counts.total / 1e6:.1f}M params, norm={self.model_config.norm}) | {cfg.optim} lr={self.lr:g}"
+            f"{f' p={cfg.p:g}' if cfg.optim.endswith('power') else ''} {cfg.schedule} | {cfg.steps} steps x "
+            f"{tokens_per_step} tokens | data={cfg.data} tokenizer={self.data.tokenizer.label} | {runtime.device}"
+            + (f" | resumed at step {self.step}" if cfg.resume else "")
+        )
+        final_val = None
+        stop_at = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
+        accum = cfg.batch_size // cfg.micro // runtime.world_size
+        start_time, start_step = time.perf_counter(), self.step
+        try:
+            while self.step < stop_at:
+                t0 = time.perf_counter()
+                lr = self.lr * self.multiplier(self.step)
+                loss = accumulate_gradients(
+                    self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef
+                ).item()
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(self._stop_message("loss", loss))
+                grad_norm = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
+                if not math.isfinite(grad_norm):
+                    raise NonFiniteLossError(self._stop_message("gradient norm", grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                step_time = time.perf_counter() - t0
+                record: dict[str, Any] = {}
+                if cfg.eval_every and self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
+                if record or self.step % cfg.log_every == 0 or self.step == stop_at:
+                    elapsed = time.perf_counter() - start_time
+                    logger.log({
+                        "step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
+                        "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / step_time,
+                        "elapsed_s": elapsed, **record,
+                    })
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 or self.step == stop_at:
+                    self.save()
+        finally:
+            logger.close()
+        steps_done = self.step - start_step
+        if runtime.is_main and steps_done:
+            rate = steps_done * tokens_per_step / (time.perf_counter() - start_time)
+            logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
+                           f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
+        return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+
+    def _stop_message(self, what: str, value: float) -> str:
+        good = self.last_checkpoint or "none written yet"
+        return f"{what} is {value} at step {self.step + 1}; stopping before the update. Last good checkpoint: {good}"
+
+
+def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
+    """Train per ``cfg``; returns the run folder, steps done, final val loss and checkpoint."""
+    return Trainer(cfg, runtime).run()
