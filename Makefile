@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/gradpower demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=10

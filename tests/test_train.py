@@ -1,0 +1,161 @@
+"""The training loop end to end on the bundled corpus (tiny model, CPU)."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from gradpower.models import CausalLM, build_model, preset
+from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
+from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from gradpower.train.loop import Runtime, accumulate_gradients
+
+FIELDS = {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def tiny(tmp_path, cache, **kw):
+    base = dict(
+        preset="llama-tiny", seq_len=32, batch_size=8, micro_batch_size=4, steps=24, warmup=2, eval_every=8,
+        eval_batches=2, log_every=1, bpe_vocab_size=512, cache_dir=cache, out=str(tmp_path / "run"), device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_end_to_end_loss_falls_and_run_folder_is_complete(tmp_path, cache):
+    cfg = tiny(tmp_path, cache, steps=40, eval_every=20, ckpt_every=20, lr=3e-3)
+    result = train(cfg)
+    rows = records(result.run_dir)
+    assert [r["step"] for r in rows] == list(range(1, 41))
+    assert all(FIELDS <= set(r) for r in rows)
+    assert [r["step"] for r in rows if "val_loss" in r] == [20, 40]
+    assert rows[-1]["tokens"] == 40 * 8 * 32
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+    assert result.final_val_loss == rows[-1]["val_loss"] < rows[19]["val_loss"] + 0.05
+    assert [p.name for p in list_checkpoints(result.run_dir / "checkpoints")] == ["step_00000020.pt", "step_00000040.pt"]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["train"]["optim"] == "adampower" and config["model"]["arch"] == "llama"
+    env = json.loads((result.run_dir / "env.json").read_text())
+    assert {"torch", "gradpower", "device", "seed"} <= set(env)
+    ckpt = load_checkpoint(result.last_checkpoint)
+    assert {"model", "optimizer", "scheduler", "rng", "data", "step", "model_config"} <= set(ckpt)
+
+
+# torch.optim.Muon runs Newton-Schulz in bf16, which is slow on CPUs without bf16 matmul
+# units (~1 s/step even for llama-tiny), so the Muon case uses fewer steps.
+@pytest.mark.parametrize(
+    "optim, preset_name, steps, stop",
+    [("adampower", "llama-tiny", 16, 7), ("adamw", "qwen2moe-tiny", 12, 5), ("muonpower", "llama-tiny", 5, 3)],
+)
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, cache, optim, preset_name, steps, stop):
+    kw = dict(optim=optim, preset=preset_name, ckpt_every=5, steps=steps, norm="pre_gpas", eval_every=4)
+    straight = records(train(tiny(tmp_path / "a", cache, **kw)).run_dir)
+    interrupted = tiny(tmp_path / "b", cache, stop_after=stop, **kw)
+    first = train(interrupted)
+    assert first.steps == stop and first.last_checkpoint.name == f"step_{stop:08d}.pt"
+    train(dataclasses.replace(interrupted, stop_after=None, resume=True))
+    resumed = records(interrupted.run_dir)
+    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
+    for a, b in zip(straight, resumed):
+        assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"] and a.get("val_loss") == b.get("val_loss")
+
+
+def test_resume_needs_a_checkpoint_and_refuses_another_config(tmp_path, cache):
+    cfg = tiny(tmp_path, cache, steps=4)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(dataclasses.replace(cfg, resume=True))
+    train(cfg)
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        train(cfg)
+    with pytest.raises(CheckpointError, match=r"norm: 'pre' -> 'pre_gpas'"):
+        train(dataclasses.replace(cfg, resume=True, norm="pre_gpas", steps=8))
+    with pytest.raises(CheckpointError, match="optimizer 'adampower', not 'adamw'"):
+        train(dataclasses.replace(cfg, resume=True, optim="adamw", steps=8))
+
+
+def test_crash_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    folder = tmp_path / "ck"
+    save_checkpoint(folder, 1, {"w": torch.ones(3)})
+
+    def broken_save(obj, f):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(folder, 2, {"w": torch.zeros(3)})
+    monkeypatch.undo()
+    latest = latest_checkpoint(folder)
+    assert latest.name == "step_00000001.pt"
+    assert torch.equal(load_checkpoint(latest)["w"], torch.ones(3))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(folder / "step_00000099.pt")
+    (folder / "step_00000005.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(folder / "step_00000005.pt")
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, cache, monkeypatch):
+    calls = {"n": 0}
+    original = CausalLM.forward
+
+    def poisoned(self, input_ids, labels=None):
+        out = original(self, input_ids, labels)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > 2 * 5:  # two micro-batches per step: step 6 goes bad
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(CausalLM, "forward", poisoned)
+    cfg = tiny(tmp_path, cache, steps=10, ckpt_every=4)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 6.*step_00000004.pt"):
+        train(cfg)
+    ckpt = load_checkpoint(latest_checkpoint(cfg.run_dir / "checkpoints"))
+    assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_accumulation_gives_the_same_gradient():
+    torch.manual_seed(0)
+    model = build_model(preset("llama-tiny", vocab_size=128, max_seq_len=16))
+    batch = torch.randint(0, 128, (8, 16))
+    runtime = Runtime(torch.device("cpu"))
+
+    def grads(micro_batches):
+        model.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(model, micro_batches, runtime)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    loss_one, g_one = grads([batch])
+    loss_four, g_four = grads(list(batch.split(2)))
+    assert loss_one.item() == pytest.approx(loss_four.item(), rel=1e-6)
+    for a, b in zip(g_one, g_four):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gate_clip_clips_gpas_gates_separately(tmp_path, cache):
+    cfg = tiny(tmp_path, cache, steps=3, norm="pre_gpas", gate_clip=1e-6, optim="sgd", lr=1.0, warmup=0,
+               schedule="constant", weight_decay=0.0)
+    result = train(cfg)
+    state = load_checkpoint(result.last_checkpoint)["model"]
+    gates = [v.item() for k, v in state.items() if k.endswith("gpas.gate")]
+    # SGD with lr 1, momentum 0.95 over 3 steps: each gate moves by at most ~3 * 2.9 * 1e-6.
+    assert gates and all(abs(g) < 1e-5 for g in gates) and any(g != 0 for g in gates)
+
+
+def test_wsd_run_logs_the_schedule(tmp_path, cache):
+    result = train(tiny(tmp_path, cache, steps=10, warmup=2, schedule="wsd", lr=1e-3, eval_every=0))
+    lrs = [r["lr"] for r in records(result.run_dir)]
+    assert lrs[:2] == pytest.approx([5e-4, 1e-3]) and lrs[7] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert math.isfinite(result.final_val_loss)
