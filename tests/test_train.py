@@ -159,3 +159,14 @@ def test_wsd_run_logs_the_schedule(tmp_path, cache):
     lrs = [r["lr"] for r in records(result.run_dir)]
     assert lrs[:2] == pytest.approx([5e-4, 1e-3]) and lrs[7] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
     assert math.isfinite(result.final_val_loss)
+
+
+def test_tensorboard_logging_writes_events(tmp_path, cache):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny(tmp_path, cache, steps=4, eval_every=2, tensorboard=True))
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    assert {"loss", "lr", "grad_norm", "val_loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
