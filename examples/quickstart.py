@@ -61,7 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     text = shakespeare_text()
     chars = sorted(set(text))
-    ids = torch.tensor([chars.index(c) for c in text[:400_000]], dtype=torch.long)
+    index = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([index[c] for c in text[:400_000]], dtype=torch.long)
     data, val = ids[:350_000], ids[350_000:]
     results = {name: train(name, data, val, len(chars), args.steps) for name in ("AdamW", "AdamPower")}
     for name, loss in results.items():

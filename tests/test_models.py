@@ -117,6 +117,9 @@ def test_gpas_forward_and_gradients_against_hand_expression():
 
 
 def test_gpas_starts_as_identity():
+    import gradpower
+
+    assert gradpower.GPAS is GPAS
     gpas = GPAS()
     x = torch.randn(4)
     assert gpas.gate.item() == 0.0 and torch.equal(gpas(x), x)

@@ -13,6 +13,7 @@ from .optim import (
     OptimizerConfig,
     build_optimizer,
 )
+from .models import GPAS
 from .transform import sign_power, sign_power_
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdagradPower",
     "AdamPower",
+    "GPAS",
     "GradPower",
     "MuonPower",
     "OptimizerConfig",

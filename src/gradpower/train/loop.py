@@ -178,7 +178,6 @@ class Trainer:
         self.runtime = runtime or Runtime(resolve_device(cfg.device))
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
-        torch.manual_seed(cfg.seed)
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
             DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir),
@@ -246,8 +245,10 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} already holds checkpoints: pass --resume or choose another --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if runtime.is_main:
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step) if cfg.resume else (
-                self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            if cfg.resume:
+                _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            else:
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             _write_json(self.run_dir / "config.json", {"train": cfg.to_dict(), "model": self.model_config.to_dict()})
             _write_json(self.run_dir / "env.json", environment(runtime, cfg))
         logger = MetricsLogger(
@@ -284,7 +285,7 @@ class Trainer:
                 self.step += 1
                 step_time = time.perf_counter() - t0
                 record: dict[str, Any] = {}
-                if cfg.eval_every and self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
                     record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
                 if record or self.step % cfg.log_every == 0 or self.step == stop_at:
                     elapsed = time.perf_counter() - start_time
@@ -293,7 +294,7 @@ class Trainer:
                         "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / step_time,
                         "elapsed_s": elapsed, **record,
                     })
-                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 or self.step == stop_at:
+                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop_at:
                     self.save()
         finally:
             logger.close()
