@@ -145,7 +145,8 @@ class CausalLM(nn.Module):
         if seq > self.config.max_seq_len:
             raise ValueError(f"sequence length {seq} exceeds the configured max_seq_len {self.config.max_seq_len}")
         if input_ids.numel() and not torch.compiler.is_compiling():
-            low, high = int(input_ids.min()), int(input_ids.max())
+            low, high = torch.aminmax(input_ids)  # one reduction, one device sync
+            low, high = int(low), int(high)
             if low < 0 or high >= self.config.vocab_size:
                 raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range [{low}, {high}]")
 
