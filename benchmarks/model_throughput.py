@@ -34,6 +34,18 @@ def tokens_per_s(step, batch: torch.Tensor, repeats: int, device: torch.device) 
     return batch.numel() / statistics.median(times)
 
 
+def train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+    """Forward + backward of ``model(x, labels=x)`` (both models take this call)."""
+
+    def step(x: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            loss = model(x, labels=x).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -54,20 +66,8 @@ def main() -> None:
         theirs.train()
         batch = torch.randint(0, config.vocab_size, (args.batch_size, config.max_seq_len), device=device)
 
-        def step_ours(x: torch.Tensor) -> None:
-            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                loss = ours(x, labels=x).loss
-            loss.backward()
-            ours.zero_grad(set_to_none=True)
-
-        def step_theirs(x: torch.Tensor) -> None:
-            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-                loss = theirs(input_ids=x, labels=x).loss
-            loss.backward()
-            theirs.zero_grad(set_to_none=True)
-
-        hf_rate = tokens_per_s(step_theirs, batch, args.repeats, device)
-        our_rate = tokens_per_s(step_ours, batch, args.repeats, device)
+        hf_rate = tokens_per_s(train_step(theirs, device, dtype), batch, args.repeats, device)
+        our_rate = tokens_per_s(train_step(ours, device, dtype), batch, args.repeats, device)
         print(f"{name:12s} seq={config.max_seq_len} batch={args.batch_size}  transformers {hf_rate:10.0f} tok/s  "
               f"gradpower {our_rate:10.0f} tok/s  ratio {our_rate / hf_rate:5.2f}x")
 

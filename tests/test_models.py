@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from gradpower.models import (
     GPAS, NORM_SCHEMES, PRESETS, Llama, LlamaConfig, Qwen2Moe, Qwen2MoeConfig, build_model, count_params,

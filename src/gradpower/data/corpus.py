@@ -102,15 +102,13 @@ class LocalCorpus:
         if self.path is None:
             yield from split_documents(shakespeare_text())
             return
-        files = self.files()
-        for f in files:
-            # A folder of .txt files: one document per file; a single file: split at blank-line runs.
-            if len(files) > 1 or self.path.is_dir():
-                text = _read_utf8(f).strip()
-                if text:
-                    yield text
-            else:
-                yield from _file_documents(f)
+        if not self.path.is_dir():
+            yield from _file_documents(self.path)  # a single file: split at blank-line runs / rows
+            return
+        for f in self.files():  # a folder of .txt files: one document per file
+            text = _read_utf8(f).strip()
+            if text:
+                yield text
 
     def fingerprint(self) -> str:
         """Changes whenever the content may have changed (names, sizes, mtimes)."""

@@ -66,10 +66,11 @@ def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, voca
 
 def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_size: int, rank: int, world: int) -> Data:
     corpus = open_local(cfg.data)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{corpus.fingerprint()}"
+    fingerprint = corpus.fingerprint()
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{fingerprint}"
     tokenizer = _tokenizer_for_local(cfg, corpus, cache, vocab_size)
     folder = cache / f"shards-{tokenizer.label}"
-    build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=corpus.fingerprint())
+    build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=fingerprint)
     train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_bs, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
     n_val = min(len(val_tokens), cfg.eval_batches * micro_bs)

@@ -15,6 +15,7 @@ it is incomplete and is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zlib
@@ -67,8 +68,8 @@ def build_shards(
     counts = {"train": 0, "val": 0}
     docs = {"train": 0, "val": 0}
     tmp = {split: folder / f"{split}.bin.tmp{os.getpid()}" for split in counts}
-    handles = {split: open(path, "wb") for split, path in tmp.items()}
-    try:
+    with contextlib.ExitStack() as stack:
+        handles = {split: stack.enter_context(open(path, "wb")) for split, path in tmp.items()}
         index = 0
         chunk: list[str] = []
         for doc in documents:
@@ -78,9 +79,6 @@ def build_shards(
                 chunk = []
         if chunk:
             _write_chunk(chunk, index, tokenizer, dtype, handles, counts, docs, val_fraction)
-    finally:
-        for h in handles.values():
-            h.close()
     for split in counts:
         if counts[split] == 0:
             raise ValueError(f"{split} split is empty ({docs['train'] + docs['val']} documents in all): "

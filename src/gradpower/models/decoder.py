@@ -133,7 +133,7 @@ class CausalLM(nn.Module):
             elif isinstance(module, (GPAS, RotaryEmbedding)):
                 module.reset_parameters()
         for layer in self.model.layers:
-            for name, module in layer.named_children():
+            for module in layer.children():
                 if isinstance(module, nn.RMSNorm):
                     nn.init.constant_(module.weight, layer.norm_init)
         nn.init.ones_(self.model.norm.weight)

@@ -12,7 +12,6 @@ norms' eps.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch

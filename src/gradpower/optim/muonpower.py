@@ -18,9 +18,6 @@ from ..transform import check_p
 from .param_groups import named_param_list, uses_muon
 from .power_step import power_group_grads_, run_closure
 
-_MUON_KEYS = ("momentum", "nesterov", "ns_steps", "adjust_lr_fn")
-
-
 def _split_named_groups(params: Any) -> list[dict[str, Any]]:
     """Normalise ``named_parameters()`` or named param groups to a list of groups."""
     items = list(params)
