@@ -10,7 +10,9 @@ from .optim import (
     AdamPower,
     GradPower,
     MuonPower,
+    MuonPowerFactory,
     OptimizerConfig,
+    PowerTransform,
     build_optimizer,
 )
 from .models import GPAS
@@ -24,7 +26,9 @@ __all__ = [
     "GPAS",
     "GradPower",
     "MuonPower",
+    "MuonPowerFactory",
     "OptimizerConfig",
+    "PowerTransform",
     "build_optimizer",
     "sign_power",
     "sign_power_",

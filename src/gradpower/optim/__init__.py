@@ -3,8 +3,9 @@
 from .adagradpower import AdagradPower
 from .adampower import AdamPower
 from .factory import OPTIMIZERS, OptimizerConfig, build_optimizer
-from .muonpower import MuonPower
+from .muonpower import MuonPower, MuonPowerFactory
 from .param_groups import BLOCKWISE_LR, block_of, build_param_groups, uses_muon
+from .power_hook import PowerTransform
 from .wrapper import GradPower
 
 __all__ = [
@@ -14,7 +15,9 @@ __all__ = [
     "AdamPower",
     "GradPower",
     "MuonPower",
+    "MuonPowerFactory",
     "OptimizerConfig",
+    "PowerTransform",
     "block_of",
     "build_optimizer",
     "build_param_groups",

@@ -7,13 +7,14 @@ from typing import Any
 import torch
 
 from ..transform import check_p
-from .power_step import PowerStepMixin
+from .power_hook import PowerMixin, refuse_differentiable
 
 
-class AdagradPower(PowerStepMixin, torch.optim.Adagrad):
+class AdagradPower(PowerMixin, torch.optim.Adagrad):
     """``torch.optim.Adagrad`` on sign-powered gradients; ``p=1`` is Adagrad exactly.
 
-    Sparse gradients are refused (phi_p is defined on dense tensors here).
+    Sparse gradients are refused (phi_p is defined on dense tensors here), and
+    so is ``differentiable=True`` (the transform runs outside autograd).
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class AdagradPower(PowerStepMixin, torch.optim.Adagrad):
         fused: bool | None = None,
     ) -> None:
         p = check_p(p)
+        refuse_differentiable("AdagradPower", differentiable)
         super().__init__(
             params,
             lr=lr,
@@ -41,7 +43,6 @@ class AdagradPower(PowerStepMixin, torch.optim.Adagrad):
             eps=eps,
             foreach=foreach,
             maximize=maximize,
-            differentiable=differentiable,
             fused=fused,
         )
         self._setup_power(p)

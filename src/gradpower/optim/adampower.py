@@ -3,7 +3,8 @@
 Subclasses ``torch.optim.AdamW`` so the update rule, the state layout
 (``step``, ``exp_avg``, ``exp_avg_sq``) and the three execution paths
 (fused, foreach, single-tensor) are torch's own; the only change is the
-in-place transform of the gradients at the start of ``step()``.
+in-place transform of the gradients, attached as a step pre-hook
+(:mod:`gradpower.optim.power_hook`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 import torch
 
 from ..transform import check_p
-from .power_step import PowerStepMixin
+from .power_hook import PowerMixin, refuse_differentiable
 
 _FUSED_DEVICES = ("cpu", "cuda")
+#: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
+_PATH_KEYS = ("fused", "foreach", "capturable")
 
 
 def _materialize(params: Any) -> list[Any]:
@@ -57,15 +60,21 @@ def default_fused(params: Iterable[torch.Tensor]) -> bool:
     )
 
 
-class AdamPower(PowerStepMixin, torch.optim.AdamW):
+class AdamPower(PowerMixin, torch.optim.AdamW):
     """AdamW on sign-powered gradients ``sign(g) * |g| ** p``.
 
     Defaults follow the GradPower paper's AdamW baseline: betas (0.9, 0.95),
     weight decay 0.1, eps 1e-8, p 1.2. ``p`` may differ per param group
     (``group["p"]``). ``fused=None`` and ``foreach=None`` pick the fused kernel
     when all parameters allow it, else torch's default. ``p=1`` is AdamW exactly.
+    Two defaults differ from ``torch.optim.AdamW`` (betas[1] 0.999, weight
+    decay 0.01): pass them explicitly to reproduce an existing AdamW setup.
 
-    The transform rewrites ``param.grad`` in place during ``step()``.
+    The transform rewrites ``param.grad`` in place during ``step()``;
+    ``differentiable=True`` is refused (the transform is outside autograd).
+    Loading a state dict (a plain AdamW one too) keeps this optimizer's
+    execution path (``fused``/``foreach``/``capturable``), so resuming from an
+    AdamW checkpoint does not silently fall back to a slower path.
     """
 
     def __init__(
@@ -86,7 +95,8 @@ class AdamPower(PowerStepMixin, torch.optim.AdamW):
     ) -> None:
         p = check_p(p)
         params = _materialize(params)
-        if fused is None and not foreach and not differentiable and not capturable:
+        refuse_differentiable("AdamPower", differentiable)
+        if fused is None and not foreach and not capturable:
             fused = default_fused(_tensors_of(params))
         super().__init__(
             params,
@@ -99,6 +109,13 @@ class AdamPower(PowerStepMixin, torch.optim.AdamW):
             foreach=foreach,
             fused=fused or None,
             capturable=capturable,
-            differentiable=differentiable,
         )
         self._setup_power(p)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, keeping this optimizer's execution path per group."""
+        saved = state_dict.get("param_groups", [])
+        if len(saved) == len(self.param_groups):
+            paths = [{k: g[k] for k in _PATH_KEYS if k in g} for g in self.param_groups]
+            state_dict = {**state_dict, "param_groups": [{**s, **path} for s, path in zip(saved, paths)]}
+        super().load_state_dict(state_dict)

@@ -1,44 +1,136 @@
 """MuonPower: Muon for 2-D hidden weights, AdamW for the rest, both on phi_p(g).
 
-One optimizer object and one state dict. Internally the update is delegated
-to ``torch.optim.Muon`` (Moonlight scaling, ``adjust_lr_fn="match_rms_adamw"``)
-and ``torch.optim.AdamW``, which share this object's param-group dicts and
-state table, so ``p=1`` is exactly that pair of torch optimizers.
+One optimizer object, one state dict and one ``step()`` (so step hooks fire
+once). The Muon half is torch.optim.Muon's update (momentum, Nesterov,
+Newton-Schulz with Keller Jordan's coefficients, Moonlight's
+``match_rms_adamw`` scaling, decoupled weight decay) with a choice of the
+dtype Newton-Schulz runs in; the AdamW half calls torch's functional
+``torch.optim.adamw.adamw`` with AdamW's state layout. phi_p is the shared
+step pre-hook of :mod:`gradpower.optim.power_hook`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.adamw import adamw
 
 from ..transform import check_p
-from .param_groups import named_param_list, uses_muon
-from .power_step import power_group_grads_, run_closure
+from .power_hook import PowerMixin
+from .param_groups import named_param_list, unknown_matrices, uses_muon
 
-def _split_named_groups(params: Any) -> list[dict[str, Any]]:
-    """Normalise ``named_parameters()`` or named param groups to a list of groups."""
+#: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+MuonSplit = Callable[[str, Tensor], bool] | Iterable[str] | None
+
+
+def default_ns_dtype(device: torch.device) -> str:
+    """bf16 where matrix units make it fast (CUDA), fp32 elsewhere (bf16 matmul is slow on most CPUs)."""
+    return "bfloat16" if device.type == "cuda" else "float32"
+
+
+def newton_schulz(grad: Tensor, steps: int, coefficients: tuple[float, float, float], eps: float,
+                  dtype: torch.dtype) -> Tensor:
+    """Approximate orthogonalisation U V^T of a 2-D ``grad`` by ``steps`` quintic iterations.
+
+    The same iteration as ``torch.optim.Muon`` (normalise by the Frobenius
+    norm, iterate on the wide orientation); with ``dtype=torch.bfloat16`` the
+    arithmetic is identical to torch's.
+    """
+    a, b, c = coefficients
+    x = grad.to(dtype)
+    tall = grad.size(0) > grad.size(1)
+    if tall:
+        x = x.T
+    x = x.div(x.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
+    return x.T if tall else x
+
+
+def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
+    """Muon's per-matrix lr factor: Moonlight's 0.2 sqrt(max(A, B)) or Keller's sqrt(max(1, A/B))."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    if adjust_lr_fn in (None, "original"):
+        return math.sqrt(max(1.0, rows / cols))
+    raise ValueError(f"adjust_lr_fn must be 'match_rms_adamw', 'original' or None, got {adjust_lr_fn!r}")
+
+
+def _named_groups(params: Any, model: nn.Module | None) -> list[dict[str, Any]]:
+    """Normalise every accepted ``params`` form to groups of ``(name, tensor)`` pairs.
+
+    Accepted: a module, ``named_parameters()``, named param groups, or plain
+    tensors / groups when ``model`` names them (as HF Trainer passes them).
+    """
+    if isinstance(params, nn.Module):
+        params = params.named_parameters()
     items = list(params)
-    if items and isinstance(items[0], dict):
-        return [dict(g, params=named_param_list(g["params"])) for g in items]
-    return [{"params": named_param_list(items)}]
+    if not items:
+        raise ValueError("MuonPower got an empty parameter list")
+    groups = items if isinstance(items[0], dict) else [{"params": items}]
+    names = {id(t): n for n, t in model.named_parameters()} if model is not None else {}
+    out = []
+    for group in groups:
+        members = group["params"]
+        members = [members] if isinstance(members, Tensor) else list(members)
+        named = []
+        for item in members:
+            if isinstance(item, Tensor) and id(item) in names:
+                item = (names[id(item)], item)
+            elif isinstance(item, Tensor):
+                raise TypeError(
+                    "MuonPower needs parameter names to split Muon from AdamW parameters: pass "
+                    "model.named_parameters(), the model itself, or model=MODEL; with HF Trainer use "
+                    "optimizer_cls_and_kwargs=(gradpower.MuonPowerFactory, {...})"
+                )
+            named.append(item)
+        out.append({**group, "params": named_param_list(named)})
+    return out
 
 
-class MuonPower(Optimizer):
+def _split_rule(muon_params: MuonSplit) -> Callable[[str, Tensor], bool]:
+    if muon_params is None:
+        return uses_muon
+    if callable(muon_params):
+        return muon_params
+    chosen = set(muon_params)
+    return lambda name, _tensor: name in chosen
+
+
+class MuonPower(PowerMixin, Optimizer):
     """Muon + AdamW on sign-powered gradients, split by parameter name and shape.
 
-    Split rule (see :func:`gradpower.optim.param_groups.uses_muon`): a
-    parameter goes to Muon when it is 2-D and its name contains neither
-    ``embed`` nor ``lm_head``; everything else (embeddings, output head,
-    norms, biases, scalars) goes to AdamW with ``betas`` and ``eps``. Both
-    halves use ``lr`` and ``weight_decay`` (Muon's Moonlight scaling
-    ``0.2 * sqrt(max(rows, cols))`` lets it reuse AdamW's lr).
+    Split rule (:func:`gradpower.optim.param_groups.uses_muon`): 2-D weights
+    with both dimensions > 1 go to Muon unless their name marks an embedding,
+    an output head (``lm_head``, ``classifier``, ``score``, ``pooler``) or an MoE
+    router; everything else (norms, biases, scalars, 1 x d gates) to AdamW with
+    ``betas`` and ``eps``. Matrices whose names match no known block go to Muon
+    by shape with a warning; ``muon_params`` (a predicate ``(name, tensor) ->
+    bool`` or a collection of names) decides the split explicitly. Both halves
+    use ``lr`` and ``weight_decay`` (the Moonlight scaling ``0.2 * sqrt(max(A,
+    B))`` lets Muon reuse AdamW's lr).
 
-    ``params`` is ``model.named_parameters()`` or a list of param groups whose
-    ``params`` are ``(name, tensor)`` pairs; each group may override ``lr``,
-    ``weight_decay`` and ``p``. Every group carries ``use_muon``.
+    ``params``: a module, ``model.named_parameters()``, param groups of
+    ``(name, tensor)`` pairs (each may override ``lr``, ``weight_decay``, ``p``),
+    or unnamed tensors/groups together with ``model=``. Every group carries
+    ``use_muon``. ``defaults`` holds ``momentum`` (Muon) and ``betas`` (AdamW);
+    with ``OneCycleLR(cycle_momentum=True)`` the scheduler cycles ``betas[0]``,
+    i.e. the AdamW half's beta1; Muon's momentum stays fixed.
+
+    ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice, fast on GPUs) or
+    ``"float32"``; default bf16 on CUDA, fp32 elsewhere.
     """
 
     def __init__(
@@ -53,95 +145,134 @@ class MuonPower(Optimizer):
         eps: float = 1e-8,
         *,
         ns_steps: int = 5,
-        adjust_lr_fn: str = "match_rms_adamw",
+        ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+        ns_eps: float = 1e-7,
+        ns_dtype: str | None = None,
+        adjust_lr_fn: str | None = "match_rms_adamw",
+        muon_params: MuonSplit = None,
+        model: nn.Module | None = None,
         adam_fused: bool | None = None,
         adam_foreach: bool | None = None,
     ) -> None:
         p = check_p(p)
-        muon_groups: list[dict[str, Any]] = []
-        adam_groups: list[dict[str, Any]] = []
-        for group in _split_named_groups(params):
+        if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0 or not 0 < ns_steps < 100:
+            raise ValueError(
+                f"MuonPower needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 and 0 < ns_steps < 100; got "
+                f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}, ns_steps={ns_steps}"
+            )
+        if ns_dtype is not None and ns_dtype not in NS_DTYPES:
+            raise ValueError(f"ns_dtype must be one of {sorted(NS_DTYPES)} or None, got {ns_dtype!r}")
+        muon_params_rule = _split_rule(muon_params)
+        groups: list[dict[str, Any]] = []
+        for group in _named_groups(params, model):
             options = {k: v for k, v in group.items() if k != "params"}
-            if "p" in options:
-                check_p(options["p"])
-            muon_part = [(n, t) for n, t in group["params"] if uses_muon(n, t)]
-            adam_part = [(n, t) for n, t in group["params"] if not uses_muon(n, t)]
-            if muon_part:
-                muon_groups.append({**options, "params": muon_part})
-            if adam_part:
-                adam_groups.append({**options, "params": adam_part})
-        self._muon = (
-            torch.optim.Muon(
-                muon_groups,
-                lr=lr,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                nesterov=nesterov,
-                ns_steps=ns_steps,
-                adjust_lr_fn=adjust_lr_fn,
+            muon_part = [(n, t) for n, t in group["params"] if muon_params_rule(n, t)]
+            adam_part = [(n, t) for n, t in group["params"] if not muon_params_rule(n, t)]
+            groups += [{**options, "params": part, "use_muon": flag}
+                       for part, flag in ((muon_part, True), (adam_part, False)) if part]
+        unknown = [] if muon_params is not None else unknown_matrices(
+            (n, t) for g in groups if g["use_muon"] for n, t in g["params"])
+        if unknown:
+            warnings.warn(
+                f"MuonPower: {len(unknown)} matrices have names outside the LLaMA/Qwen2-MoE rules and go to Muon "
+                f"by shape (e.g. {', '.join(unknown[:3])}); pass muon_params= (a predicate or a list of names) "
+                "to choose the split explicitly",
+                stacklevel=2,
             )
-            if muon_groups
-            else None
-        )
-        self._adam = (
-            torch.optim.AdamW(
-                adam_groups,
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                fused=adam_fused,
-                foreach=adam_foreach,
-            )
-            if adam_groups
-            else None
-        )
-        for inner, flag in ((self._muon, True), (self._adam, False)):
-            for group in inner.param_groups if inner is not None else []:
-                group["use_muon"] = flag
-        groups = (self._muon.param_groups if self._muon else []) + (self._adam.param_groups if self._adam else [])
-        defaults = {"lr": lr, "weight_decay": weight_decay, "p": p}
+        defaults = {
+            "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov, "betas": tuple(betas),
+            "eps": eps, "ns_steps": ns_steps, "ns_coefficients": tuple(ns_coefficients), "ns_eps": ns_eps,
+            "ns_dtype": ns_dtype, "adjust_lr_fn": adjust_lr_fn, "fused": adam_fused, "foreach": adam_foreach,
+        }
         super().__init__(groups, defaults)
-        self._bind_inner()
-
-    def _bind_inner(self) -> None:
-        """Point the inner optimizers at this object's groups and state table."""
-        if self._muon is not None:
-            self._muon.param_groups = [g for g in self.param_groups if g["use_muon"]]
-            self._muon.state = self.state
-        if self._adam is not None:
-            self._adam.param_groups = [g for g in self.param_groups if not g["use_muon"]]
-            self._adam.state = self.state
-        self._bound = True
+        self._setup_power(p)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "p" in param_group:
-            check_p(param_group["p"])
         if "use_muon" not in param_group:
             raise ValueError(
-                "MuonPower.add_param_group needs 'use_muon' in the group (True for "
-                "2-D hidden weights, False for AdamW parameters)"
+                "MuonPower.add_param_group needs 'use_muon' in the group (True for 2-D hidden weights, "
+                "False for AdamW parameters)"
             )
-        inner = self._muon if param_group["use_muon"] else self._adam
-        if getattr(self, "_bound", False):
-            if inner is None:
-                kind = "Muon" if param_group["use_muon"] else "AdamW"
-                raise ValueError(f"this MuonPower was built without {kind} parameters; cannot add a {kind} group")
-            inner.add_param_group(param_group)  # fills in the inner optimizer's defaults
+        if param_group["use_muon"]:
+            members = param_group["params"]
+            members = [members] if isinstance(members, Tensor) else list(members)
+            shapes = [tuple((m[1] if isinstance(m, tuple) else m).shape) for m in members]
+            if any(len(s) != 2 for s in shapes):
+                raise ValueError(f"Muon groups take 2-D parameters only, got shapes {shapes}")
+            param_group = {**param_group, "params": members}
         super().add_param_group(param_group)
-        if getattr(self, "_bound", False):
-            self._bind_inner()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._bind_inner()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # groups saved by older versions lack the newer keys
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = run_closure(closure)
-        power_group_grads_(self.param_groups)
-        if self._muon is not None:
-            self._muon.step()
-        if self._adam is not None:
-            self._adam.step()
+        """One update; phi_p was applied to the gradients by the step pre-hook."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon_group(group)
+            else:
+                self._adam_group(group)
         return loss
+
+    def _muon_group(self, group: dict[str, Any]) -> None:
+        lr, momentum, decay = float(group["lr"]), group["momentum"], group["weight_decay"]
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            grad = param.grad
+            state = self.state[param]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"]
+            buf.lerp_(grad, 1 - momentum)
+            update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+            dtype = NS_DTYPES[group["ns_dtype"] or default_ns_dtype(param.device)]
+            update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
+            param.mul_(1 - lr * decay)
+            param.add_(update, alpha=-lr * muon_lr_scale(param.shape, group["adjust_lr_fn"]))
+
+    def _adam_group(self, group: dict[str, Any]) -> None:
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        fused = bool(group["fused"])
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            state = self.state[param]
+            if not state:  # torch.optim.AdamW's layout, so the halves' state dicts load either way
+                state["step"] = (torch.zeros((), dtype=torch.float32, device=param.device) if fused
+                                 else torch.tensor(0.0, dtype=torch.float32))
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            params.append(param)
+            grads.append(param.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        adamw(
+            params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=group["foreach"], fused=group["fused"],
+            amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+            eps=group["eps"], maximize=False,
+        )
+
+
+class MuonPowerFactory:
+    """``MuonPowerFactory()(model, **kwargs)`` builds ``MuonPower(model, **kwargs)``.
+
+    The factory form HF ``transformers.Trainer`` accepts in
+    ``optimizer_cls_and_kwargs=(MuonPowerFactory, {"lr": ..., "p": ...})``: it
+    calls the factory with the model, so the split sees parameter names.
+    """
+
+    def __call__(self, model: nn.Module, **kwargs: Any) -> MuonPower:
+        return MuonPower(model, **kwargs)

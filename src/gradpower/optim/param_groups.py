@@ -29,14 +29,19 @@ BLOCKWISE_LR: dict[str, float] = {
 }
 
 _BLOCK_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("embedding", re.compile(r"(^|\.)(embed_tokens|embed|wte|tok_embeddings)(\.|$)")),
-    ("head", re.compile(r"(^|\.)lm_head(\.|$)")),
+    # Any name component containing "embed" (embed_tokens, word_embeddings, embed_positions), GPT-2's wte/wpe.
+    ("embedding", re.compile(r"(^|\.)(\w*embed\w*|wte|wpe)(\.|$)")),
+    # Output heads: causal-LM head, HF classification heads (classifier, score) and BERT's pooler.
+    ("head", re.compile(r"(^|\.)(lm_head|classifier|score|pooler)(\.|$)")),
     ("norm", re.compile(r"norm")),
-    ("router", re.compile(r"(^|\.)mlp\.(gate|shared_expert_gate)\.")),
+    ("router", re.compile(r"(^|\.)(mlp|block_sparse_moe|moe)\.(gate|router|shared_expert_gate)\.")),
     ("attn_qk", re.compile(r"(^|\.)(q_proj|k_proj)\.")),
     ("attn_vo", re.compile(r"(^|\.)(v_proj|o_proj)\.")),
     ("mlp", re.compile(r"(^|\.)(gate_proj|up_proj|down_proj|experts\.\d+|shared_expert)\.")),
 ]
+
+#: Blocks whose 2-D weights are not hidden-layer matrices: MuonPower gives them to AdamW.
+NOT_HIDDEN = ("embedding", "head", "router")
 
 
 def block_of(name: str) -> str:
@@ -52,13 +57,19 @@ def block_of(name: str) -> str:
 
 
 def uses_muon(name: str, param: torch.Tensor) -> bool:
-    """Muon takes 2-D hidden weights; embeddings and the output head go to AdamW.
+    """Muon takes 2-D hidden weights; everything else goes to AdamW.
 
-    Rule: ``param.ndim == 2`` and the name contains neither ``embed`` nor
-    ``lm_head``. Norm weights, biases and scalar gates are not 2-D, so they
-    go to AdamW as well.
+    Rule: ``param.ndim == 2``, both dimensions > 1 (a 1 x d vector such as the
+    shared-expert gate is not a matrix to orthogonalise), and the name's block
+    (:func:`block_of`) is not an embedding, output head or MoE router. Norm
+    weights, biases and scalar gates are not 2-D, so they go to AdamW as well.
     """
-    return param.ndim == 2 and "embed" not in name and "lm_head" not in name
+    return param.ndim == 2 and min(param.shape) > 1 and block_of(name) not in NOT_HIDDEN
+
+
+def unknown_matrices(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of matrices that :func:`uses_muon` sends to Muon by shape alone (no known block name)."""
+    return [n for n, t in named if uses_muon(n, t) and block_of(n) == "other"]
 
 
 def decays(name: str, param: torch.Tensor) -> bool:

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 
 from ..transform import check_p
-from .power_step import power_group_grads_, run_closure
+from .power_hook import attach_power, is_attached, refuse_differentiable, set_group_p
 
 
 class GradPower(Optimizer):
     """Wrap an optimizer so its ``step()`` sees ``sign(g) * |g| ** p``.
 
-    The wrapper owns no state of its own: ``param_groups``, ``state`` and
-    ``defaults`` are the base optimizer's objects, so LR schedulers,
-    ``torch.amp.GradScaler`` (which unscales before calling ``step``),
-    ``zero_grad`` and ``state_dict``/``load_state_dict`` behave as for the base.
-    Each group may carry its own ``p`` (default: the wrapper's ``p``).
+    The transform is attached to the base optimizer as a step pre-hook
+    (:mod:`gradpower.optim.power_hook`), and the wrapper forwards to it: its
+    ``param_groups``, ``state`` and ``defaults`` are the base's objects, and
+    ``step``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are the
+    base's, so LR schedulers, ``torch.amp.GradScaler`` (which unscales before
+    calling ``step``), checkpoints and custom ``state_dict`` formats behave as
+    for the base. Hooks registered on the wrapper (step, state-dict and
+    load-state-dict hooks) are registered on the base and receive the wrapper
+    as their optimizer argument; each fires once per call, as do torch's
+    global step hooks. Each group may carry its own ``p`` (default: the
+    wrapper's ``p``).
 
     Usage::
 
         opt = GradPower(torch.optim.SGD(model.parameters(), lr=0.1), p=1.2)
+
+    Composition with other wrappers: the innermost transform sees the gradient
+    first. ``Lookahead(GradPower(AdamW))`` runs phi_p inside every fast step;
+    ``GradPower(OrthoGrad(AdamW))`` powers the raw gradient, then OrthoGrad
+    projects phi_p(g) (its step runs after phi_p's pre-hook).
     """
 
     def __init__(self, optimizer: Optimizer, p: float = 1.2) -> None:
@@ -34,24 +44,16 @@ class GradPower(Optimizer):
                 f"{type(optimizer).__name__}; build the optimizer first, e.g. "
                 "GradPower(torch.optim.AdamW(model.parameters()), p=1.2)"
             )
-        if isinstance(optimizer, GradPower):
-            raise TypeError("optimizer is already wrapped by GradPower")
+        if isinstance(optimizer, GradPower) or is_attached(optimizer):
+            raise TypeError(
+                f"{type(optimizer).__name__} already applies GradPower's transform; wrapping it again would "
+                "apply phi_p twice"
+            )
+        refuse_differentiable(f"GradPower({type(optimizer).__name__})", bool(optimizer.defaults.get("differentiable")))
         self.p = check_p(p)
-        self.optimizer = optimizer
-        # The hook tables torch.optim.Optimizer.__init__ would create; the
-        # parameter tables are the base's (see the properties below).
-        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._patch_step_function()
-        for group in optimizer.param_groups:
-            group["p"] = check_p(group.get("p", self.p))
-        # Fused kernels (e.g. AdamW(fused=True)) can unscale inside their step;
-        # GradScaler must unscale *before* phi_p, so the wrapper never claims it.
-        self._step_supports_amp_scaling = False
+        # torch's own restore path: sets the attributes and creates the hook tables.
+        Optimizer.__setstate__(self, {"optimizer": optimizer, "p": self.p})
+        attach_power(optimizer, self.p)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
@@ -65,12 +67,18 @@ class GradPower(Optimizer):
     def defaults(self) -> dict[str, Any]:  # type: ignore[override]
         return self.optimizer.defaults
 
-    @torch.no_grad()
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        return False  # GradScaler must unscale before phi_p (see power_hook)
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = run_closure(closure)
-        power_group_grads_(self.param_groups)
-        self.optimizer.step()
-        return loss
+        """The base optimizer's ``step``: phi_p (its pre-hook), then its update."""
+        return self.optimizer.step(closure)
+
+    # torch wraps each Optimizer subclass's ``step`` to run step hooks unless it
+    # is marked as already wrapped. The base's step runs them (global hooks
+    # included), so this forwarding step must not run them a second time.
+    step.hooked = True  # type: ignore[attr-defined]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -84,14 +92,33 @@ class GradPower(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
-        for group in self.optimizer.param_groups:
-            group["p"] = check_p(group.get("p", self.p))
+        set_group_p(self.optimizer.param_groups, self.p)
+
+    # Hooks registered on the wrapper live on the base (which runs them), seeing the wrapper.
+    def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        return self.optimizer.register_step_pre_hook(lambda _opt, args, kwargs: hook(self, args, kwargs))
+
+    def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        return self.optimizer.register_step_post_hook(lambda _opt, args, kwargs: hook(self, args, kwargs))
+
+    def register_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        return self.optimizer.register_state_dict_pre_hook(lambda _opt: hook(self), prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        return self.optimizer.register_state_dict_post_hook(lambda _opt, sd: hook(self, sd), prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        return self.optimizer.register_load_state_dict_pre_hook(lambda _opt, sd: hook(self, sd), prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        return self.optimizer.register_load_state_dict_post_hook(lambda _opt: hook(self), prepend)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer, "p": self.p}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["optimizer"], state["p"])  # type: ignore[misc]
+        Optimizer.__setstate__(self, state)
+        attach_power(self.optimizer, self.p)  # the base's hook tables are not pickled
 
     def __repr__(self) -> str:
         return f"GradPower(p={self.p}, {self.optimizer!r})"

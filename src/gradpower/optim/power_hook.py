@@ -1,0 +1,141 @@
+"""phi_p as a stateless step pre-hook: "transform, then the unchanged base update", written once.
+
+Every power optimizer (``AdamPower``, ``AdagradPower``, ``MuonPower`` and the
+``GradPower`` wrapper) attaches one :class:`PowerTransform` with the public
+``Optimizer.register_step_pre_hook`` and otherwise runs its base class's own
+``step()``. Nothing unwraps or re-implements torch's step wrapper, so step
+hooks fire once per ``step()``, ``torch.compile`` traces the hook like any
+other, and torch upgrades keep working.
+
+Order inside one ``step()`` (torch runs pre-hooks in this order):
+
+1. torch's global pre-hooks (``register_optimizer_step_pre_hook``): raw gradient;
+2. this transform: the closure, if any, is evaluated first (so it computes the
+   gradient that gets transformed), then ``g <- phi_{group["p"]}(g)`` in place;
+3. pre-hooks registered on the optimizer afterwards: they see phi_p(g);
+4. the base update, then post-hooks.
+
+phi_p is nonlinear, so accumulation, GradScaler's unscale, the data-parallel
+reduction and clipping must all be done before ``step()``; the fused torch
+kernels' in-step unscale is therefore turned off (``_step_supports_amp_scaling``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from ..transform import check_p, sign_power_
+
+#: Attribute an optimizer carries while a PowerTransform is attached (never pickled).
+ATTACHED = "_gradpower_transform"
+
+
+def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
+    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group."""
+    for group in param_groups:
+        p = check_p(group["p"])
+        if p == 1.0:
+            continue
+        grads = [param.grad for param in group["params"] if param.grad is not None]
+        if grads:
+            sign_power_(grads, p, foreach=group.get("foreach"))
+
+
+class _Evaluated:
+    """A closure that was already run: returns its loss without recomputing the gradient."""
+
+    def __init__(self, loss: Any) -> None:
+        self.loss = loss
+
+    def __call__(self) -> Any:
+        return self.loss
+
+
+def _evaluate_closure(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
+    """Run ``step``'s closure now (grad enabled) and hand the base step its result instead."""
+    if kwargs.get("closure") is not None:
+        with torch.enable_grad():
+            loss = kwargs["closure"]()
+        return args, {**kwargs, "closure": _Evaluated(loss)}
+    if len(args) > 1 and args[1] is not None:
+        with torch.enable_grad():
+            loss = args[1]()
+        return (args[0], _Evaluated(loss), *args[2:]), kwargs
+    return None
+
+
+class PowerTransform:
+    """The stateless gradient transformation g -> sign(g) |g|^p, as a step pre-hook.
+
+    ``p`` is read from each param group (``group["p"]``) at every step, so it
+    can differ per group and be changed between steps like ``lr``.
+    """
+
+    def __call__(self, optimizer: Optimizer, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
+        replaced = _evaluate_closure(args, kwargs)
+        with torch.no_grad():
+            power_group_grads_(optimizer.param_groups)
+        return replaced
+
+
+def refuse_differentiable(name: str, differentiable: bool) -> None:
+    """Refuse ``differentiable=True``, which the transform cannot honour, with the reason."""
+    if differentiable:
+        raise ValueError(
+            f"{name} does not support differentiable=True: phi_p rewrites .grad in place outside "
+            "autograd, so the update would not be differentiable with respect to the gradient"
+        )
+
+
+def set_group_p(param_groups: Iterable[dict[str, Any]], default: float) -> None:
+    """Give every group a validated ``p`` (its own, else ``default``)."""
+    for group in param_groups:
+        group["p"] = check_p(group.get("p", default))
+
+
+def attach_power(optimizer: Optimizer, default_p: float) -> None:
+    """Attach the transform to ``optimizer`` once (again after unpickling or deepcopy).
+
+    Records ``p`` in ``defaults`` and on every group, and turns off the fused
+    kernels' in-step GradScaler unscale so GradScaler unscales before phi_p.
+    """
+    optimizer.defaults["p"] = check_p(default_p)
+    set_group_p(optimizer.param_groups, default_p)
+    optimizer._step_supports_amp_scaling = False
+    if ATTACHED not in optimizer.__dict__:
+        optimizer.__dict__[ATTACHED] = optimizer.register_step_pre_hook(PowerTransform())
+
+
+def is_attached(optimizer: Optimizer) -> bool:
+    return ATTACHED in optimizer.__dict__
+
+
+class PowerMixin:
+    """For subclasses of a torch optimizer: the base class's ``step()``, with phi_p attached.
+
+    The subclass keeps the base's update rule and state layout; it calls
+    :meth:`_setup_power` at the end of ``__init__``. ``__setstate__`` re-attaches
+    the transform after ``copy.deepcopy``/pickling, which drop torch's hook tables.
+    """
+
+    param_groups: list[dict[str, Any]]
+    defaults: dict[str, Any]
+
+    def _setup_power(self, p: float) -> None:
+        attach_power(self, p)  # type: ignore[arg-type]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "p" in param_group:
+            check_p(param_group["p"])
+        super().add_param_group(param_group)  # type: ignore[misc]
+        if "p" in self.defaults:
+            param_group.setdefault("p", self.defaults["p"])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        attach_power(self, self.defaults.get("p", 1.0))  # type: ignore[arg-type]
+
