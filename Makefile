@@ -1,25 +1,33 @@
 # Two entry points: `make demo` (the main job) and `make test` (the suite).
-# Both create .venv idempotently; the stamp is rebuilt when pyproject.toml changes.
+# Both create .venv idempotently; each stamp is rebuilt when pyproject.toml changes.
+# `demo` installs the harness extra (gradpower[train]); `test` adds the test and framework extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+TORCH := $(VENV)/.torch
+TRAIN_STAMP := $(VENV)/.installed-train
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test venv clean
+.PHONY: demo test clean
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
+$(TORCH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The machine's local CPU wheel satisfies the torch pin; elsewhere pip resolves the range.
 	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.9,<2.15"
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	touch $(TORCH)
 
-demo: $(STAMP)
+$(TRAIN_STAMP): pyproject.toml $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[train]"
+	touch $(TRAIN_STAMP)
+
+$(DEV_STAMP): pyproject.toml $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(DEV_STAMP)
+
+demo: $(TRAIN_STAMP)
 	$(BIN)/gradpower demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 clean:

@@ -10,29 +10,21 @@ a one-line reason.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .data.corpus import DataError
-from .train import CheckpointError, NonFiniteLossError, TrainConfig, train
-from .train.config import config_fields, load_toml
-
-
-def _scalar_type(field: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(TrainConfig)[field.name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+#: Top-level modules of the ``gradpower[train]`` extra (the optimizers need none of them).
+TRAIN_EXTRA_MODULES = ("tokenizers", "datasets", "pyarrow", "tqdm", "matplotlib", "safetensors")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from .train.config import config_fields, field_type
+
     for field in config_fields():
         flag = "--" + field.name.replace("_", "-")
-        kind = _scalar_type(field)
+        kind = field_type(field.name)
         help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -40,7 +32,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The ``TrainConfig`` of ``gradpower train``'s arguments (defaults < --config file < flags)."""
+    from .train.config import TrainConfig, config_fields, load_toml
+
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     for field in config_fields():
         value = getattr(args, field.name)
@@ -51,6 +46,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _demo(args: argparse.Namespace) -> int:
     """AdamW vs AdamPower on the bundled corpus, same seed and hyper-parameters."""
+    from .train import TrainConfig, train
+
     results = {}
     for optim in ("adamw", "adampower"):
         cfg = TrainConfig(
@@ -91,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; a missing harness dependency is reported with the extra that provides it."""
+    try:
+        return _run(argv)
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        if module not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"gradpower: error: the training harness needs the 'train' extra (module {module!r} is not "
+              "installed): pip install 'gradpower[train]'", file=sys.stderr)
+        return 2
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from .data.corpus import DataError
+    from .train import CheckpointError, NonFiniteLossError, train
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -68,22 +68,27 @@ def build_shards(
     counts = {"train": 0, "val": 0}
     docs = {"train": 0, "val": 0}
     tmp = {split: folder / f"{split}.bin.tmp{os.getpid()}" for split in counts}
-    with contextlib.ExitStack() as stack:
-        handles = {split: stack.enter_context(open(path, "wb")) for split, path in tmp.items()}
-        index = 0
-        chunk: list[str] = []
-        for doc in documents:
-            chunk.append(doc)
-            if len(chunk) == _ENCODE_CHUNK:
-                index = _write_chunk(chunk, index, tokenizer, dtype, handles, counts, docs, val_fraction)
-                chunk = []
-        if chunk:
-            _write_chunk(chunk, index, tokenizer, dtype, handles, counts, docs, val_fraction)
-    for split in counts:
-        if counts[split] == 0:
-            raise ValueError(f"{split} split is empty ({docs['train'] + docs['val']} documents in all): "
-                             "the corpus is too small for the validation fraction")
-        os.replace(tmp[split], folder / f"{split}.bin")
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = {split: stack.enter_context(open(path, "wb")) for split, path in tmp.items()}
+            index = 0
+            chunk: list[str] = []
+            for doc in documents:
+                chunk.append(doc)
+                if len(chunk) == _ENCODE_CHUNK:
+                    index = _write_chunk(chunk, index, tokenizer, dtype, handles, counts, docs, val_fraction)
+                    chunk = []
+            if chunk:
+                _write_chunk(chunk, index, tokenizer, dtype, handles, counts, docs, val_fraction)
+        for split in counts:
+            if counts[split] == 0:
+                raise ValueError(f"{split} split is empty ({docs['train'] + docs['val']} documents in all): "
+                                 "the corpus is too small for the validation fraction")
+        for split in counts:
+            os.replace(tmp[split], folder / f"{split}.bin")
+    finally:  # a failed build (bad input, full disk, Ctrl-C) leaves no temporary files behind
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
     meta = {
         "tokenizer": tokenizer.fingerprint, "tokenizer_label": tokenizer.label, "vocab_size": tokenizer.vocab_size,
         "eot_id": tokenizer.eot_id, "dtype": dtype.name, "documents": docs, "tokens": counts, "source": source,

@@ -49,8 +49,11 @@ def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> TextToke
     backend.train_from_iterator(documents, trainer=trainer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    backend.save(str(tmp))
-    os.replace(tmp, path)
+    try:
+        backend.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return _from_backend(backend, f"bpe{vocab_size}")
 
 

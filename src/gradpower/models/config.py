@@ -7,13 +7,20 @@ from typing import Any
 
 from .gpas import check_norm
 
+#: ``init=`` values: torch-style N(0, init_std), or the GPAS authors' scheme.
+INIT_SCHEMES = ("normal", "gpas")
+
 
 @dataclass
 class TransformerConfig:
     """Decoder-only transformer shape (Hugging Face LLaMA conventions).
 
     ``norm`` selects the normalisation scheme and whether GPAS is on (see
-    :data:`gradpower.models.gpas.NORM_SCHEMES`).
+    :data:`gradpower.models.gpas.NORM_SCHEMES`). ``init`` is ``"normal"``
+    (every matrix and embedding N(0, init_std)) or ``"gpas"``, the GPAS
+    authors' initialisation (see :meth:`CausalLM.init_weights`).
+    ``mix_post_layers`` is the number of Post-LN layers of Mix-LN (default
+    ``n_layers // 4``).
     """
 
     vocab_size: int = 32100
@@ -26,9 +33,15 @@ class TransformerConfig:
     rms_eps: float = 1e-6
     rope_theta: float = 10000.0
     init_std: float = 0.02
+    init: str = "normal"
+    mix_post_layers: int | None = None
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
+        if self.init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INIT_SCHEMES)}")
+        if self.mix_post_layers is not None and not 0 <= self.mix_post_layers <= self.n_layers:
+            raise ValueError(f"mix_post_layers must be in [0, n_layers={self.n_layers}], got {self.mix_post_layers}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -44,7 +44,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: TransformerConfig, layer_idx: int, mlp: nn.Module, qkv_bias: bool = False) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.placement = layer_placement(config.norm, layer_idx, config.n_layers)
+        self.placement = layer_placement(config.norm, layer_idx, config.n_layers, config.mix_post_layers)
         self.alpha = deepnorm_alpha(config.n_layers) if self.placement == "deepnorm" else 1.0
         self.norm_init = norm_init_value(config.norm, layer_idx)
         self.self_attn = Attention(config.d_model, config.n_heads, qkv_bias=qkv_bias)
@@ -123,7 +123,14 @@ class CausalLM(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """normal(0, init_std) for matrices and embeddings, zero biases, norms per scheme, gates 0."""
+        """Initialise every parameter per ``config.init``; biases 0, norms per scheme, gates 0.
+
+        ``"normal"``: matrices and embeddings N(0, init_std). ``"gpas"``, the
+        GPAS authors' code: embeddings N(0, sqrt(2/5)) ("Spike No More",
+        Takase et al.), other matrices N(0, init_std), and for plain DeepNorm
+        (not ``deepnorm_gpas``, as in their code) Xavier-normal with gain
+        (8N)^-1/4 on v, o and the MLP projections and gain 1 on q and k.
+        """
         std = self.config.init_std
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -137,6 +144,22 @@ class CausalLM(nn.Module):
                 if isinstance(module, nn.RMSNorm):
                     nn.init.constant_(module.weight, layer.norm_init)
         nn.init.ones_(self.model.norm.weight)
+        if self.config.init == "gpas":
+            nn.init.normal_(self.model.embed_tokens.weight, mean=0.0, std=(2 / 5) ** 0.5)
+            if self.config.norm == "deepnorm":
+                self._deepnorm_xavier_init()
+
+    def _deepnorm_xavier_init(self) -> None:
+        gain = (8 * self.config.n_layers) ** -0.25
+        for layer in self.model.layers:
+            attn = layer.self_attn
+            for proj in (attn.q_proj, attn.k_proj):
+                nn.init.xavier_normal_(proj.weight, gain=1.0)
+            for proj in (attn.v_proj, attn.o_proj):
+                nn.init.xavier_normal_(proj.weight, gain=gain)
+            for name, module in layer.mlp.named_modules():
+                if name.rsplit(".", 1)[-1] in ("gate_proj", "up_proj", "down_proj"):
+                    nn.init.xavier_normal_(module.weight, gain=gain)
 
     def _check_input(self, input_ids: torch.Tensor) -> None:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):

@@ -29,15 +29,16 @@ def uses_gpas(norm: str) -> bool:
     return check_norm(norm).endswith("_gpas")
 
 
-def layer_placement(norm: str, layer_idx: int, n_layers: int) -> str:
+def layer_placement(norm: str, layer_idx: int, n_layers: int, mix_post_layers: int | None = None) -> str:
     """Where the norms sit in layer ``layer_idx``: ``pre``, ``post``, ``sandwich`` or ``deepnorm``.
 
-    Mix-LN uses Post-LN for the first ``n_layers // 4`` layers and Pre-LN
-    after; LNS is Pre-LN placement with scaled norm initialisation.
+    Mix-LN uses Post-LN for the first ``mix_post_layers`` layers (default
+    ``n_layers // 4``) and Pre-LN after; LNS is Pre-LN placement with scaled
+    norm initialisation.
     """
     base = check_norm(norm).removesuffix("_gpas")
     if base == "mix":
-        return "post" if layer_idx < n_layers // 4 else "pre"
+        return "post" if layer_idx < (n_layers // 4 if mix_post_layers is None else mix_post_layers) else "pre"
     if base == "lns":
         return "pre"
     return base

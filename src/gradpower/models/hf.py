@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig
 from .decoder import CausalLM
@@ -63,6 +62,8 @@ def to_hf(model: CausalLM, directory: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _hf_config(model.config).save_pretrained(out)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file  # the hf/train extra; the optimizers do not need it
+
     save_file(tensors, str(out / _WEIGHTS), metadata={"format": "pt"})
     return out
 
@@ -118,6 +119,8 @@ def from_hf(directory: str | Path) -> CausalLM:
             raise FileNotFoundError(f"{f} not found: expected a transformers checkpoint folder")
     config = _our_config(json.loads(config_file.read_text()))
     model = build_model(config)
+    from safetensors.torch import load_file
+
     tensors = _unfuse_experts(load_file(str(weights_file)))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:

@@ -8,12 +8,17 @@ single source of truth for the command line, config files and run folders.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..models import NORM_SCHEMES, PRESETS
+from ..models.config import INIT_SCHEMES
 from ..optim import OPTIMIZERS
 from ..transform import check_p
 from .schedules import SCHEDULES
@@ -30,6 +35,9 @@ class TrainConfig:
     # model
     preset: str = _f("llama-tiny", "model preset: " + ", ".join(PRESETS))
     norm: str | None = _f(None, "normalisation scheme (default: the preset's, pre): " + ", ".join(NORM_SCHEMES))
+    init: str = _f("normal", "weight init: normal (N(0, 0.02)) or gpas (the GPAS authors': embeddings N(0, sqrt(2/5)), "
+                   "Xavier for plain DeepNorm)")
+    mix_post_layers: int | None = _f(None, "Mix-LN: number of leading Post-LN layers (default: layers // 4)")
     # optimizer
     optim: str = _f("adampower", "optimizer: " + ", ".join(OPTIMIZERS))
     p: float = _f(1.2, "GradPower exponent for the *power optimizers")
@@ -40,10 +48,11 @@ class TrainConfig:
     eps: float = _f(1e-8, "Adam eps")
     blockwise_lr: bool = _f(False, "per-block lr multipliers (embedding 10x, q/k 8x, MLP 6x, v/o 4x)")
     clip: float = _f(1.0, "global-norm clip of the raw gradient (0 disables)")
-    gate_clip: float | None = _f(None, "separate global-norm clip for GPAS gates (default: clipped with the rest)")
+    gate_clip: float | None = _f(None, "GPAS gates: after the global clip (which includes them), clip the gates "
+                                 "alone again to this norm (the GPAS authors' clip_gate_grad; default: off)")
     # schedule
     schedule: str = _f("cos", "lr schedule: " + ", ".join(SCHEDULES))
-    warmup: int = _f(100, "linear warm-up steps")
+    warmup: int | None = _f(None, "linear warm-up steps (default: min(100, steps // 10))")
     min_lr_ratio: float = _f(0.1, "final lr as a fraction of the peak")
     stable_frac: float = _f(0.8, "wsd: fraction of steps before the decay starts")
     # batch
@@ -72,29 +81,47 @@ class TrainConfig:
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
-        if self.norm is not None and self.norm not in NORM_SCHEMES:
-            raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORM_SCHEMES)}")
-        if self.optim not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optim!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_type(f.name, getattr(self, f.name)))
+        for name, label, valid in (("preset", "preset", PRESETS), ("norm", "norm", NORM_SCHEMES),
+                                   ("init", "init", INIT_SCHEMES), ("optim", "optimizer", OPTIMIZERS),
+                                   ("schedule", "schedule", SCHEDULES)):
+            value = getattr(self, name)
+            if value is not None and value not in valid:
+                raise ValueError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
         check_p(self.p)
-        for name in ("steps", "batch_size"):
+        for name, value in self.to_dict().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        for name in ("steps", "batch_size", "eval_batches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("micro_batch_size", "seq_len", "lr"):
+        for name in ("micro_batch_size", "seq_len", "lr", "gate_clip", "eps", "bpe_vocab_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        if self.batch_size % self.micro:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro}")
-        if self.warmup < 0 or (self.warmup >= self.steps and self.schedule != "constant"):
-            raise ValueError(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
-        for name in ("eval_every", "log_every", "ckpt_every"):
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("min_lr_ratio", "stable_frac"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size % self.micro:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro}")
+        if self.warmup is not None and (self.warmup < 0 or (self.warmup >= self.steps and self.schedule != "constant")):
+            raise ValueError(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+
+    @property
+    def warmup_steps(self) -> int:
+        """``warmup``, or by default min(100, steps // 10): short runs keep a proportionate warm-up."""
+        return min(100, self.steps // 10) if self.warmup is None else self.warmup
 
     @property
     def micro(self) -> int:
@@ -106,6 +133,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def field_type(name: str) -> type:
+    """The scalar type of a ``TrainConfig`` field (``int`` for ``int | None``)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def check_type(name: str, value: Any) -> Any:
+    """Return ``value`` if it fits field ``name`` (ints are accepted for floats), else raise naming both.
+
+    Config files are checked like flags: ``steps = "6"``, ``steps = 6.5`` or
+    ``resume = "no"`` are refused instead of compared as strings or read as true.
+    """
+    kind = field_type(name)
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if value is None and default is None:
+        return value
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ValueError(f"{name} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})")
+    return value
 
 
 def config_fields() -> list[dataclasses.Field]:
@@ -126,4 +183,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{file}: unknown key(s) {', '.join(unknown)}")
-    return values
+    try:
+        return {key: check_type(key, value) for key, value in values.items()}
+    except ValueError as exc:
+        raise ValueError(f"{file}: key {exc}") from None

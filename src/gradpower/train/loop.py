@@ -74,7 +74,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> TransformerConfig:
     """The preset's config with the run's norm and sequence length; grown to fit the tokenizer."""
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"init": cfg.init, "mix_post_layers": cfg.mix_post_layers}
     if cfg.norm is not None:
         overrides["norm"] = cfg.norm
     if cfg.seq_len is not None:
@@ -122,24 +122,19 @@ def evaluate(model: CausalLM, batches: list[torch.Tensor], runtime: Runtime) -> 
     return torch.stack(losses).mean().item()
 
 
-def _gate_and_other_params(model: CausalLM) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    gates, other = [], []
-    for name, param in model.named_parameters():
-        (gates if name.endswith("gpas.gate") else other).append(param)
-    return gates, other
-
-
 def clip_gradients(model: CausalLM, clip: float, gate_clip: float | None) -> float:
-    """Global-norm clip of the raw gradient; GPAS gates separately when ``gate_clip`` is set.
+    """Global-norm clip of the raw gradient, then (``gate_clip``) the GPAS gates alone again.
 
-    Returns the pre-clip global norm of every gradient (gates included).
+    As in the GPAS authors' code: every parameter, gates included, is clipped
+    to the global norm ``clip`` first; then the gates alone are clipped to
+    ``gate_clip``. Returns the pre-clip global norm of every gradient.
     """
-    gates, other = _gate_and_other_params(model)
-    if gate_clip is None:
-        return float(torch.nn.utils.clip_grad_norm_(gates + other, clip if clip > 0 else math.inf))
-    norm_other = torch.nn.utils.clip_grad_norm_(other, clip if clip > 0 else math.inf)
-    norm_gates = torch.nn.utils.clip_grad_norm_(gates, gate_clip) if gates else torch.zeros(())
-    return float(torch.sqrt(norm_other.float() ** 2 + norm_gates.float().to(norm_other.device) ** 2))
+    norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), clip if clip > 0 else math.inf)
+    if gate_clip is not None:
+        gates = [param for name, param in model.named_parameters() if name.endswith("gpas.gate")]
+        if gates:
+            torch.nn.utils.clip_grad_norm_(gates, gate_clip)
+    return float(norm)
 
 
 def environment(runtime: Runtime, cfg: TrainConfig) -> dict[str, Any]:
@@ -192,7 +187,7 @@ class Trainer:
             cfg.optim, self.model.named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
-        schedule = dict(warmup=cfg.warmup, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
+        schedule = dict(warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
         self.multiplier = lr_multiplier(cfg.schedule, **schedule)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, **schedule)
         self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
