@@ -25,7 +25,7 @@ $(DEV_STAMP): pyproject.toml $(TORCH)
 	touch $(DEV_STAMP)
 
 demo: $(TRAIN_STAMP)
-	$(BIN)/gradpower demo
+	$(BIN)/gradpower compare
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=10

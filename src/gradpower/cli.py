@@ -1,22 +1,36 @@
-"""The ``gradpower`` command: ``train`` and ``demo``.
+"""The ``gradpower`` command: ``compare`` (the main job), ``sweep``, ``theory``, ``report`` and ``train``.
 
 ``gradpower train`` flags are generated from :class:`TrainConfig`'s fields
 (``--batch-size`` for ``batch_size``; ``--flag/--no-flag`` for booleans), so
 the command line, TOML files and run folders always agree. Precedence:
-defaults < ``--config FILE.toml`` < flags. Bad input exits with status 2 and
-a one-line reason.
+defaults < ``--config FILE.toml`` < flags. ``compare`` and ``sweep`` take the
+common settings as flags, any other field with ``--set KEY=VALUE``, and arms
+(``--arm``) or grid axes (``--grid``). Bad input exits with status 2 and a
+one-line reason; a missing harness dependency names the extra to install.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 #: Top-level modules of the ``gradpower[train]`` extra (the optimizers need none of them).
-TRAIN_EXTRA_MODULES = ("tokenizers", "datasets", "pyarrow", "tqdm", "matplotlib", "safetensors")
+TRAIN_EXTRA_MODULES = ("tokenizers", "datasets", "pyarrow", "tqdm", "matplotlib", "safetensors", "scipy")
+#: Settings ``compare`` and ``sweep`` take as flags (any other field: ``--set KEY=VALUE``).
+EXPERIMENT_FLAGS = ("steps", "preset", "data", "schedule", "batch_size", "device")
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -44,47 +58,155 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(**values)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """AdamW vs AdamPower on the bundled corpus, same seed and hyper-parameters."""
-    from .train import TrainConfig, train
+def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    from .train.config import field_type
 
-    results = {}
-    for optim in ("adamw", "adampower"):
-        cfg = TrainConfig(
-            preset="llama-tiny", optim=optim, steps=args.steps, batch_size=16, warmup=args.steps // 10,
-            eval_every=max(1, args.steps // 4), log_every=max(1, args.steps // 10), out=f"{args.out}/{optim}",
-            seed=args.seed, device=args.device,
-        )
-        print(f"== {optim} ==", flush=True)
-        results[optim] = train(cfg).final_val_loss
-    print("\noptimizer   final val loss")
-    for name, loss in results.items():
-        print(f"{name:11s} {loss:.4f}")
-    print(f"AdamPower - AdamW: {results['adampower'] - results['adamw']:+.4f} (one seed: not evidence on its own)")
-    return 0
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line (the full usage is one ``--help`` away)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    parser.add_argument("--config", metavar="FILE.toml", help="experiment file: shared TrainConfig keys, seeds, "
+                        "tune_lr, and [[arm]] tables or a [grid] table; flags override it")
+    for name in EXPERIMENT_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=field_type(name), default=None, metavar=name.upper(),
+                            help=f"shared {name} of every run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm / point (default 3)")
+    parser.add_argument("--first-seed", type=int, default=None,
+                        help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
+                        "with a larger --seeds, its earlier runs are reused")
+    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs in parallel processes (default: 1 on CPU, one per visible GPU on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog="gradpower", description="GradPower and GPAS for language-model pre-training.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    compare = sub.add_parser(
+        "compare", help="arms over seeds, paired, with tables, plots and a verdict (the main job)",
+        description="Run arms that differ in any TrainConfig fields over seeds (same initial weights and batches "
+        "within a seed) and report paired differences with 95%% intervals. With no arguments: the embedded default, "
+        "AdamW vs AdamPower (p=1.2) on the bundled corpus, 3 seeds.")
+    compare.add_argument("--arm", action="append", default=[], metavar="'[NAME:] KEY=VALUE ...'",
+                         help="an arm (repeatable; the first is the baseline), e.g. --arm 'optim=adamw'")
+    compare.add_argument("--tune-lr", metavar="LR1,LR2,...", help="tune lr per arm over this grid first")
+    compare.add_argument("--tune-seeds", action="store_true", help="tune on every seed (default: seed 0 only)")
+    compare.add_argument("--baseline", metavar="ARM", help="the arm the others are compared with (default: first)")
+    _add_experiment_flags(compare, "runs/compare")
+
+    sweep = sub.add_parser("sweep", help="a grid over TrainConfig fields, each point over seeds",
+                           description="Train every grid point over seeds and report the best value of each field "
+                           "per value of the others (e.g. the best p per batch size).")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="a grid axis (repeatable)")
+    _add_experiment_flags(sweep, "runs/sweep")
+
+    theory = sub.add_parser("theory", help="the toy model of AdamPower's update, or AdagradPower on a noisy problem",
+                            description="'gradpower theory' (or 'theory adam'): AdamPower's update on g = mu + sigma*xi, "
+                            "xi ~ U[-1, 1], simulated and in closed form, with the optimal p per noise level. "
+                            "'gradpower theory adagrad': AdagradPower vs Adagrad on a noisy non-convex problem.")
+    theory.add_argument("which", nargs="?", choices=("adam", "adagrad"), default="adam")
+    theory.add_argument("--mu", type=float, default=1e-6, help="mean gradient (default 1e-6)")
+    theory.add_argument("--eps", type=float, default=1e-8, help="Adam eps (default 1e-8)")
+    theory.add_argument("--beta1", type=float, default=0.9)
+    theory.add_argument("--beta2", type=float, default=0.95)
+    theory.add_argument("--ratios", default="0.5,2,5,10,50", help="sigma/mu values (default 0.5,2,5,10,50)")
+    theory.add_argument("--p-grid", default="0.5:2.5:0.05", metavar="START:STOP:STEP or P1,P2,...",
+                        help="exponents (at most 0.05 apart; default 0.5:2.5:0.05); for 'adagrad' a list")
+    theory.add_argument("--steps", type=int, default=None, help="simulation steps (adam 20000, adagrad 500)")
+    theory.add_argument("--seeds", type=int, default=3, help="adagrad: seeds per p (default 3)")
+    theory.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
+
+    report = sub.add_parser("report", help="rebuild the tables and figures of a compare or sweep folder",
+                            description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
+                            "of a compare or sweep folder, without training.")
+    report.add_argument("dir", help="a folder written by 'gradpower compare' or 'gradpower sweep'")
+    report.add_argument("--baseline", metavar="ARM", help="compare against this arm instead of the first")
+
     train_parser = sub.add_parser(
-        "train", help="train a model", description="Train a preset model. Flags override --config values."
+        "train", help="train one model", description="Train a preset model. Flags override --config values."
     )
     train_parser.add_argument("--config", metavar="FILE.toml", help="TOML file of TrainConfig keys; flags override it")
     _add_config_flags(train_parser)
-    demo = sub.add_parser("demo", help="train llama-tiny with AdamW and AdamPower on the bundled corpus")
-    demo.add_argument("--steps", type=int, default=300)
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto")
     return parser
+
+
+def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
+    """The experiment of compare/sweep flags: --config file or the embedded default, then flags."""
+    from .experiments.spec import load_experiment, parse_value
+
+    spec = load_experiment(args.config) if args.config else default
+    base = dict(spec.base)
+    for name in EXPERIMENT_FLAGS:
+        if getattr(args, name) is not None:
+            base[name] = getattr(args, name)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key = key.strip().replace("-", "_")
+        base[key] = parse_value(key, raw)
+    return dataclasses.replace(spec, base=base, seeds=args.seeds if args.seeds is not None else spec.seeds,
+                               first_seed=args.first_seed if args.first_seed is not None else spec.first_seed)
+
+
+def _compare(args: argparse.Namespace, command: str) -> int:
+    from .experiments import default_spec, parse_arm, run_compare
+    from .experiments.execute import default_jobs
+    from .experiments.spec import parse_lr_grid
+
+    spec = _experiment_spec(args, default_spec())
+    arms = [parse_arm(text) for text in args.arm] or spec.arms
+    tune = parse_lr_grid(args.tune_lr) if args.tune_lr else spec.tune_lr
+    spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds)
+    table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command)
+    print(f"\n{table}\n\nwritten to {args.out}: runs.csv, results.csv, report.md and the figures")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, command: str) -> int:
+    from .experiments import ExperimentSpec, parse_grid_axis, run_sweep
+    from .experiments.execute import default_jobs
+
+    spec = _experiment_spec(args, ExperimentSpec())
+    grid = dict(parse_grid_axis(text) for text in args.grid) or spec.grid
+    spec = dataclasses.replace(spec, grid=grid)
+    table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command)
+    print(f"\n{table}\n\nwritten to {args.out}: sweep.csv, summary.csv, best.csv, report.md and the figures")
+    return 0
+
+
+def _jobs(args: argparse.Namespace, default: Any) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    return args.jobs or default()
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} expects comma-separated numbers, got {text!r}") from None
+
+
+def _theory(args: argparse.Namespace) -> int:
+    from .theory import run_adagrad_comparison, run_toy
+    from .theory.run import p_grid
+
+    out = Path(args.out)
+    if args.which == "adagrad":
+        ps = _floats(args.p_grid, "--p-grid") if "," in args.p_grid else [0.8, 1.0, 1.2, 1.5]
+        text = run_adagrad_comparison(out, tuple(ps), seeds=args.seeds, steps=args.steps or 500)
+        print(f"{text}\n\nwritten to {out}: adagrad.csv, adagrad.png")
+        return 0
+    if ":" in args.p_grid:
+        start, stop, step = (float(v) for v in args.p_grid.split(":"))
+        ps = p_grid(start, stop, step)
+    else:
+        ps = sorted(_floats(args.p_grid, "--p-grid"))
+    text = run_toy(out, args.mu, args.eps, args.beta1, args.beta2, tuple(_floats(args.ratios, "--ratios")), ps,
+                   steps=args.steps or 20000)
+    print(f"AdamPower update in the toy model (mu={args.mu:g}, eps={args.eps:g}):\n{text}\n\n"
+          f"written to {out}: theory.csv, optimal_p.csv, theory.png")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,15 +224,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     from .data.corpus import DataError
+    from .experiments import report
     from .train import CheckpointError, NonFiniteLossError, train
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    command = "gradpower " + shlex.join(argv)
     try:
-        if args.command == "demo":
-            if args.steps < 10:
-                parser.error("demo --steps must be at least 10")
-            return _demo(args)
+        if args.command == "compare":
+            return _compare(args, command)
+        if args.command == "sweep":
+            return _sweep(args, command)
+        if args.command == "theory":
+            return _theory(args)
+        if args.command == "report":
+            print(report(args.dir, args.baseline))
+            return 0
         train(config_from_args(args))
         return 0
     except (ValueError, TypeError, CheckpointError, DataError, FileNotFoundError) as exc:

@@ -8,6 +8,7 @@ single source of truth for the command line, config files and run folders.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
 import tomllib
@@ -75,7 +76,9 @@ class TrainConfig:
     out: str | None = _f(None, "run folder (default: runs/PRESET-OPTIM-sSEED)")
     resume: bool = _f(False, "continue from the latest checkpoint in the run folder")
     stop_after: int | None = _f(None, "stop after this many steps as if interrupted (time-boxed jobs); resume later")
-    seed: int = _f(0, "random seed (model init and data order)")
+    seed: int = _f(0, "random seed: model init and data order (each overridable below)")
+    init_seed: int | None = _f(None, "seed of the model initialisation (default: --seed)")
+    data_seed: int | None = _f(None, "seed of the data order (default: --seed)")
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)")
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
@@ -128,11 +131,62 @@ class TrainConfig:
         return self.micro_batch_size or self.batch_size
 
     @property
+    def model_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
+
+    @property
+    def order_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+    @property
     def run_dir(self) -> Path:
-        return Path(self.out or f"runs/{self.preset}-{self.optim}-s{self.seed}")
+        return Path(self.out or f"runs/{run_name(self)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def defining(self) -> dict[str, Any]:
+        """The fields that decide the run's result (everything but where and how it is run and logged)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from a saved ``to_dict()``; keys of other versions are ignored, missing ones default."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+#: Fields that say where and how a run is executed and logged; they never change its result.
+RUN_CONTROL = ("out", "resume", "stop_after", "device", "cache_dir", "tensorboard", "wandb", "log_every",
+               "ckpt_every", "keep_ckpts")
+#: Fields a resumed run may change (besides RUN_CONTROL): extending a run and evaluating more often.
+RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
+
+
+def resume_differences(saved: dict[str, Any], current: "TrainConfig") -> list[str]:
+    """``field: saved -> current`` for every field a resumed run may not change."""
+    before = TrainConfig.from_dict(saved).to_dict()
+    after = current.to_dict()
+    return [f"{k}: {before[k]!r} -> {after[k]!r}" for k in after if k not in RESUMABLE and before[k] != after[k]]
+
+
+def run_name(cfg: "TrainConfig") -> str:
+    """A folder name that encodes every result-defining field that differs from the defaults.
+
+    ``llama-tiny-adampower-s0`` for the defaults; ``llama-tiny-adampower-lr0.002-p1.4-s1`` for a
+    sweep point. Names longer than 120 characters keep the preset and optimizer and hash the rest.
+    """
+    defaults = TrainConfig().defining()
+    parts = []
+    for key, value in sorted(cfg.defining().items()):
+        if key in ("preset", "optim", "seed") or value == defaults[key]:
+            continue
+        text = Path(value).name if key == "data" else value
+        parts.append(f"{key}{text}")
+    body = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
+    if len(body) > 100:
+        body = hashlib.sha256(body.encode()).hexdigest()[:12]
+    return "-".join(x for x in (cfg.preset, cfg.optim, body, f"s{cfg.seed}") if x)
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

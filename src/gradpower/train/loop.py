@@ -27,9 +27,9 @@ from ..data.pipeline import Data, DataConfig, build_data
 from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer
 from .checkpoint import CheckpointError, check_model_config, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, resume_differences
 from .metrics import MetricsLogger
-from .schedules import build_scheduler, lr_multiplier
+from .schedules import build_scheduler
 
 
 class NonFiniteLossError(RuntimeError):
@@ -157,12 +157,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records past ``last_step``: a resumed run redoes those steps."""
+def _truncate_metrics(path: Path, last_step: int) -> float:
+    """Drop records past ``last_step`` (a resumed run redoes those steps); return the wall time so far."""
     if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+        return 0.0
+    kept = [json.loads(line) for line in path.read_text().splitlines() if line]
+    kept = [record for record in kept if record["step"] <= last_step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    return float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
 
 
 class Trainer:
@@ -176,11 +178,11 @@ class Trainer:
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
             DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir),
-            seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.seed, vocab_size=base_cfg.vocab_size,
+            seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
             rank=self.runtime.rank, world_size=self.runtime.world_size,
         )
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.model_seed)  # arms of one seed start from identical weights
         self.model = build_model(self.model_config).to(self.runtime.device)
         self.lr = cfg.lr or preset_lr(cfg.preset)
         self.optimizer = build_optimizer(
@@ -188,7 +190,6 @@ class Trainer:
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
         schedule = dict(warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
-        self.multiplier = lr_multiplier(cfg.schedule, **schedule)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, **schedule)
         self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
         self.step = 0
@@ -215,10 +216,13 @@ class Trainer:
         if path is None:
             raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
         ckpt = load_checkpoint(path)
+        changed = resume_differences(json.loads(ckpt["train_config"]), self.cfg)
+        if changed:
+            raise CheckpointError(
+                f"{path} was trained with another configuration ({'; '.join(changed)}); a resumed run keeps the "
+                "configuration it was started with: pass the original values or choose another --out"
+            )
         check_model_config(ckpt, self.model_config.to_dict(), path)
-        saved_optim = json.loads(ckpt["train_config"])["optim"]
-        if saved_optim != self.cfg.optim:
-            raise CheckpointError(f"{path} was trained with optimizer {saved_optim!r}, not {self.cfg.optim!r}")
         if ckpt["tokenizer"] != self.data.tokenizer.fingerprint:
             raise CheckpointError(f"{path} was trained with another tokenizer ({ckpt['tokenizer']})")
         self.model.load_state_dict(ckpt["model"])
@@ -239,12 +243,16 @@ class Trainer:
         elif latest_checkpoint(self.ckpt_dir) is not None:
             raise CheckpointError(f"{self.run_dir} already holds checkpoints: pass --resume or choose another --out")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        elapsed_before = 0.0  # wall time of earlier sessions of this run, so elapsed_s is cumulative
         if runtime.is_main:
             if cfg.resume:
-                _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+                elapsed_before = _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             else:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            _write_json(self.run_dir / "config.json", {"train": cfg.to_dict(), "model": self.model_config.to_dict()})
+            _write_json(self.run_dir / "config.json", {
+                "train": cfg.to_dict(), "model": self.model_config.to_dict(),
+                "resolved": {"lr": self.lr, "warmup": cfg.warmup_steps},
+            })
             _write_json(self.run_dir / "env.json", environment(runtime, cfg))
         logger = MetricsLogger(
             self.run_dir, cfg.steps, self.step, enabled=runtime.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
@@ -265,7 +273,7 @@ class Trainer:
         try:
             while self.step < stop_at:
                 t0 = time.perf_counter()
-                lr = self.lr * self.multiplier(self.step)
+                lr = self.applied_lr()
                 loss = accumulate_gradients(
                     self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef
                 ).item()
@@ -283,7 +291,7 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
                     record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
                 if record or self.step % cfg.log_every == 0 or self.step == stop_at:
-                    elapsed = time.perf_counter() - start_time
+                    elapsed = elapsed_before + time.perf_counter() - start_time
                     logger.log({
                         "step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / step_time,
@@ -299,6 +307,11 @@ class Trainer:
             logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
                            f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
         return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+
+    def applied_lr(self) -> float:
+        """The base lr the scheduler set for this step (the first group's lr over its blockwise scale)."""
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) / float(group.get("lr_scale", 1.0))
 
     def _stop_message(self, what: str, value: float) -> str:
         good = self.last_checkpoint or "none written yet"

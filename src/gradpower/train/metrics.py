@@ -24,6 +24,8 @@ class MetricsLogger:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.total = total_steps
+        # Plain (non-TTY) progress: about 20 lines a run however often metrics are recorded.
+        self._print_every = max(1, total_steps // 20)
         self._bar = None
         self._tb = None
         self._wandb = None
@@ -56,7 +58,7 @@ class MetricsLogger:
         if self._bar is not None:
             self._bar.n = step
             self._bar.set_postfix_str(summary, refresh=True)
-        else:
+        elif step % self._print_every == 0 or "val_loss" in record or step == self.total:
             print(f"step {step}/{self.total} {summary}", flush=True)
 
     @staticmethod

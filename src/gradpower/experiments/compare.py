@@ -1,0 +1,81 @@
+"""``gradpower compare``: arms over seeds, paired, with lr tuned per arm if asked.
+
+Plan: (optional) each arm runs its own lr grid on seed 0 (or every seed with
+``tune_seeds``) and keeps its best final val loss; then every arm runs every
+seed at its lr. Seeds are the outer loop, so an interrupted compare already
+holds complete pairs. Runs are reused or resumed by :mod:`.execute`; the
+tables, figures and report come from :func:`.report.compare_report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .execute import PlannedRun, execute, place
+from .report import choose_lrs, compare_report, write_experiment
+from ..train.config import TrainConfig
+from .spec import Arm, ExperimentSpec
+
+#: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
+#: documented in the README ("How the default was chosen"): Qwen2-MoE, warmup-stable-decay, a small batch.
+DEFAULT_BASE: dict[str, Any] = {
+    "preset": "qwen2moe-tiny", "schedule": "wsd", "batch_size": 8, "seq_len": 64, "steps": 300, "eval_batches": 8,
+}
+DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
+#: Settings every compare run gets unless the experiment sets them: a per-step loss for spike counts and
+#: smoothed curves, evaluations for the curves, and checkpoints to resume from.
+RUN_DEFAULTS: dict[str, Any] = {"log_every": 1, "keep_ckpts": 1}
+
+
+def default_spec() -> ExperimentSpec:
+    return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=3)
+
+
+def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:
+    """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset."""
+    base = {**RUN_DEFAULTS, **spec.base}
+    steps = TrainConfig(**base).steps
+    base.setdefault("eval_every", max(1, steps // 10))
+    base.setdefault("ckpt_every", max(1, steps // 4))
+    return dataclasses.replace(spec, base=base)
+
+
+def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
+                command: str = "gradpower compare", echo: Callable[[str], None] = print) -> str:
+    """Train (or reuse) every run of the comparison, then write its tables, figures and report."""
+    if len(spec.arms) < 1:
+        raise ValueError("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")
+    spec = with_run_defaults(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_root = out / "runs"
+    record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}
+
+    def entries(planned: list[PlannedRun], phase: str, lrs: dict[str, float]) -> list[dict[str, Any]]:
+        return [{"phase": phase, "arm": p.label, "seed": p.seed, "lr": lrs.get(p.label, p.cfg.lr),
+                 "dir": str(p.run_dir.relative_to(out))} for p in planned]
+
+    chosen: dict[str, float] = {}
+    if spec.tune_lr:
+        tune_seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
+        tuning = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides, lr=lr), runs_root))
+                  for arm in spec.arms for lr in spec.tune_lr for seed in tune_seeds]
+        record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
+        write_experiment(out, record)
+        echo(f"== tuning lr: {len(spec.arms)} arm(s) x {len(spec.tune_lr)} lr(s) x {len(tune_seeds)} seed(s)")
+        execute(tuning, jobs, echo)
+        chosen = choose_lrs(out, record)
+        for arm in spec.arms:
+            if arm.name not in chosen:
+                raise ValueError(f"no tuning run of arm {arm.name!r} finished; see the runs under {runs_root}")
+        echo("chosen lr: " + ", ".join(f"{name} {lr:g}" for name, lr in chosen.items()))
+    final = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides,
+                                                          **({"lr": chosen[arm.name]} if chosen else {})), runs_root))
+             for seed in spec.seed_list for arm in spec.arms]
+    record["runs"] += entries(final, "final", chosen)
+    write_experiment(out, record)
+    echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
+    execute(final, jobs, echo)
+    return compare_report(out, baseline, echo)

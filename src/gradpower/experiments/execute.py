@@ -1,0 +1,194 @@
+"""Running a list of planned runs: reuse finished ones, resume interrupted ones, N at a time.
+
+Every run goes through :func:`gradpower.train.train` and lives in its own
+folder named after its result-defining fields (:func:`run_name`), so
+re-running an experiment never redoes a finished run and never mixes two
+configurations in one folder. ``jobs > 1`` runs processes in parallel (spawned,
+one torch thread pool each; on CUDA one device per process, round-robin over
+the visible GPUs); their harness output goes to ``train.log`` in each run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train.checkpoint import latest_checkpoint
+from ..train.config import TrainConfig, run_name
+from .runs import RunReadError, load_run
+
+
+@dataclass
+class PlannedRun:
+    """One run of an experiment: which arm or grid point, which seed, and its full config."""
+
+    label: str
+    seed: int
+    cfg: TrainConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+
+@dataclass
+class Outcome:
+    """How a planned run ended in this invocation: done, reused, diverged or failed (with the reason)."""
+
+    run: PlannedRun
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+
+
+def place(cfg: TrainConfig, runs_root: Path) -> TrainConfig:
+    """The config with its run folder under ``runs_root``, named after its defining fields."""
+    return dataclasses.replace(cfg, out=str(runs_root / run_name(cfg)), resume=False)
+
+
+def state_of(run: PlannedRun) -> str:
+    """``done`` (finished with this exact config), ``resume`` (checkpoints) or ``fresh``."""
+    folder = run.run_dir
+    if (folder / "config.json").exists():
+        try:
+            existing = load_run(folder)
+        except RunReadError:
+            existing = None
+        if existing is not None:
+            saved = TrainConfig.from_dict(existing.config).defining()
+            if saved != run.cfg.defining():
+                changed = sorted(k for k in saved if saved[k] != run.cfg.defining()[k])
+                raise ValueError(f"{folder} holds a run of another configuration (differs in {', '.join(changed)}); "
+                                 "move it away or use another --out")
+            if existing.finished:
+                return "done"
+    return "resume" if latest_checkpoint(folder / "checkpoints") is not None else "fresh"
+
+
+def default_jobs() -> int:
+    """One process per visible GPU on CUDA; one on CPU (a small model already uses every core)."""
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def _format_eta(seconds: float) -> str:
+    if not seconds or seconds != seconds:
+        return "--"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _train_one(cfg_dict: dict[str, Any], log_path: str | None, threads: int | None, device: str | None) -> tuple[str, str]:
+    """Train one run (in this process or a spawned one); returns (status, message)."""
+    from ..data.corpus import DataError
+    from ..train import CheckpointError, NonFiniteLossError, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(**cfg_dict)
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    redirect: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
+        redirect = contextlib.ExitStack()
+        redirect.enter_context(log)
+        redirect.enter_context(contextlib.redirect_stdout(log))
+        redirect.enter_context(contextlib.redirect_stderr(log))
+    with redirect:
+        try:
+            result = train(cfg)
+        except NonFiniteLossError as exc:
+            return "diverged", str(exc)
+        except (ValueError, CheckpointError, DataError, OSError) as exc:
+            return "failed", str(exc)
+    return "done", f"val {result.final_val_loss:.4f}" if result.final_val_loss is not None else "done"
+
+
+def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print) -> list[Outcome]:
+    """Run every planned run that is not already finished; return one outcome per planned run.
+
+    Prints one progress line per run (``[run i/N] label | seed s | ETA``);
+    finished runs are reused without training, interrupted ones resume from
+    their newest checkpoint.
+    """
+    todo, outcomes = [], {}
+    for run in planned:
+        state = state_of(run)
+        if state == "done":
+            outcomes[id(run)] = Outcome(run, "reused")
+        else:
+            todo.append((run, dataclasses.replace(run.cfg, resume=state == "resume")))
+    total = len(planned)
+    reused = total - len(todo)
+    if reused:
+        echo(f"reusing {reused} finished run(s) of {total}")
+    durations: list[float] = []
+    counter = reused
+
+    def eta(remaining: int) -> str:
+        if not durations:
+            return "ETA --"
+        return f"ETA {_format_eta(sum(durations) / len(durations) * remaining / max(1, jobs))}"
+
+    def finished(run: PlannedRun, status: str, message: str, seconds: float) -> None:
+        durations.append(seconds)
+        outcomes[id(run)] = Outcome(run, status, message, seconds)
+        note = f"{status}: {message}" if status != "done" else message
+        echo(f"      {run.label} | seed {run.seed}: {note} ({_format_eta(seconds)})")
+
+    if jobs <= 1:
+        for run, cfg in todo:
+            counter += 1
+            action = "resuming" if cfg.resume else "training"
+            echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
+                 f"{eta(total - counter + 1)}")
+            start = time.perf_counter()
+            status, message = _train_one(dataclasses.asdict(cfg), None, None, None)
+            finished(run, status, message, time.perf_counter() - start)
+    else:
+        _execute_parallel(todo, jobs, total, reused, echo, eta, finished)
+    return [outcomes[id(run)] for run in planned]
+
+
+def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> None:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs) if gpus == 0 else None
+    pending: dict[Future, tuple[PlannedRun, float, int]] = {}
+    queue = list(todo)
+    free_slots = list(range(jobs))
+    counter = done_before
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        while queue or pending:
+            while queue and free_slots:
+                run, cfg = queue.pop(0)
+                slot = free_slots.pop(0)
+                device = f"cuda:{slot % gpus}" if gpus and cfg.device in ("auto", "cuda") else None
+                counter += 1
+                echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | "
+                     f"{'resuming' if cfg.resume else 'training'} -> {run.run_dir} (log: train.log) | "
+                     f"{eta(total - counter + 1)}")
+                future = pool.submit(_train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device)
+                pending[future] = (run, time.perf_counter(), slot)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                run, start, slot = pending.pop(future)
+                free_slots.append(slot)
+                try:
+                    status, message = future.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its run, not the experiment
+                    status, message = "failed", f"{type(exc).__name__}: {exc}"
+                finished(run, status, message, time.perf_counter() - start)
+    sys.stdout.flush()

@@ -1,0 +1,116 @@
+"""PNG figures of comparisons and sweeps (matplotlib, no display needed).
+
+Each function takes the same per-arm / per-point numbers the CSV tables hold
+and writes one file; nothing here reads run folders or computes statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what is there)."""
+    if window <= 1 or values.size == 0:
+        return values
+    cumulative = np.cumsum(np.insert(np.nan_to_num(values), 0, 0.0))
+    counts = np.minimum(np.arange(1, values.size + 1), window)
+    return (cumulative[1:] - cumulative[np.maximum(0, np.arange(1, values.size + 1) - window)]) / counts
+
+
+def loss_curves(
+    path: Path, curves: dict[str, dict[str, np.ndarray]], title: str
+) -> Path:
+    """Validation loss (left) and smoothed train loss (right) per arm: seed mean with a min-max band.
+
+    ``curves[arm]`` holds ``val_step``, ``val`` (seeds x evals), ``step``, ``train`` (seeds x steps).
+    """
+    fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, c in curves.items():
+        for ax, x, y in ((ax_val, c["val_step"], c["val"]), (ax_train, c["step"], c["train"])):
+            if y.size == 0:
+                continue
+            (line,) = ax.plot(x, y.mean(axis=0), label=name)
+            ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
+    ax_val.set(xlabel="step", ylabel="validation loss", title="validation loss (seed mean, min-max band)")
+    ax_train.set(xlabel="step", ylabel="train loss (smoothed)", title="train loss (moving average)")
+    for ax in (ax_val, ax_train):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def difference_curves(path: Path, steps: np.ndarray, diffs: dict[str, dict[str, np.ndarray]], baseline: str) -> Path:
+    """Paired val-loss difference to the baseline over steps: mean and 95% t band per arm."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, d in diffs.items():
+        (line,) = ax.plot(steps, d["mean"], label=f"{name} - {baseline}")
+        if np.isfinite(d["low"]).any():
+            ax.fill_between(steps, d["low"], d["high"], color=line.get_color(), alpha=0.2)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set(xlabel="step", ylabel="val loss difference", title="paired difference to the baseline (95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def lr_schedules(path: Path, schedules: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """The lr each arm's scheduler applied, per step."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, (x, lr) in schedules.items():
+        ax.plot(x, lr, label=name)
+    ax.set(xlabel="step", ylabel="lr", title="learning rate applied")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def heatmap(path: Path, x_name: str, x_values: Sequence, y_name: str, y_values: Sequence, grid: np.ndarray,
+            title: str) -> Path:
+    """Mean final val loss over a 2-D grid (rows: y, columns: x), the best cell per row outlined."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(x_values) + 3, 0.8 * len(y_values) + 2))
+    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
+    ax.set_yticks(range(len(y_values)), [str(v) for v in y_values])
+    ax.set(xlabel=x_name, ylabel=y_name, title=title)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+        if np.isfinite(grid[i]).any():
+            j = int(np.nanargmin(grid[i]))
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    fig.colorbar(image, ax=ax, label="final val loss (mean)")
+    return _save(fig, path)
+
+
+def error_bar_lines(path: Path, x_name: str, series: dict[str, tuple[list, np.ndarray, np.ndarray]],
+                    title: str) -> Path:
+    """Mean final val loss against one field, one line per value of the others, with std error bars."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (x, mean, std) in series.items():
+        numeric = all(isinstance(v, (int, float)) for v in x)
+        positions = x if numeric else list(range(len(x)))
+        ax.errorbar(positions, mean, yerr=std, marker="o", capsize=3, label=name or None)
+        if not numeric:
+            ax.set_xticks(positions, [str(v) for v in x])
+    ax.set(xlabel=x_name, ylabel="final val loss", title=title)
+    ax.grid(alpha=0.3)
+    if any(series):
+        ax.legend()
+    return _save(fig, path)

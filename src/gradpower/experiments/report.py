@@ -1,0 +1,292 @@
+"""Tables, figures and ``report.md`` of a compare folder, rebuilt from its runs alone.
+
+``gradpower compare`` calls :func:`compare_report` after training, and
+``gradpower report DIR`` calls it (or :func:`gradpower.experiments.sweep.sweep_report`)
+on an existing folder: every number comes from the run folders listed in
+``experiment.json``, read through :func:`load_run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .runs import Run, RunReadError, load_run
+from .spec import ExperimentSpec
+from .stats import paired_difference, speedup, verdict
+
+RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
+                "spikes", "run_dir"]
+RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
+                   "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
+                   "wall_s"]
+EXPERIMENT_FILE = "experiment.json"
+
+
+def write_experiment(out: Path, record: dict[str, Any]) -> None:
+    """``experiment.json``: the spec and the runs that belong to the experiment (written atomically)."""
+    tmp = out / f".{EXPERIMENT_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / EXPERIMENT_FILE)
+
+
+def read_experiment(out: Path) -> dict[str, Any]:
+    path = out / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
+    def cell(value: Any) -> Any:
+        if isinstance(value, float):
+            return "" if not math.isfinite(value) else f"{value:.6g}"
+        return "" if value is None else value
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: cell(row.get(c)) for c in columns})
+    return path
+
+
+def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
+    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable."""
+    loaded = []
+    for entry in entries:
+        try:
+            loaded.append((entry, load_run(out / entry["dir"])))
+        except RunReadError:
+            loaded.append((entry, None))
+    return loaded
+
+
+@dataclass
+class ArmRuns:
+    """The finished final-phase runs of one arm, by seed."""
+
+    name: str
+    runs: dict[int, Run]
+
+    def lr(self) -> float:
+        lrs = {run.peak_lr for run in self.runs.values()}
+        return lrs.pop() if len(lrs) == 1 else math.nan
+
+
+def _common_val_steps(arms: list[ArmRuns]) -> np.ndarray:
+    sets = [set(run.val_step.tolist()) for arm in arms for run in arm.runs.values()]
+    return np.array(sorted(set.intersection(*sets)) if sets else [], dtype=int)
+
+
+def _val_at(run: Run, steps: np.ndarray) -> np.ndarray:
+    index = {int(s): float(v) for s, v in zip(run.val_step, run.val_loss)}
+    return np.array([index[int(s)] for s in steps], dtype=float)
+
+
+def _tuning_table(loaded: list[tuple[dict[str, Any], Run | None]], grid: list[float]) -> tuple[dict, dict]:
+    """Mean final val loss per (arm, lr) over the tuning seeds, and each arm's best lr."""
+    table: dict[str, dict[float, list[float]]] = {}
+    for entry, run in loaded:
+        if entry["phase"] != "tune":
+            continue
+        value = run.final_val_loss if run is not None else math.nan
+        table.setdefault(entry["arm"], {}).setdefault(float(entry["lr"]), []).append(value)
+    means = {arm: {lr: (float(np.mean(v)) if all(math.isfinite(x) for x in v) else math.inf) for lr, v in row.items()}
+             for arm, row in table.items()}
+    best = {arm: min(row, key=row.get) for arm, row in means.items() if row}
+    return means, best
+
+
+def choose_lrs(out: Path, record: dict[str, Any]) -> dict[str, float]:
+    """Each arm's best lr on its own grid (lowest mean final val loss of the tuning runs)."""
+    _, best = _tuning_table(load_listed_runs(out, record["runs"]), record["spec"]["tune_lr"])
+    return best
+
+
+def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
+    """Write runs.csv, results.csv, the figures and report.md for a compare folder; return the table text."""
+    record = read_experiment(out)
+    spec = ExperimentSpec.from_dict(record["spec"])
+    names = [arm.name for arm in spec.arms]
+    baseline = baseline or names[0]
+    if baseline not in names:
+        raise ValueError(f"--baseline {baseline!r} is not an arm of {out}; arms: {', '.join(names)}")
+    names = [baseline] + [n for n in names if n != baseline]
+    loaded = load_listed_runs(out, record["runs"])
+
+    runs_rows = []
+    arms = {name: ArmRuns(name, {}) for name in names}
+    missing = []
+    for entry, run in loaded:
+        if entry["phase"] != "final":
+            continue
+        if run is None or not run.finished:
+            missing.append(f"{entry['arm']} seed {entry['seed']}")
+            if run is None:
+                continue
+        else:
+            arms[entry["arm"]].runs[int(entry["seed"])] = run
+        runs_rows.append({
+            "arm": entry["arm"], "seed": entry["seed"], "lr": run.peak_lr, "final_val_loss": run.final_val_loss,
+            "best_val_loss": run.best_val_loss, "steps": run.steps, "tokens": run.tokens,
+            "tokens_per_s": run.mean_tokens_per_s, "wall_s": run.wall_s, "spikes": run.spikes,
+            "run_dir": str(run.path),
+        })
+    write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
+
+    base = arms[baseline]
+    steps = _common_val_steps([a for a in arms.values() if a.runs])
+    results_rows, verdicts, diff_curves = [], [], {}
+    for name in names:
+        arm = arms[name]
+        finals = [run.final_val_loss for run in arm.runs.values()]
+        paired_seeds = sorted(set(arm.runs) & set(base.runs))
+        row: dict[str, Any] = {
+            "arm": name, "n_seeds": len(arm.runs), "lr": arm.lr(),
+            "val_loss_mean": float(np.mean(finals)) if finals else math.nan,
+            "val_loss_std": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+            "tokens_per_s": float(np.mean([r.mean_tokens_per_s for r in arm.runs.values()])) if arm.runs else math.nan,
+            "wall_s": float(np.mean([r.wall_s for r in arm.runs.values()])) if arm.runs else math.nan,
+        }
+        if paired_seeds and steps.size:
+            arm_curves = [_val_at(arm.runs[s], steps) for s in paired_seeds]
+            base_curves = [_val_at(base.runs[s], steps) for s in paired_seeds]
+            sp = speedup(steps, arm_curves, base_curves)
+            row.update(steps_to_target=sp.steps_to_target, speedup=sp.speedup)
+            if name != baseline:
+                row.update(speedup_ci_low=sp.interval.low, speedup_ci_high=sp.interval.high)
+                diff = paired_difference([arm.runs[s].final_val_loss for s in paired_seeds],
+                                         [base.runs[s].final_val_loss for s in paired_seeds])
+                row.update(diff_mean=diff.mean, diff_ci_low=diff.low, diff_ci_high=diff.high)
+                verdicts.append(verdict(name, baseline, diff))
+                per_step = [paired_difference(list(np.array(arm_curves)[:, k]), list(np.array(base_curves)[:, k]))
+                            for k in range(steps.size)]
+                diff_curves[name] = {key: np.array([getattr(i, attr) for i in per_step])
+                                     for key, attr in (("mean", "mean"), ("low", "low"), ("high", "high"))}
+        results_rows.append(row)
+    write_csv(out / "results.csv", RESULTS_COLUMNS, results_rows)
+
+    figures = _compare_figures(out, arms, names, baseline, steps, diff_curves, spec)
+    tuning = _tuning_section(loaded, spec)
+    table = results_table(results_rows)
+    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows)
+    text = table + "\n" + "\n".join(verdicts)
+    if tuning["warnings"]:
+        text += "\n" + "\n".join(tuning["warnings"])
+    if missing:
+        text += f"\nnot finished (left out): {', '.join(missing)}"
+    return text
+
+
+def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> list[str]:
+    curves, schedules = {}, {}
+    for name in names:
+        runs = list(arms[name].runs.values())
+        if not runs:
+            continue
+        common = min(len(r.step) for r in runs)
+        window = max(1, int(runs[0].planned_steps) // 50)
+        curves[name] = {
+            "val_step": steps, "val": np.array([_val_at(r, steps) for r in runs]) if steps.size else np.empty((0, 0)),
+            "step": runs[0].step[:common],
+            "train": np.array([plots.smooth(r.loss[:common], window) for r in runs]),
+        }
+        schedules[name] = (runs[0].step, runs[0].lr)
+    if not curves:
+        return []
+    shared = spec.config()
+    title = f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {shared.steps} steps"
+    files = [plots.loss_curves(out / "loss.png", curves, title), plots.lr_schedules(out / "lr.png", schedules)]
+    if diff_curves:
+        files.insert(1, plots.difference_curves(out / "difference.png", steps, diff_curves, baseline))
+    return [f.name for f in files]
+
+
+def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
+    if not spec.tune_lr:
+        return {"lines": [], "warnings": []}
+    means, best = _tuning_table(loaded, spec.tune_lr)
+    grid = sorted(spec.tune_lr)
+    lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |",
+             "|---" * (len(grid) + 2) + "|"]
+    warnings = []
+    for arm, row in means.items():
+        cells = [("diverged" if row.get(lr) == math.inf else f"{row[lr]:.4f}") if lr in row else "" for lr in grid]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {best[arm]:g} |")
+        if best[arm] in (grid[0], grid[-1]) and len(grid) > 1:
+            warnings.append(f"warning: {arm}'s best lr {best[arm]:g} is at the edge of the grid "
+                            f"[{grid[0]:g}, {grid[-1]:g}]: extend the grid to be sure it is the optimum")
+    return {"lines": lines, "warnings": warnings}
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else format(value, spec)
+    return "" if value is None else str(value)
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """The terminal / markdown table of results.csv."""
+    header = ["arm", "seeds", "lr", "val loss", "diff vs baseline [95% CI]", "speed-up [95% CI]", "tokens/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        val = f"{_fmt(r.get('val_loss_mean'))} ± {_fmt(r.get('val_loss_std'))}".strip(" ±")
+        diff = ""
+        if isinstance(r.get("diff_mean"), float) and math.isfinite(r["diff_mean"]):
+            diff = f"{r['diff_mean']:+.4f}"
+            if math.isfinite(r.get("diff_ci_low", math.nan)):
+                diff += f" [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}]"
+        sp = _fmt(r.get("speedup"), ".3f")
+        if sp and math.isfinite(r.get("speedup_ci_low", math.nan)):
+            sp += f" [{r['speedup_ci_low']:.3f}, {r['speedup_ci_high']:.3f}]"
+        cells = [r["arm"], str(r["n_seeds"]), _fmt(r.get("lr"), "g"), val, diff, sp, _fmt(r.get("tokens_per_s"), ".0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows) -> None:
+    shared = spec.config()
+    by_arms = {k for arm in spec.arms for k in arm.overrides}
+    settings = {k: v for k, v in shared.defining().items() if k != "seed" and k not in by_arms}
+    lines = [
+        "# Comparison", "",
+        f"Command: `{record.get('command', 'gradpower compare')}`", "",
+        f"Arms ({len(spec.arms)}), each over {spec.seeds} seed(s); baseline **{baseline}**. Within a seed every arm "
+        "starts from the same initial weights and sees the same batches in the same order.", "",
+    ]
+    lines += [f"- **{arm.name}**: " + (", ".join(f"`{k}={v}`" for k, v in arm.overrides.items()) or "shared settings")
+              for arm in spec.arms]
+    lines += ["", "Shared settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()
+                                                   if v is not None and k not in {"seed"}), ""]
+    lines += ["## Results", "", table, ""]
+    lines += ["Verdicts (paired by seed, 95% Student-t interval with n-1 degrees of freedom):", ""]
+    lines += [f"- {v}" for v in verdicts] or ["- (one arm: nothing to compare)"]
+    lines += ["", "`speed-up`: baseline steps / arm steps to reach the baseline's final seed-mean val loss "
+              "(linear interpolation between evaluations); interval from the per-seed ratios.", ""]
+    if tuning["lines"]:
+        lines += ["## Learning rate, tuned per arm", "",
+                  f"Each arm ran its own grid ({'every seed' if spec.tune_seeds else 'seed 0'}); the table is the mean "
+                  "final val loss; the lowest was chosen and then run on every seed.", "", *tuning["lines"], ""]
+        lines += [f"- {w}" for w in tuning["warnings"]]
+        lines += [""]
+    spikes = {r["arm"]: 0 for r in runs_rows}
+    for r in runs_rows:
+        spikes[r["arm"]] += int(r["spikes"])
+    lines += ["Loss spikes (train loss above the median of the previous 25 steps by more than 6 robust sigmas and "
+              "0.1 nats), summed over seeds: " + ", ".join(f"{a} {n}" for a, n in spikes.items()), ""]
+    if missing:
+        lines += [f"Not finished, left out of the table: {', '.join(missing)}", ""]
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+

@@ -1,0 +1,134 @@
+"""Reading run folders back: the one reader every experiment command goes through.
+
+A run folder (written by :func:`gradpower.train.train`) holds ``config.json``
+(``{"train": TrainConfig, "model": model config}``) and ``metrics.jsonl`` (one
+record per logged step). :func:`load_run` turns them into a :class:`Run` of
+numpy arrays, so tables, statistics and plots never parse files themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .stats import count_spikes
+
+
+class RunReadError(ValueError):
+    """A run folder that cannot be read (missing or damaged files); the message names the file."""
+
+
+@dataclass
+class Run:
+    """One training run: its resolved config and its per-step metrics."""
+
+    path: Path
+    config: dict[str, Any]
+    model: dict[str, Any]
+    resolved: dict[str, Any]  # values the run derived (peak lr, warm-up steps)
+    step: np.ndarray = field(repr=False)  # logged steps
+    loss: np.ndarray = field(repr=False)  # train loss at those steps
+    lr: np.ndarray = field(repr=False)  # lr the scheduler applied at those steps
+    tokens_per_s: np.ndarray = field(repr=False)
+    elapsed_s: np.ndarray = field(repr=False)  # cumulative wall time (across resumed sessions)
+    val_step: np.ndarray = field(repr=False)
+    val_loss: np.ndarray = field(repr=False)
+    records: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps done (the last logged step)."""
+        return int(self.step[-1]) if self.step.size else 0
+
+    @property
+    def planned_steps(self) -> int:
+        return int(self.config["steps"])
+
+    @property
+    def finished(self) -> bool:
+        """All planned steps done and the final validation loss recorded."""
+        return self.steps == self.planned_steps and self.val_step.size > 0 and self.val_step[-1] == self.steps
+
+    @property
+    def final_val_loss(self) -> float:
+        return float(self.val_loss[-1]) if self.finished else float("nan")
+
+    @property
+    def best_val_loss(self) -> float:
+        return float(np.min(self.val_loss)) if self.val_loss.size else float("nan")
+
+    @property
+    def tokens(self) -> int:
+        return int(self.records[-1]["tokens"]) if self.records else 0
+
+    @property
+    def wall_s(self) -> float:
+        return float(self.elapsed_s[-1]) if self.elapsed_s.size else 0.0
+
+    @property
+    def mean_tokens_per_s(self) -> float:
+        """Tokens over wall time (evaluation included), the rate a user waits for."""
+        return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
+
+    @property
+    def spikes(self) -> int:
+        """Loss spikes in the per-step train loss (see :func:`gradpower.experiments.stats.count_spikes`)."""
+        return count_spikes(self.loss)
+
+    @property
+    def peak_lr(self) -> float:
+        """The peak lr the run used (its ``lr``, or the preset's default it resolved to)."""
+        return float(self.config.get("lr") or self.resolved.get("lr", float("nan")))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunReadError(f"{path}: missing (is {path.parent} a gradpower run folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunReadError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a torn last line (a kill mid-write) is skipped."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # torn tail of an interrupted write
+            raise RunReadError(f"{path}: line {number} is not valid JSON") from None
+    return records
+
+
+def load_run(directory: str | Path) -> Run:
+    """Read ``config.json`` and ``metrics.jsonl`` of a run folder into a :class:`Run`."""
+    path = Path(directory)
+    config = _read_json(path / "config.json")
+    if not isinstance(config, dict) or "train" not in config:
+        raise RunReadError(f"{path / 'config.json'}: not a gradpower run config (no 'train' section)")
+    records = read_metrics(path / "metrics.jsonl")
+
+    def column(key: str, rows: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([float(r[key]) if r.get(key) is not None else np.nan for r in rows], dtype=float)
+
+    evaluated = [r for r in records if "val_loss" in r]
+    return Run(
+        path=path, config=config["train"], model=config.get("model", {}), resolved=config.get("resolved", {}),
+        records=records,
+        step=np.array([int(r["step"]) for r in records], dtype=int), loss=column("loss", records),
+        lr=column("lr", records), tokens_per_s=column("tokens_per_s", records),
+        elapsed_s=column("elapsed_s", records), val_step=np.array([int(r["step"]) for r in evaluated], dtype=int),
+        val_loss=column("val_loss", evaluated),
+    )

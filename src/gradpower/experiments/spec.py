@@ -1,0 +1,183 @@
+"""What an experiment runs: shared settings, arms or a grid, seeds, an lr grid to tune.
+
+Arms and grid points differ in any :class:`~gradpower.train.TrainConfig`
+fields. On the command line an arm is ``"optim=adampower p=1.2"`` (optionally
+``"NAME: ..."``); a grid axis is ``"p=0.8,1.0,1.2"``. An experiment TOML file
+holds shared ``TrainConfig`` keys at the top level, the experiment keys
+(``seeds``, ``tune_lr``, ``tune_seeds``) and ``[[arm]]`` tables (each with an
+optional ``name``) or a ``[grid]`` table of lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..train.config import TrainConfig, check_type, config_fields, field_type
+
+#: Keys of an experiment file that are not TrainConfig fields.
+EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "arm", "grid")
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+@dataclass
+class Arm:
+    """One arm of a comparison: a name and the TrainConfig fields it sets."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+@dataclass
+class ExperimentSpec:
+    """Shared settings plus arms (``compare``) or a grid (``sweep``), over ``seeds`` seeds."""
+
+    base: dict[str, Any] = field(default_factory=dict)
+    arms: list[Arm] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: int = 3
+    tune_lr: list[float] | None = None
+    tune_seeds: bool = False
+    first_seed: int = 0
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds run: ``first_seed`` .. ``first_seed + seeds - 1`` (a pilot can use seeds a demo does not)."""
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.first_seed < 0:
+            raise ValueError(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
+        names = [arm.name for arm in self.arms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)} (name them 'NAME: ...')")
+        if self.tune_lr is not None:
+            if not self.tune_lr or any(not lr > 0 for lr in self.tune_lr):
+                raise ValueError(f"tune_lr must be a non-empty list of positive lrs, got {self.tune_lr}")
+            for arm in self.arms:
+                if "lr" in arm.overrides:
+                    raise ValueError(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
+        self.config(**{k: v[0] for k, v in self.grid.items()})  # validates shared settings early
+
+    def config(self, seed: int = 0, **overrides: Any) -> TrainConfig:
+        """The TrainConfig of this experiment's shared settings plus ``overrides`` for ``seed``."""
+        return TrainConfig(**{**self.base, **overrides, "seed": seed})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+        return cls(**{**data, "arms": [Arm(**a) for a in data.get("arms", [])]})
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """A command-line value typed by the TrainConfig field ``key`` ("none" for unset optional fields)."""
+    names = {f.name for f in config_fields()}
+    if key not in names:
+        raise ValueError(f"unknown field {key!r} (any TrainConfig field: see 'gradpower train --help')")
+    kind = field_type(key)
+    text = raw.strip()
+    if text.lower() == "none":
+        return check_type(key, None)
+    try:
+        if kind is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            value: Any = text.lower() in _TRUE
+        else:
+            value = kind(text)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r}: expected {kind.__name__}") from None
+    return check_type(key, value)
+
+
+def parse_assignments(text: str) -> dict[str, Any]:
+    """``"optim=adampower p=1.2"`` -> ``{"optim": "adampower", "p": 1.2}``."""
+    out: dict[str, Any] = {}
+    for item in text.split():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r} in {text!r}")
+        out[key.replace("-", "_")] = parse_value(key.replace("-", "_"), raw)
+    return out
+
+
+def arm_label(overrides: dict[str, Any]) -> str:
+    """A readable default arm name: the optimizer first, then the other fields (``adampower p=1.2``)."""
+    parts = [str(overrides["optim"])] if "optim" in overrides else []
+    parts += [f"{k}={v}" for k, v in overrides.items() if k != "optim"]
+    return " ".join(parts) or "base"
+
+
+def parse_arm(text: str) -> Arm:
+    """``"NAME: k=v k=v"`` or ``"k=v k=v"`` -> :class:`Arm`."""
+    name, sep, rest = text.partition(":")
+    if sep and "=" not in name:
+        overrides = parse_assignments(rest)
+        return Arm(name.strip() or arm_label(overrides), overrides)
+    overrides = parse_assignments(text)
+    return Arm(arm_label(overrides), overrides)
+
+
+def parse_grid_axis(text: str) -> tuple[str, list[Any]]:
+    """``"p=0.8,1.0,1.2"`` -> ``("p", [0.8, 1.0, 1.2])``."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not raw.strip():
+        raise ValueError(f"expected FIELD=V1,V2,..., got {text!r}")
+    values = [parse_value(key, v) for v in raw.split(",")]
+    if len(set(map(repr, values))) != len(values):
+        raise ValueError(f"grid {key!r} repeats a value: {raw}")
+    return key, values
+
+
+def parse_lr_grid(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--tune-lr expects comma-separated numbers, got {text!r}") from None
+    return values
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Read an experiment TOML file (shared TrainConfig keys, seeds/tune keys, [[arm]] or [grid])."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{file}: experiment file not found")
+    try:
+        raw = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: invalid TOML ({exc})") from None
+    raw = {k.replace("-", "_"): v for k, v in raw.items()}
+    names = {f.name for f in config_fields()}
+    unknown = sorted(set(raw) - names - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ValueError(f"{file}: unknown key(s) {', '.join(unknown)}")
+    try:
+        base = {k: check_type(k, v) for k, v in raw.items() if k in names}
+        arms = []
+        for table in raw.get("arm", []):
+            table = {k.replace("-", "_"): v for k, v in table.items()}
+            name = table.pop("name", None)
+            bad = sorted(set(table) - names)
+            if bad:
+                raise ValueError(f"[[arm]] {name or ''} has unknown key(s) {', '.join(bad)}")
+            overrides = {k: check_type(k, v) for k, v in table.items()}
+            arms.append(Arm(str(name) if name else arm_label(overrides), overrides))
+        grid = {}
+        for key, values in raw.get("grid", {}).items():
+            key = key.replace("-", "_")
+            if key not in names or not isinstance(values, list) or not values:
+                raise ValueError(f"[grid] {key} must be a TrainConfig field with a list of values")
+            grid[key] = [check_type(key, v) for v in values]
+        return ExperimentSpec(
+            base=base, arms=arms, grid=grid, seeds=int(raw.get("seeds", 3)), tune_lr=raw.get("tune_lr"),
+            tune_seeds=bool(raw.get("tune_seeds", False)), first_seed=int(raw.get("first_seed", 0)),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{file}: {exc}") from None

@@ -1,0 +1,155 @@
+"""Statistics of a comparison, on plain numbers: no training, files or plotting here.
+
+- Paired differences over seeds with a 95% Student-t interval (n - 1 degrees
+  of freedom): arms share each seed's initial weights and batches, so the
+  per-seed difference removes most of the seed-to-seed variance.
+- Steps to a target loss, by linear interpolation between evaluations, and
+  the speed-up to reach the baseline's final loss, with an interval from the
+  per-seed paired ratios.
+- Loss spikes: a robust count on the per-step train loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+#: Spike rule (see :func:`count_spikes`).
+SPIKE_WINDOW = 25
+SPIKE_SIGMAS = 6.0
+SPIKE_MIN_JUMP = 0.1
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its two-sided 95% Student-t interval (``nan`` bounds when n < 2)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def has_interval(self) -> bool:
+        return self.n >= 2 and math.isfinite(self.low) and math.isfinite(self.high)
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean and Student-t interval of ``values`` (non-finite values are dropped)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def paired_difference(arm: Sequence[float], baseline: Sequence[float]) -> Interval:
+    """arm - baseline, paired by position (seed); pairs with a non-finite side are dropped."""
+    if len(arm) != len(baseline):
+        raise ValueError(f"paired values need equal lengths, got {len(arm)} and {len(baseline)}")
+    return t_interval([a - b for a, b in zip(arm, baseline)])
+
+
+def steps_to_target(steps: Sequence[float], values: Sequence[float], target: float) -> float:
+    """The first (linearly interpolated) step at which ``values`` reach ``target`` or below; nan if never.
+
+    ``values[k]`` is the loss at ``steps[k]``; between two evaluations the
+    loss is taken as linear. A curve already at or below the target at its
+    first evaluation returns that first step.
+    """
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(values, dtype=float)
+    hits = np.flatnonzero(y <= target)
+    if hits.size == 0 or not math.isfinite(target):
+        return math.nan
+    k = int(hits[0])
+    if k == 0:
+        return float(x[0])
+    y0, y1 = y[k - 1], y[k]
+    return float(x[k - 1] + (y0 - target) / (y0 - y1) * (x[k] - x[k - 1]))
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Steps to reach the baseline's final loss, and baseline steps / arm steps."""
+
+    steps_to_target: float
+    speedup: float
+    interval: Interval  # of the per-seed ratios
+
+
+def speedup(
+    steps: Sequence[float], arm_curves: Sequence[Sequence[float]], base_curves: Sequence[Sequence[float]]
+) -> Speedup:
+    """Speed-up of an arm over the baseline, both evaluated at ``steps``, one curve per seed (paired).
+
+    Point estimate: on the seed-mean curves, the step where the arm first
+    reaches the baseline's final mean loss, and the baseline's own step for
+    it (by construction its last step unless its curve dipped lower earlier);
+    speedup = baseline steps / arm steps. Interval: a Student-t interval of
+    the per-seed ratios, each seed's target being its own baseline final loss.
+    """
+    arm = np.asarray(arm_curves, dtype=float)
+    base = np.asarray(base_curves, dtype=float)
+    arm_mean, base_mean = arm.mean(axis=0), base.mean(axis=0)
+    target = float(base_mean[-1])
+    arm_steps = steps_to_target(steps, arm_mean, target)
+    base_steps = steps_to_target(steps, base_mean, target)
+    ratios = []
+    for a, b in zip(arm, base):
+        reached = steps_to_target(steps, a, float(b[-1]))
+        ratios.append(steps_to_target(steps, b, float(b[-1])) / reached if reached > 0 else math.nan)
+    point = base_steps / arm_steps if arm_steps > 0 else math.nan
+    # A seed that never reaches its target has no ratio: no interval is honest then.
+    interval = t_interval(ratios) if all(math.isfinite(r) for r in ratios) else Interval(math.nan, math.nan, math.nan, 0)
+    return Speedup(arm_steps, point, interval)
+
+
+def count_spikes(
+    losses: Sequence[float], window: int = SPIKE_WINDOW, sigmas: float = SPIKE_SIGMAS, min_jump: float = SPIKE_MIN_JUMP
+) -> int:
+    """Count loss spikes: jumps of the train loss above the median of the preceding ``window`` steps.
+
+    Step t is spiking when loss_t - median(previous window) exceeds both
+    ``sigmas`` robust standard deviations of that window (1.4826 x the median
+    absolute deviation) and ``min_jump`` nats. Consecutive spiking steps count
+    as one spike. Needs the per-step loss (``log_every=1``); the first
+    ``window`` steps (the initial fall) are never counted.
+    """
+    x = np.asarray(losses, dtype=float)
+    spikes, inside = 0, False
+    for t in range(window, x.size):
+        past = x[t - window:t]
+        past = past[np.isfinite(past)]
+        if past.size == 0 or not math.isfinite(x[t]):
+            continue
+        median = float(np.median(past))
+        robust_sigma = 1.4826 * float(np.median(np.abs(past - median)))
+        spiking = x[t] - median > max(sigmas * robust_sigma, min_jump)
+        if spiking and not inside:
+            spikes += 1
+        inside = spiking
+    return spikes
+
+
+def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss") -> str:
+    """One line that follows the interval: lower / higher only when the 95% interval excludes 0."""
+    if diff.n == 0:
+        return f"{arm} - {baseline}: no paired {what} (runs missing or diverged)"
+    if not diff.has_interval:
+        return f"{arm} - {baseline} = {diff.mean:+.4f} from {diff.n} seed: no interval, no verdict"
+    span = f"[{diff.low:+.4f}, {diff.high:+.4f}]"
+    if diff.high < 0:
+        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: lower, 95% interval excludes 0"
+    if diff.low > 0:
+        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: higher, 95% interval excludes 0"
+    return f"{arm} - {baseline} = {diff.mean:+.4f}: no difference detectable with {diff.n} seeds at this scale: {span}"

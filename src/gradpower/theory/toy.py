@@ -1,0 +1,90 @@
+"""The paper's toy model (Example 4.1): AdamPower's update along a flat, noisy direction.
+
+Stochastic gradients g = mu + sigma * xi with xi uniform on [-1, 1], so g is
+uniform on [a, b] = [mu - sigma, mu + sigma]. AdamPower feeds phi_p(g) =
+sign(g) |g|^p to Adam, whose (bias-corrected, weight decay 0) update is
+u_t = m_t / (sqrt(v_t) + eps).
+
+Long-averaging limit (beta1, beta2 -> 1): m -> E[phi_p(g)], v -> E[|g|^(2p)],
+
+    u(p) = E[phi_p(g)] / (sqrt(E[|g|^(2p)]) + eps).
+
+Closed forms for uniform g (derivation): an antiderivative of sign(g)|g|^p is
+|g|^(p+1)/(p+1), and of |g|^(2p) is sign(g)|g|^(2p+1)/(2p+1), so
+
+    E[phi_p(g)]   = (|b|^(p+1) - |a|^(p+1)) / ((p+1)(b-a)),
+    E[|g|^(2p)]   = (sign(b)|b|^(2p+1) - sign(a)|a|^(2p+1)) / ((2p+1)(b-a)),
+
+valid whether or not [a, b] contains 0; at sigma = 0 they are mu^p and mu^(2p).
+This module is the single source of these formulas for ``gradpower theory``,
+``gradpower noise`` and ``--p auto``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Below this sigma/|mu| the interval formulas lose precision to cancellation; use the sigma -> 0 limit.
+_DEGENERATE = 1e-9
+
+
+def _signed_pow(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.abs(x) ** q
+
+
+def uniform_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.ndarray | float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """E[phi_p(g)] and E[|g|^(2p)] for g uniform on [mu - sigma, mu + sigma] (broadcasting)."""
+    p, mu, sigma = np.broadcast_arrays(np.asarray(p, float), np.asarray(mu, float), np.asarray(sigma, float))
+    a, b = mu - sigma, mu + sigma
+    width = np.where(sigma > _DEGENERATE * np.abs(mu), b - a, 1.0)
+    first = (np.abs(b) ** (p + 1) - np.abs(a) ** (p + 1)) / ((p + 1) * width)
+    second = (_signed_pow(b, 2 * p + 1) - _signed_pow(a, 2 * p + 1)) / ((2 * p + 1) * width)
+    point = sigma <= _DEGENERATE * np.abs(mu)
+    first = np.where(point, _signed_pow(mu, p), first)
+    second = np.where(point, np.abs(mu) ** (2 * p), second)
+    return first, second
+
+
+def update_limit(p: np.ndarray | float, mu: float, sigma: np.ndarray | float, eps: float = 1e-8) -> np.ndarray:
+    """The long-averaging AdamPower update E[phi_p(g)] / (sqrt(E[|g|^(2p)]) + eps), uniform noise."""
+    first, second = uniform_moments(p, mu, sigma)
+    return first / (np.sqrt(second) + eps)
+
+
+def simulate_update(
+    p: np.ndarray, mu: float, sigma: np.ndarray, eps: float = 1e-8, beta1: float = 0.9, beta2: float = 0.95,
+    steps: int = 20000, chains: int = 8, burn_in: int | None = None, seed: int = 0,
+) -> np.ndarray:
+    """Long-run mean of Adam's bias-corrected update u_t on phi_p(g_t), g_t = mu + sigma * U[-1, 1].
+
+    ``p`` and ``sigma`` broadcast against each other; each value runs
+    ``chains`` independent chains of ``steps`` steps, and the mean of u_t
+    after ``burn_in`` steps (default: 5 / (1 - beta2), when the moments have
+    forgotten their zero start) is averaged over chains. Same noise draws for
+    every p, so curves over p are smooth.
+    """
+    p_arr, sigma_arr = np.broadcast_arrays(np.asarray(p, float), np.asarray(sigma, float))
+    burn = int(5 / (1 - beta2)) if burn_in is None else burn_in
+    if burn >= steps:
+        raise ValueError(f"steps ({steps}) must exceed the burn-in ({burn}) of beta2={beta2}")
+    rng = np.random.default_rng(seed)
+    shape = p_arr.shape + (chains,)
+    pp, ss = p_arr[..., None], sigma_arr[..., None]
+    m = np.zeros(shape)
+    v = np.zeros(shape)
+    total = np.zeros(shape)
+    for t in range(1, steps + 1):
+        xi = rng.uniform(-1.0, 1.0, size=(chains,))
+        g = mu + ss * xi
+        phi = _signed_pow(g, pp)
+        m = beta1 * m + (1 - beta1) * phi
+        v = beta2 * v + (1 - beta2) * phi * phi
+        if t > burn:
+            total += (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+    return (total / (steps - burn)).mean(axis=-1)
+
+
+def best_p(p_grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The p of the largest update along the last axis of ``values`` (one per leading index)."""
+    return np.asarray(p_grid)[np.argmax(values, axis=-1)]

@@ -1,0 +1,203 @@
+"""compare / sweep / report end to end on a micro setting, and the seams they rely on."""
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gradpower.cli import main
+from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_grid_axis
+from gradpower.experiments.execute import PlannedRun, place, state_of
+from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
+from gradpower.train import TrainConfig, train
+from gradpower.train.config import run_name
+from gradpower.train.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def micro(cache, steps=6):
+    return ["--preset", "llama-tiny", "--steps", str(steps), "--batch-size", "2", "--device", "cpu", "--set",
+            "seq_len=16", "--set", "bpe_vocab_size=300", "--set", "eval_batches=1", "--set", f"cache_dir={cache}"]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_writes_every_table_and_figure_and_reruns_nothing(tmp_path, cache, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", *micro(cache), "--seeds", "2", "--out", str(out),
+            "--arm", "optim=adamw", "--arm", "optim=adampower p=1.2"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "[run 1/4] adamw | seed 0" in first and "[run 4/4] adampower p=1.2 | seed 1" in first
+    runs = read_csv(out / "runs.csv")
+    assert list(runs[0]) == RUNS_COLUMNS
+    assert [(r["arm"], r["seed"]) for r in runs] == [("adamw", "0"), ("adampower p=1.2", "0"), ("adamw", "1"),
+                                                      ("adampower p=1.2", "1")]
+    results = read_csv(out / "results.csv")
+    assert list(results[0]) == RESULTS_COLUMNS
+    assert [r["arm"] for r in results] == ["adamw", "adampower p=1.2"]
+    assert results[0]["diff_mean"] == "" and results[1]["diff_mean"] != "" and results[1]["n_seeds"] == "2"
+    # The table's numbers are the runs' numbers: recompute the paired difference from runs.csv.
+    finals = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
+    diff = np.mean([finals[("adampower p=1.2", s)] - finals[("adamw", s)] for s in "01"])
+    assert float(results[1]["diff_mean"]) == pytest.approx(diff, abs=1e-5)
+    report = (out / "report.md").read_text()
+    assert "95% Student-t interval" in report and "![loss.png](loss.png)" in report
+    for png in ("loss.png", "difference.png", "lr.png"):
+        assert (out / png).stat().st_size > 5000
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")}
+    assert len(stamps) == 4
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "reusing 4 finished run(s) of 4" in second and "[run" not in second
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")}
+    # report rebuilds the same table from the runs alone, and can switch the baseline.
+    (out / "results.csv").unlink()
+    assert main(["report", str(out)]) == 0
+    assert read_csv(out / "results.csv") == results
+    assert main(["report", str(out), "--baseline", "adampower p=1.2"]) == 0
+    assert [r["arm"] for r in read_csv(out / "results.csv")] == ["adampower p=1.2", "adamw"]
+    assert main(["report", str(out), "--baseline", "nope"]) == 2
+
+
+def test_arms_within_a_seed_start_from_identical_weights_and_batches(tmp_path, cache):
+    base = dict(preset="llama-tiny", seq_len=16, batch_size=4, micro_batch_size=2, steps=3, bpe_vocab_size=300,
+                eval_batches=1, cache_dir=cache, device="cpu", seed=7)
+    a = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "a")))
+    b = Trainer(TrainConfig(**base, optim="adampower", p=1.4, norm="pre_gpas", out=str(tmp_path / "b")))
+    state_b = b.model.state_dict()
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, state_b[key]), key
+    for _ in range(4):
+        assert torch.equal(a.data.train.next(), b.data.train.next())
+    other = Trainer(TrainConfig(**{**base, "seed": 8}, optim="adamw", out=str(tmp_path / "c")))
+    assert not torch.equal(other.model.lm_head.weight, a.model.lm_head.weight)
+    # --init-seed / --data-seed vary one while holding the other.
+    same_data = Trainer(TrainConfig(**{**base, "init_seed": 99}, optim="adamw", out=str(tmp_path / "d")))
+    assert not torch.equal(same_data.model.lm_head.weight, a.model.lm_head.weight)
+    fresh = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "e")))
+    assert torch.equal(same_data.data.train.next(), fresh.data.train.next())
+
+
+def test_tune_lr_picks_each_arms_own_lr_and_reuses_the_tuning_run(tmp_path, cache, capsys):
+    out = tmp_path / "tuned"
+    argv = ["compare", *micro(cache, steps=8), "--seeds", "2", "--out", str(out), "--tune-lr", "0.0003,0.003",
+            "--arm", "optim=adamw", "--arm", "optim=adampower"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "chosen lr:" in text
+    record = json.loads((out / "experiment.json").read_text())
+    tune = [r for r in record["runs"] if r["phase"] == "tune"]
+    assert len(tune) == 4 and {r["seed"] for r in tune} == {0}
+    chosen = {}
+    for arm in ("adamw", "adampower"):
+        losses = {r["lr"]: load_run(out / r["dir"]).final_val_loss for r in tune if r["arm"] == arm}
+        chosen[arm] = min(losses, key=losses.get)
+    results = {r["arm"]: r for r in read_csv(out / "results.csv")}
+    assert {arm: float(results[arm]["lr"]) for arm in chosen} == chosen
+    # The seed-0 final run of each arm is its tuning run at the chosen lr: 4 tuning + 2 new final runs.
+    assert len(list((out / "runs").iterdir())) == 6
+    report = (out / "report.md").read_text()
+    assert "Learning rate, tuned per arm" in report
+    assert "edge of the grid" in report  # a two-point grid always has its best at an edge
+
+
+def test_sweep_resumes_without_rerunning_finished_points(tmp_path, cache, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *micro(cache, steps=4), "--seeds", "2", "--out", str(out), "--grid", "p=1.0,1.5",
+            "--grid", "batch_size=2,4", "--set", "optim=adampower"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    rows = read_csv(out / "sweep.csv")
+    assert len(rows) == 8 and list(rows[0])[:3] == ["p", "batch_size", "seed"]
+    summary = read_csv(out / "summary.csv")
+    assert len(summary) == 4 and list(summary[0]) == ["p", "batch_size", "mean", "std", "n"]
+    best = read_csv(out / "best.csv")
+    assert {(b["field"], b["given"]) for b in best} >= {("p", "batch_size=2"), ("p", "batch_size=4")}
+    for b in best:  # each best value is the argmin of summary.csv for its group
+        group = [s for s in summary if all(s[k] == v for k, v in (kv.split("=") for kv in b["given"].split()))]
+        assert b["best_value"] == min(group, key=lambda s: float(s["mean"]))[b["field"]]
+    assert (out / "heatmap.png").exists() and (out / "lines.png").exists()
+    victim = out / rows[3]["run_dir"]
+    for path in sorted(victim.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    victim.rmdir()
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "reusing 7 finished run(s) of 8" in text and text.count("[run ") == 1
+
+
+def test_interrupted_runs_resume_and_foreign_folders_are_refused(tmp_path, cache):
+    cfg = TrainConfig(preset="llama-tiny", seq_len=16, batch_size=2, steps=6, bpe_vocab_size=300, eval_batches=1,
+                      cache_dir=cache, device="cpu", ckpt_every=2, log_every=1)
+    planned = PlannedRun("x", 0, place(cfg, tmp_path / "runs"))
+    assert state_of(planned) == "fresh"
+    train(dataclasses.replace(planned.cfg, stop_after=3))
+    assert state_of(planned) == "resume"
+    train(dataclasses.replace(planned.cfg, resume=True))
+    assert state_of(planned) == "done"
+    other = PlannedRun("y", 0, dataclasses.replace(planned.cfg, p=1.7))
+    with pytest.raises(ValueError, match="holds a run of another configuration.*p"):
+        state_of(other)
+
+
+def test_run_names_encode_every_defining_field():
+    assert run_name(TrainConfig()) == "llama-tiny-adampower-s0"
+    a = run_name(TrainConfig(p=1.4, batch_size=8, seed=2))
+    b = run_name(TrainConfig(p=1.4, batch_size=16, seed=2))
+    assert a == "llama-tiny-adampower-batch_size8-p1.4-s2" and a != b
+    assert run_name(TrainConfig(p=1.4, device="cpu", log_every=1)) == run_name(TrainConfig(p=1.4))
+    long = run_name(TrainConfig(data="/some/very/long/path/to/a/corpus/file-with-a-long-name.txt", lr=0.001,
+                                eval_every=7, eval_batches=3, warmup=5, min_lr_ratio=0.2, stable_frac=0.7,
+                                beta2=0.99, clip=0.5, bpe_vocab_size=1000))
+    assert len(long) < 60 and long.startswith("llama-tiny-adampower-")
+
+
+def test_load_run_reads_config_and_metrics(tmp_path, cache):
+    cfg = TrainConfig(preset="llama-tiny", seq_len=16, batch_size=2, steps=5, bpe_vocab_size=300, eval_batches=1,
+                      cache_dir=cache, device="cpu", eval_every=2, log_every=1, out=str(tmp_path / "r"), lr=0.002)
+    train(cfg)
+    run = load_run(tmp_path / "r")
+    assert run.finished and run.steps == 5 and list(run.step) == [1, 2, 3, 4, 5]
+    assert list(run.val_step) == [2, 4, 5] and run.final_val_loss == run.val_loss[-1]
+    assert run.peak_lr == 0.002 and run.lr.max() == pytest.approx(0.002)
+    assert run.tokens == 5 * 2 * 16 and run.wall_s > 0 and run.spikes == 0
+    assert run.config["p"] == 1.2 and run.model["arch"] == "llama"
+
+
+def test_arm_and_grid_parsing():
+    arm = parse_arm("optim=adampower p=1.2 blockwise_lr=true")
+    assert arm.name == "adampower p=1.2 blockwise_lr=True"
+    assert arm.overrides == {"optim": "adampower", "p": 1.2, "blockwise_lr": True}
+    assert parse_arm("Mine: optim=adamw lr=0.002").name == "Mine"
+    assert parse_grid_axis("batch_size=8,32,128") == ("batch_size", [8, 32, 128])
+    with pytest.raises(ValueError, match="unknown field 'learning_rate'"):
+        parse_arm("learning_rate=3")
+    with pytest.raises(ValueError, match="expected int"):
+        parse_grid_axis("batch_size=8,x")
+    with pytest.raises(ValueError, match="unique"):
+        ExperimentSpec(arms=[parse_arm("optim=adamw"), parse_arm("optim=adamw")])
+
+
+def test_experiment_file_with_arm_tables(tmp_path, cache, capsys):
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'preset = "llama-tiny"\nsteps = 4\nbatch_size = 2\nseq_len = 16\nbpe_vocab_size = 300\n'
+                    f'eval_batches = 1\ncache_dir = "{cache}"\ndevice = "cpu"\nseeds = 1\n\n'
+                    '[[arm]]\nname = "base"\noptim = "adamw"\n\n[[arm]]\nname = "power"\noptim = "adampower"\np = 1.3\n')
+    assert main(["compare", "--config", str(toml), "--out", str(tmp_path / "o")]) == 0
+    results = read_csv(tmp_path / "o" / "results.csv")
+    assert [r["arm"] for r in results] == ["base", "power"] and results[1]["diff_ci_low"] == ""  # one seed
+    assert "no interval" in capsys.readouterr().out
+    toml.write_text('seeds = 2\n[[arm]]\noptim = "adamw"\nlearning_rate = 1\n')
+    assert main(["compare", "--config", str(toml)]) == 2
+    assert "unknown key(s) learning_rate" in capsys.readouterr().err
