@@ -201,3 +201,17 @@ def test_experiment_file_with_arm_tables(tmp_path, cache, capsys):
     toml.write_text('seeds = 2\n[[arm]]\noptim = "adamw"\nlearning_rate = 1\n')
     assert main(["compare", "--config", str(toml)]) == 2
     assert "unknown key(s) learning_rate" in capsys.readouterr().err
+
+
+def test_parallel_jobs_write_logs_and_the_same_tables(tmp_path, cache, capsys):
+    out = tmp_path / "par"
+    argv = ["compare", *micro(cache, steps=4), "--seeds", "1", "--out", str(out), "--jobs", "2",
+            "--arm", "optim=adamw", "--arm", "optim=adampower"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("(log: train.log)") == 2
+    logs = sorted(out.glob("runs/*/train.log"))
+    assert len(logs) == 2 and all("done: step 4/4" in log.read_text() for log in logs)
+    results = read_csv(out / "results.csv")
+    assert [r["n_seeds"] for r in results] == ["1", "1"] and all(float(r["val_loss_mean"]) > 0 for r in results)
+    assert main(argv[:-6] + ["--jobs", "0"]) == 2

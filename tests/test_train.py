@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from gradpower.fileio import StorageError
 from gradpower.models import CausalLM, build_model, preset
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -73,10 +74,10 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, cache, optim,
 
 def test_resume_needs_a_checkpoint_and_refuses_another_config(tmp_path, cache):
     cfg = tiny(tmp_path, cache, steps=4)
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(StorageError, match="holds no gradpower run to continue"):
         train(dataclasses.replace(cfg, resume=True))
     train(cfg)
-    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+    with pytest.raises(StorageError, match="already holds a run: pass --resume"):
         train(cfg)
     with pytest.raises(CheckpointError, match=r"norm: None -> 'pre_gpas'"):
         train(dataclasses.replace(cfg, resume=True, norm="pre_gpas", steps=8))
@@ -94,15 +95,17 @@ def test_resume_needs_a_checkpoint_and_refuses_another_config(tmp_path, cache):
 
 def test_crash_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
     folder = tmp_path / "ck"
-    save_checkpoint(folder, 1, {"w": torch.ones(3)})
+    save_checkpoint(folder, 1, {"step": 1, "w": torch.ones(3)})
 
     def broken_save(obj, f):
         f.write(b"partial bytes")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(folder, 2, {"w": torch.zeros(3)})
+    with pytest.raises(StorageError, match=r"no space left on .* while writing .*step_00000002.pt; previous "
+                                           r"checkpoint 1 .* is intact"):
+        save_checkpoint(folder, 2, {"step": 2, "w": torch.zeros(3)})
+    assert [p.name for p in folder.iterdir()] == ["step_00000001.pt"]  # no temporary file left
     monkeypatch.undo()
     latest = latest_checkpoint(folder)
     assert latest.name == "step_00000001.pt"
@@ -110,7 +113,7 @@ def test_crash_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypat
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(folder / "step_00000099.pt")
     (folder / "step_00000005.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="not a valid gradpower checkpoint"):
         load_checkpoint(folder / "step_00000005.pt")
 
 

@@ -210,7 +210,11 @@ def _theory(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; a missing harness dependency is reported with the extra that provides it."""
+    """Entry point: one-line errors, exit codes 2 (bad input), 3 (non-finite loss), 4 (storage, locks), 130 (interrupted).
+
+    A missing harness dependency names the extra that provides it; Ctrl-C at
+    any moment (start-up included) ends with a hint instead of a traceback.
+    """
     try:
         return _run(argv)
     except ModuleNotFoundError as exc:
@@ -220,12 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradpower: error: the training harness needs the 'train' extra (module {module!r} is not "
               "installed): pip install 'gradpower[train]'", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gradpower: interrupted before a checkpoint could be written; run the same command again "
+              "(a compare or sweep reuses its finished runs)", file=sys.stderr)
+        return 130
 
 
 def _run(argv: Sequence[str] | None) -> int:
     from .data.corpus import DataError
-    from .experiments import report
-    from .train import CheckpointError, NonFiniteLossError, train
+    from .experiments import RunReadError, report
+    from .fileio import StorageError
+    from .train import CheckpointError, InterruptedRun, NonFiniteLossError, train
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -243,14 +252,19 @@ def _run(argv: Sequence[str] | None) -> int:
             return 0
         train(config_from_args(args))
         return 0
-    except (ValueError, TypeError, CheckpointError, DataError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, CheckpointError, DataError, RunReadError, FileNotFoundError) as exc:
         print(f"gradpower: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:
         print(f"gradpower: stopped: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("gradpower: interrupted; resume with --resume", file=sys.stderr)
+    except StorageError as exc:
+        print(f"gradpower: error: {exc}", file=sys.stderr)
+        return 4
+    except InterruptedRun as exc:
+        again = " (or run the same command again: finished runs are reused)" if args.command in (
+            "compare", "sweep") else ""
+        print(f"gradpower: interrupted by {exc}{again}", file=sys.stderr)
         return 130
 
 

@@ -22,7 +22,8 @@ import torch
 from .corpus import DataError, LocalCorpus, open_local
 from .shards import PackedTokens, ShardBatches, build_shards, is_validation
 from .streaming import HUB_CORPORA, StreamBatches, hub_stream, local_stream
-from .tokenizer import TextTokenizer, load_bpe, load_pretrained, train_bpe
+from ..fileio import StorageError, describe_os_error, folder_lock, remove_stale_tmp, warn
+from .tokenizer import TextTokenizer, TokenizerFileError, load_bpe, load_pretrained, train_bpe
 
 
 @dataclass
@@ -35,6 +36,7 @@ class DataConfig:
     val_fraction: float = 0.02
     eval_batches: int = 8
     cache_dir: str | None = None
+    verify_cache: bool = False  # check every shard file's full sha256 (default: sizes and a checksum of the ends)
 
 
 class BatchSource(Protocol):
@@ -60,7 +62,10 @@ def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, voca
     size = cfg.bpe_vocab_size or vocab_size
     path = cache / f"tokenizer-bpe{size}.json"
     if path.exists():
-        return load_bpe(path)
+        try:
+            return load_bpe(path)
+        except TokenizerFileError as exc:
+            warn(f"{exc}; training it again (the token shards made with it are rebuilt too)")
     return train_bpe(corpus.documents(), size, path)
 
 
@@ -68,9 +73,18 @@ def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_s
     corpus = open_local(cfg.data)
     fingerprint = corpus.fingerprint()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{fingerprint}"
-    tokenizer = _tokenizer_for_local(cfg, corpus, cache, vocab_size)
-    folder = cache / f"shards-{tokenizer.label}"
-    build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=fingerprint)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(describe_os_error(exc, cache, "creating the cache folder")) from None
+    # One builder at a time (e.g. compare --jobs 2 on a fresh cache): the others wait, then reuse its work.
+    with folder_lock(cache, wait=True, what="cache build"):
+        for stale in remove_stale_tmp(cache):
+            warn(f"removed {stale}, left by an interrupted cache write")
+        tokenizer = _tokenizer_for_local(cfg, corpus, cache, vocab_size)
+        folder = cache / f"shards-{tokenizer.label}"
+        build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=fingerprint,
+                     verify=cfg.verify_cache)
     train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_bs, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
     n_val = min(len(val_tokens), cfg.eval_batches * micro_bs)

@@ -8,14 +8,22 @@ shards record so they are never reused with another tokenizer.
 from __future__ import annotations
 
 import hashlib
-import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..fileio import StorageError, atomic_write_text, describe_os_error
+
 EOT = "<|endoftext|>"
+_MAX_WORD = 1000
+_LONG_RUN = re.compile(r"\S{%d,}" % (_MAX_WORD + 1))
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer file that cannot be read (truncated, garbage)."""
 
 
 @dataclass
@@ -35,8 +43,18 @@ class TextTokenizer:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
 
+def trainer_text(doc: str) -> str:
+    """A document as the BPE trainer sees it: whitespace-free runs cut into pieces of at most 1000 characters.
+
+    The trainer's pair counting is quadratic in the length of one "word", so a
+    10 MB line without whitespace would never finish; no real word is that
+    long, and only the merge statistics see the cut (encoding reads the text as it is).
+    """
+    return _LONG_RUN.sub(lambda m: " ".join(m[0][i:i + _MAX_WORD] for i in range(0, len(m[0]), _MAX_WORD)), doc)
+
+
 def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> TextTokenizer:
-    """Train a byte-level BPE (every byte is representable, so no unknown tokens) and save it."""
+    """Train a byte-level BPE (every byte is representable, so no unknown tokens) and save it atomically."""
     if vocab_size < 257 + 1:
         raise ValueError(f"BPE vocab_size must be at least 258 (256 bytes + end-of-text + 1), got {vocab_size}")
     backend = Tokenizer(models.BPE())
@@ -46,14 +64,12 @@ def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> TextToke
         vocab_size=vocab_size, special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         min_frequency=2, show_progress=False,
     )
-    backend.train_from_iterator(documents, trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    backend.train_from_iterator((trainer_text(doc) for doc in documents), trainer=trainer)
     try:
-        backend.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(describe_os_error(exc, path.parent, "creating")) from None
+    atomic_write_text(path, backend.to_str())
     return _from_backend(backend, f"bpe{vocab_size}")
 
 
@@ -65,7 +81,12 @@ def _from_backend(backend: Tokenizer, label: str) -> TextTokenizer:
 
 
 def load_bpe(path: Path) -> TextTokenizer:
-    return _from_backend(Tokenizer.from_file(str(path)), path.stem)
+    """A BPE saved by :func:`train_bpe`; a damaged file raises :class:`TokenizerFileError` naming it."""
+    try:
+        backend = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - the Rust library raises a plain Exception for any bad file
+        raise TokenizerFileError(f"{path} is not a readable tokenizer ({str(exc).splitlines()[0][:100]})") from None
+    return _from_backend(backend, path.stem.removeprefix("tokenizer-"))
 
 
 def load_pretrained(name_or_path: str) -> TextTokenizer:

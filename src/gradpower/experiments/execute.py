@@ -129,7 +129,8 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
         if state == "done":
             outcomes[id(run)] = Outcome(run, "reused")
         else:
-            todo.append((run, dataclasses.replace(run.cfg, resume=state == "resume")))
+            # A folder this experiment owns but whose run never reached a checkpoint is started over.
+            todo.append((run, dataclasses.replace(run.cfg, resume=state == "resume", overwrite=state == "fresh")))
     total = len(planned)
     reused = total - len(todo)
     if reused:

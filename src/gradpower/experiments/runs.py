@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..train.metrics import MetricsFileError, read_metrics
 from .stats import count_spikes
 
 
@@ -94,31 +95,16 @@ def _read_json(path: Path) -> Any:
         raise RunReadError(f"{path}: not valid JSON ({exc})") from None
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl``; a torn last line (a kill mid-write) is skipped."""
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # torn tail of an interrupted write
-            raise RunReadError(f"{path}: line {number} is not valid JSON") from None
-    return records
-
-
 def load_run(directory: str | Path) -> Run:
     """Read ``config.json`` and ``metrics.jsonl`` of a run folder into a :class:`Run`."""
     path = Path(directory)
     config = _read_json(path / "config.json")
     if not isinstance(config, dict) or "train" not in config:
         raise RunReadError(f"{path / 'config.json'}: not a gradpower run config (no 'train' section)")
-    records = read_metrics(path / "metrics.jsonl")
+    try:
+        records, _ = read_metrics(path / "metrics.jsonl")
+    except MetricsFileError as exc:
+        raise RunReadError(str(exc)) from None
 
     def column(key: str, rows: list[dict[str, Any]]) -> np.ndarray:
         return np.array([float(r[key]) if r.get(key) is not None else np.nan for r in rows], dtype=float)

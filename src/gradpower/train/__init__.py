@@ -2,12 +2,13 @@
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .loop import NonFiniteLossError, Runtime, TrainResult, train
+from .loop import InterruptedRun, NonFiniteLossError, Runtime, TrainResult, train
 from .schedules import SCHEDULES, build_scheduler, lr_multiplier
 
 __all__ = [
     "SCHEDULES",
     "CheckpointError",
+    "InterruptedRun",
     "NonFiniteLossError",
     "Runtime",
     "TrainConfig",

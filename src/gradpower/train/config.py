@@ -68,6 +68,8 @@ class TrainConfig:
     val_fraction: float = _f(0.02, "fraction of documents held out for validation")
     eval_batches: int = _f(8, "validation micro-batches per evaluation (the same ones every time)")
     cache_dir: str | None = _f(None, "where tokenizers and token shards are kept (default: $GRADPOWER_CACHE or ~/.cache/gradpower)")
+    verify_cache: bool = _f(False, "check the full sha256 of every cached token shard before training (default: "
+                            "sizes and a checksum of each file's ends)")
     # run
     eval_every: int = _f(100, "evaluate every N steps (0: only at the end)")
     log_every: int = _f(10, "log metrics every N steps")
@@ -75,6 +77,8 @@ class TrainConfig:
     keep_ckpts: int = _f(2, "checkpoints to keep")
     out: str | None = _f(None, "run folder (default: runs/PRESET-OPTIM-sSEED)")
     resume: bool = _f(False, "continue from the latest checkpoint in the run folder")
+    overwrite: bool = _f(False, "start over in a --out folder that already holds a run or other files (deletes "
+                         "the run's files there)")
     stop_after: int | None = _f(None, "stop after this many steps as if interrupted (time-boxed jobs); resume later")
     seed: int = _f(0, "random seed: model init and data order (each overridable below)")
     init_seed: int | None = _f(None, "seed of the model initialisation (default: --seed)")
@@ -157,8 +161,8 @@ class TrainConfig:
 
 
 #: Fields that say where and how a run is executed and logged; they never change its result.
-RUN_CONTROL = ("out", "resume", "stop_after", "device", "cache_dir", "tensorboard", "wandb", "log_every",
-               "ckpt_every", "keep_ckpts")
+RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "cache_dir", "verify_cache", "tensorboard",
+               "wandb", "log_every", "ckpt_every", "keep_ckpts")
 #: Fields a resumed run may change (besides RUN_CONTROL): extending a run and evaluating more often.
 RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
 

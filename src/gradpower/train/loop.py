@@ -15,7 +15,10 @@ import dataclasses
 import json
 import math
 import platform
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,11 @@ from .. import __version__
 from ..data.pipeline import Data, DataConfig, build_data
 from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer
-from .checkpoint import CheckpointError, check_model_config, latest_checkpoint, load_checkpoint, save_checkpoint
+from ..fileio import atomic_write_text
+from .checkpoint import CheckpointError, check_model_config, load_latest, save_checkpoint, step_of
 from .config import TrainConfig, resume_differences
-from .metrics import MetricsLogger
+from .metrics import MetricsLogger, truncate_metrics
+from .run_folder import open_run_folder
 from .schedules import build_scheduler
 
 
@@ -154,17 +159,40 @@ def environment(runtime: Runtime, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _truncate_metrics(path: Path, last_step: int) -> float:
-    """Drop records past ``last_step`` (a resumed run redoes those steps); return the wall time so far."""
-    if not path.exists():
-        return 0.0
-    kept = [json.loads(line) for line in path.read_text().splitlines() if line]
-    kept = [record for record in kept if record["step"] <= last_step]
-    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
-    return float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """True when every parameter is finite (one reduction and one device sync)."""
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
+class InterruptedRun(RuntimeError):
+    """SIGINT/SIGTERM stopped the run at a step boundary; the message names the checkpoint written."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], str | None]]:
+    """While training, SIGINT/SIGTERM set a flag the loop checks between steps (then it checkpoints and stops).
+
+    A second SIGINT interrupts at once (the usual KeyboardInterrupt). Outside
+    the main thread (e.g. a framework's worker thread) signals are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    received: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -177,7 +205,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
-            DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir),
+            DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir,
+                       cfg.verify_cache),
             seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
             rank=self.runtime.rank, world_size=self.runtime.world_size,
         )
@@ -208,14 +237,21 @@ class Trainer:
         }
 
     def save(self) -> None:
+        """Checkpoint the current step, unless the parameters are not finite (never write a poisoned one)."""
+        if not parameters_finite(self.model):
+            raise NonFiniteLossError(
+                f"parameters are not finite after step {self.step} (the update overflowed; lower the lr?); no "
+                f"checkpoint was written for it. Last good checkpoint: {self.last_checkpoint or 'none written yet'}"
+            )
         if self.runtime.is_main:
             self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, self._payload(), self.cfg.keep_ckpts)
 
     def resume(self) -> None:
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
-            raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}")
-        ckpt = load_checkpoint(path)
+        found = load_latest(self.ckpt_dir)
+        if found is None:
+            raise CheckpointError(f"--resume: no checkpoint in {self.ckpt_dir}: nothing to resume (the run stopped "
+                                  "before its first checkpoint); start again with --overwrite")
+        path, ckpt = found
         changed = resume_differences(json.loads(ckpt["train_config"]), self.cfg)
         if changed:
             raise CheckpointError(
@@ -240,13 +276,10 @@ class Trainer:
         cfg, runtime = self.cfg, self.runtime
         if cfg.resume:
             self.resume()
-        elif latest_checkpoint(self.ckpt_dir) is not None:
-            raise CheckpointError(f"{self.run_dir} already holds checkpoints: pass --resume or choose another --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         elapsed_before = 0.0  # wall time of earlier sessions of this run, so elapsed_s is cumulative
         if runtime.is_main:
             if cfg.resume:
-                elapsed_before = _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+                elapsed_before = truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             else:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             _write_json(self.run_dir / "config.json", {
@@ -270,7 +303,7 @@ class Trainer:
         stop_at = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
         accum = cfg.batch_size // cfg.micro // runtime.world_size
         start_time, start_step = time.perf_counter(), self.step
-        try:
+        with stop_requests() as stop_requested, contextlib.closing(logger):
             while self.step < stop_at:
                 t0 = time.perf_counter()
                 lr = self.applied_lr()
@@ -299,8 +332,12 @@ class Trainer:
                     })
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop_at:
                     self.save()
-        finally:
-            logger.close()
+                signal_name = stop_requested()
+                if signal_name and self.step < stop_at:
+                    if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
+                        self.save()
+                    raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
+                                         f"{self.last_checkpoint} written; continue with --resume")
         steps_done = self.step - start_step
         if runtime.is_main and steps_done:
             rate = steps_done * tokens_per_step / (time.perf_counter() - start_time)
@@ -319,5 +356,10 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
-    """Train per ``cfg``; returns the run folder, steps done, final val loss and checkpoint."""
-    return Trainer(cfg, runtime).run()
+    """Train per ``cfg``; returns the run folder, steps done, final val loss and checkpoint.
+
+    The run folder is checked and locked before any work (see :mod:`.run_folder`).
+    """
+    runtime = runtime or Runtime(resolve_device(cfg.device))
+    with open_run_folder(cfg, runtime.is_main):
+        return Trainer(cfg, runtime).run()

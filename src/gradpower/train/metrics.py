@@ -1,17 +1,60 @@
 """Run logging: metrics.jsonl, a progress bar or plain lines, optional TensorBoard / W&B.
 
 Only rank 0 writes; other ranks get a logger that does nothing, so the loop
-calls it unconditionally.
+calls it unconditionally. Each record is appended with one ``write`` of a
+whole line; a kill can still tear the last line, so readers skip a torn last
+line and a resumed run drops it (saying so) before appending again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from ..fileio import StorageError, atomic_write_text, describe_os_error, warn
+
+
+class MetricsFileError(ValueError):
+    """metrics.jsonl is damaged beyond a torn last line."""
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of ``metrics.jsonl`` and whether its last line was torn (a kill mid-write).
+
+    A torn last line is skipped; a bad line anywhere else is an error naming it.
+    """
+    if not path.exists():
+        return [], False
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    records, torn = [], False
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[number:]):
+                raise MetricsFileError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
+            torn = True
+    return records, torn
+
+
+def truncate_metrics(path: Path, last_step: int) -> float:
+    """Keep the records up to ``last_step`` (a resumed run redoes later steps), atomically.
+
+    Returns the run's wall time so far, so ``elapsed_s`` stays cumulative.
+    """
+    records, torn = read_metrics(path)
+    if torn:
+        warn(f"{path}: dropped a torn last line (a write interrupted by a kill)")
+    kept = [record for record in records if record["step"] <= last_step]
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+    return float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
 
 
 class MetricsLogger:
@@ -45,8 +88,18 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = os.write(fd, line)  # one write of the whole line
+            finally:
+                os.close(fd)
+            if written != len(line):
+                raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise StorageError(f"{describe_os_error(exc, self.path, 'writing')} at step {record['step']}; the last "
+                               "checkpoint is intact: free space, then continue with --resume") from None
         step = record["step"]
         if self._tb is not None:
             for key, value in record.items():
