@@ -215,8 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     A missing harness dependency names the extra that provides it; Ctrl-C at
     any moment (start-up included) ends with a hint instead of a traceback.
     """
+    from . import interrupts
+
     try:
-        return _run(argv)
+        with interrupts.deferred():
+            return _run(argv)
     except ModuleNotFoundError as exc:
         module = (exc.name or "").split(".")[0]
         if module not in TRAIN_EXTRA_MODULES:
@@ -231,11 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    from . import interrupts
     from .data.corpus import DataError
     from .experiments import RunReadError, report
     from .fileio import StorageError
     from .train import CheckpointError, InterruptedRun, NonFiniteLossError, train
 
+    interrupts.raise_if_requested()  # Ctrl-C while the libraries were loading
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from .. import interrupts
+from ..train import InterruptedRun
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, run_name
 from .runs import RunReadError, load_run
@@ -151,6 +153,7 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
 
     if jobs <= 1:
         for run, cfg in todo:
+            _stop_if_interrupted(counter, total)
             counter += 1
             action = "resuming" if cfg.resume else "training"
             echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
@@ -173,6 +176,8 @@ def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> No
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         while queue or pending:
+            if interrupts.requested():
+                queue.clear()  # let the running ones checkpoint and stop; start nothing new
             while queue and free_slots:
                 run, cfg = queue.pop(0)
                 slot = free_slots.pop(0)
@@ -189,7 +194,18 @@ def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> No
                 free_slots.append(slot)
                 try:
                     status, message = future.result()
+                except InterruptedRun as exc:
+                    status, message = "interrupted", str(exc)
                 except Exception as exc:  # noqa: BLE001 - a crashed worker fails its run, not the experiment
                     status, message = "failed", f"{type(exc).__name__}: {exc}"
                 finished(run, status, message, time.perf_counter() - start)
     sys.stdout.flush()
+    _stop_if_interrupted(counter, total)
+
+
+def _stop_if_interrupted(done: int, total: int) -> None:
+    """Between runs: stop the experiment if Ctrl-C/SIGTERM arrived (each run saved its own checkpoint)."""
+    name = interrupts.requested()
+    if name:
+        raise InterruptedRun(f"{name} after {done} of {total} runs: finished runs are kept and interrupted ones "
+                             "resume from their checkpoints")

@@ -15,17 +15,14 @@ import dataclasses
 import json
 import math
 import platform
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..data.pipeline import Data, DataConfig, build_data
 from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer
@@ -171,30 +168,6 @@ class InterruptedRun(RuntimeError):
     """SIGINT/SIGTERM stopped the run at a step boundary; the message names the checkpoint written."""
 
 
-@contextlib.contextmanager
-def stop_requests() -> Iterator[Callable[[], str | None]]:
-    """While training, SIGINT/SIGTERM set a flag the loop checks between steps (then it checkpoints and stops).
-
-    A second SIGINT interrupts at once (the usual KeyboardInterrupt). Outside
-    the main thread (e.g. a framework's worker thread) signals are left alone.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-    received: list[str] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: received[0] if received else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Trainer:
     """Holds one run's objects; :func:`train` is the entry point."""
 
@@ -303,7 +276,7 @@ class Trainer:
         stop_at = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
         accum = cfg.batch_size // cfg.micro // runtime.world_size
         start_time, start_step = time.perf_counter(), self.step
-        with stop_requests() as stop_requested, contextlib.closing(logger):
+        with contextlib.closing(logger):
             while self.step < stop_at:
                 t0 = time.perf_counter()
                 lr = self.applied_lr()
@@ -332,7 +305,7 @@ class Trainer:
                     })
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop_at:
                     self.save()
-                signal_name = stop_requested()
+                signal_name = interrupts.requested()
                 if signal_name and self.step < stop_at:
                     if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
                         self.save()
@@ -361,5 +334,7 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
     The run folder is checked and locked before any work (see :mod:`.run_folder`).
     """
     runtime = runtime or Runtime(resolve_device(cfg.device))
-    with open_run_folder(cfg, runtime.is_main):
-        return Trainer(cfg, runtime).run()
+    with interrupts.deferred(), open_run_folder(cfg, runtime.is_main):
+        trainer = Trainer(cfg, runtime)
+        interrupts.raise_if_requested()  # Ctrl-C while the data and model were built: nothing to save yet
+        return trainer.run()
