@@ -14,6 +14,7 @@ from gradpower.experiments.execute import PlannedRun, place, state_of
 from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
 from gradpower.train import TrainConfig, train
 from gradpower.train.config import run_name
+from gradpower.train.distributed import Runtime
 from gradpower.train.loop import Trainer
 
 
@@ -73,19 +74,20 @@ def test_compare_writes_every_table_and_figure_and_reruns_nothing(tmp_path, cach
 def test_arms_within_a_seed_start_from_identical_weights_and_batches(tmp_path, cache):
     base = dict(preset="llama-tiny", seq_len=16, batch_size=4, micro_batch_size=2, steps=3, bpe_vocab_size=300,
                 eval_batches=1, cache_dir=cache, device="cpu", seed=7)
-    a = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "a")))
-    b = Trainer(TrainConfig(**base, optim="adampower", p=1.4, norm="pre_gpas", out=str(tmp_path / "b")))
+    cpu = Runtime(torch.device("cpu"))
+    a = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "a")), cpu)
+    b = Trainer(TrainConfig(**base, optim="adampower", p=1.4, norm="pre_gpas", out=str(tmp_path / "b")), cpu)
     state_b = b.model.state_dict()
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, state_b[key]), key
     for _ in range(4):
         assert torch.equal(a.data.train.next(), b.data.train.next())
-    other = Trainer(TrainConfig(**{**base, "seed": 8}, optim="adamw", out=str(tmp_path / "c")))
+    other = Trainer(TrainConfig(**{**base, "seed": 8}, optim="adamw", out=str(tmp_path / "c")), cpu)
     assert not torch.equal(other.model.lm_head.weight, a.model.lm_head.weight)
     # --init-seed / --data-seed vary one while holding the other.
-    same_data = Trainer(TrainConfig(**{**base, "init_seed": 99}, optim="adamw", out=str(tmp_path / "d")))
+    same_data = Trainer(TrainConfig(**{**base, "init_seed": 99}, optim="adamw", out=str(tmp_path / "d")), cpu)
     assert not torch.equal(same_data.model.lm_head.weight, a.model.lm_head.weight)
-    fresh = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "e")))
+    fresh = Trainer(TrainConfig(**base, optim="adamw", out=str(tmp_path / "e")), cpu)
     assert torch.equal(same_data.data.train.next(), fresh.data.train.next())
 
 

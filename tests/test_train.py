@@ -11,7 +11,8 @@ from gradpower.fileio import StorageError
 from gradpower.models import CausalLM, build_model, preset
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from gradpower.train.loop import Runtime, accumulate_gradients
+from gradpower.train.distributed import Runtime
+from gradpower.train.loop import accumulate_gradients
 
 FIELDS = {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
 

@@ -210,7 +210,8 @@ def _theory(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: one-line errors, exit codes 2 (bad input), 3 (non-finite loss), 4 (storage, locks), 130 (interrupted).
+    """Entry point: one-line errors; exit codes 2 (bad input), 3 (non-finite loss), 4 (storage, locks),
+    5 (another process of a distributed run died), 130 (interrupted).
 
     A missing harness dependency names the extra that provides it; Ctrl-C at
     any moment (start-up included) ends with a hint instead of a traceback.
@@ -239,6 +240,7 @@ def _run(argv: Sequence[str] | None) -> int:
     from .experiments import RunReadError, report
     from .fileio import StorageError
     from .train import CheckpointError, InterruptedRun, NonFiniteLossError, train
+    from .train.distributed import PeerLostError
 
     interrupts.raise_if_requested()  # Ctrl-C while the libraries were loading
     parser = build_parser()
@@ -266,6 +268,9 @@ def _run(argv: Sequence[str] | None) -> int:
     except StorageError as exc:
         print(f"gradpower: error: {exc}", file=sys.stderr)
         return 4
+    except PeerLostError as exc:
+        print(f"gradpower: stopped: {exc}", file=sys.stderr)
+        return 5
     except InterruptedRun as exc:
         again = " (or run the same command again: finished runs are reused)" if args.command in (
             "compare", "sweep") else ""

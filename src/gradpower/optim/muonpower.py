@@ -58,6 +58,23 @@ def newton_schulz(grad: Tensor, steps: int, coefficients: tuple[float, float, fl
     return x.T if tall else x
 
 
+def orthogonalize(update: Tensor, steps: int, coefficients: tuple[float, float, float], eps: float,
+                  dtype: torch.dtype) -> Tensor:
+    """Newton-Schulz of the whole matrix, also when ``update`` is an FSDP2 shard (a DTensor).
+
+    Newton-Schulz needs the full matrix: a sharded update is gathered
+    (``full_tensor()``: one all-gather of the matrix per step), orthogonalised
+    on every rank, and only this rank's shard is kept (sliced locally, no
+    further communication).
+    """
+    if not hasattr(update, "full_tensor"):
+        return newton_schulz(update, steps, coefficients, eps, dtype)
+    from torch.distributed.tensor import distribute_tensor
+
+    full = newton_schulz(update.full_tensor(), steps, coefficients, eps, dtype)
+    return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+
+
 def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
     """Muon's per-matrix lr factor: Moonlight's 0.2 sqrt(max(A, B)) or Keller's sqrt(max(1, A/B))."""
     rows, cols = shape[:2]
@@ -235,7 +252,7 @@ class MuonPower(PowerMixin, Optimizer):
             buf.lerp_(grad, 1 - momentum)
             update = grad.lerp(buf, momentum) if group["nesterov"] else buf
             dtype = NS_DTYPES[group["ns_dtype"] or default_ns_dtype(param.device)]
-            update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
+            update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
             param.mul_(1 - lr * decay)
             param.add_(update, alpha=-lr * muon_lr_scale(param.shape, group["adjust_lr_fn"]))
 

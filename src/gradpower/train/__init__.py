@@ -2,7 +2,8 @@
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .loop import InterruptedRun, NonFiniteLossError, Runtime, TrainResult, train
+from .distributed import Runtime
+from .loop import InterruptedRun, NonFiniteLossError, TrainResult, train
 from .schedules import SCHEDULES, build_scheduler, lr_multiplier
 
 __all__ = [

@@ -22,6 +22,7 @@ from ..models import NORM_SCHEMES, PRESETS
 from ..models.config import INIT_SCHEMES
 from ..optim import OPTIMIZERS
 from ..transform import check_p
+from .distributed import PARALLEL_MODES
 from .schedules import SCHEDULES
 
 
@@ -83,7 +84,10 @@ class TrainConfig:
     seed: int = _f(0, "random seed: model init and data order (each overridable below)")
     init_seed: int | None = _f(None, "seed of the model initialisation (default: --seed)")
     data_seed: int | None = _f(None, "seed of the data order (default: --seed)")
-    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto (under torchrun: this rank's GPU)")
+    parallel: str = _f("none", "none (one process), ddp or fsdp (FSDP2); ddp/fsdp run under torchrun, e.g. "
+                       "'torchrun --nproc_per_node=8 -m gradpower train ... --parallel fsdp'")
+    dist_timeout: float = _f(600.0, "seconds a collective may wait for another process before this one gives up")
     tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)")
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
 
@@ -92,7 +96,7 @@ class TrainConfig:
             setattr(self, f.name, check_type(f.name, getattr(self, f.name)))
         for name, label, valid in (("preset", "preset", PRESETS), ("norm", "norm", NORM_SCHEMES),
                                    ("init", "init", INIT_SCHEMES), ("optim", "optimizer", OPTIMIZERS),
-                                   ("schedule", "schedule", SCHEDULES)):
+                                   ("schedule", "schedule", SCHEDULES), ("parallel", "parallel mode", PARALLEL_MODES)):
             value = getattr(self, name)
             if value is not None and value not in valid:
                 raise ValueError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
@@ -103,7 +107,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_batches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("micro_batch_size", "seq_len", "lr", "gate_clip", "eps", "bpe_vocab_size"):
+        for name in ("micro_batch_size", "seq_len", "lr", "gate_clip", "eps", "bpe_vocab_size", "dist_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -161,8 +165,8 @@ class TrainConfig:
 
 
 #: Fields that say where and how a run is executed and logged; they never change its result.
-RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "cache_dir", "verify_cache", "tensorboard",
-               "wandb", "log_every", "ckpt_every", "keep_ckpts")
+RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel", "dist_timeout", "cache_dir",
+               "verify_cache", "tensorboard", "wandb", "log_every", "ckpt_every", "keep_ckpts")
 #: Fields a resumed run may change (besides RUN_CONTROL): extending a run and evaluating more often.
 RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import platform
@@ -27,7 +28,17 @@ from ..data.pipeline import Data, DataConfig, build_data
 from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer
 from ..fileio import atomic_write_text
-from .checkpoint import CheckpointError, check_model_config, load_latest, save_checkpoint, step_of
+from .checkpoint import (
+    CheckpointError,
+    check_model_config,
+    load_latest,
+    restore_model_and_optimizer,
+    save_training_checkpoint,
+    step_of,
+    training_state,
+)
+from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
+from .distributed import runtime as runtime_for
 from .config import TrainConfig, resume_differences
 from .metrics import MetricsLogger, truncate_metrics
 from .run_folder import open_run_folder
@@ -38,40 +49,12 @@ class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf; the run stopped before updating."""
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """Where this process runs: its device and its place among data-parallel ranks."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA, plain fp32 elsewhere."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
     steps: int
     final_val_loss: float | None
     last_checkpoint: Path | None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> TransformerConfig:
@@ -88,31 +71,33 @@ def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> Tr
 
 
 def accumulate_gradients(
-    model: CausalLM, micro_batches: list[torch.Tensor], runtime: Runtime, aux_coef: float = 0.0
+    model: nn.Module, micro_batches: list[torch.Tensor], runtime: Runtime, aux_coef: float = 0.0
 ) -> torch.Tensor:
     """Backward over micro-batches so ``.grad`` holds the mean-loss gradient of their union.
 
     Each micro-batch's loss is divided by the number of micro-batches (all
     have the same number of predicted tokens: sequences are packed, never
-    padded). Returns the mean LM loss (without the MoE aux term), detached.
+    padded). Under DDP/FSDP2 gradients are reduced on the last micro-batch
+    only. Returns the mean LM loss over micro-batches and ranks (without the
+    MoE aux term), detached, on the device: no host sync here.
     """
     total = torch.zeros((), device=runtime.device)
     n = len(micro_batches)
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
         x = batch.to(runtime.device, non_blocking=True)
-        with runtime.autocast():
+        with micro_batch_sync(model, runtime, last=i == n - 1), runtime.autocast():
             out = model(x, labels=x)
-        loss = out.loss
-        if out.aux_loss is not None and aux_coef:
-            loss = loss + aux_coef * out.aux_loss
-        (loss / n).backward()
+            loss = out.loss
+            if out.aux_loss is not None and aux_coef:
+                loss = loss + aux_coef * out.aux_loss
+            (loss / n).backward()
         total += out.loss.detach().float()
-    return total / n
+    return runtime.mean(total / n)
 
 
 @torch.no_grad()
-def evaluate(model: CausalLM, batches: list[torch.Tensor], runtime: Runtime) -> float:
-    """Mean LM loss over the fixed validation batches."""
+def evaluate(model: nn.Module, batches: list[torch.Tensor], runtime: Runtime) -> float:
+    """Mean LM loss over the fixed validation batches (every rank evaluates all of them)."""
     was_training = model.training
     model.eval()
     losses = []
@@ -124,19 +109,20 @@ def evaluate(model: CausalLM, batches: list[torch.Tensor], runtime: Runtime) -> 
     return torch.stack(losses).mean().item()
 
 
-def clip_gradients(model: CausalLM, clip: float, gate_clip: float | None) -> float:
+def clip_gradients(model: nn.Module, clip: float, gate_clip: float | None) -> torch.Tensor:
     """Global-norm clip of the raw gradient, then (``gate_clip``) the GPAS gates alone again.
 
     As in the GPAS authors' code: every parameter, gates included, is clipped
     to the global norm ``clip`` first; then the gates alone are clipped to
-    ``gate_clip``. Returns the pre-clip global norm of every gradient.
+    ``gate_clip``. Returns the pre-clip global norm of every gradient (of the
+    full gradient under FSDP2, not of this rank's shard), as a device tensor.
     """
-    norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), clip if clip > 0 else math.inf)
+    norm = full_value(torch.nn.utils.clip_grad_norm_(list(model.parameters()), clip if clip > 0 else math.inf))
     if gate_clip is not None:
         gates = [param for name, param in model.named_parameters() if name.endswith("gpas.gate")]
         if gates:
             torch.nn.utils.clip_grad_norm_(gates, gate_clip)
-    return float(norm)
+    return norm
 
 
 def environment(runtime: Runtime, cfg: TrainConfig) -> dict[str, Any]:
@@ -159,9 +145,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def parameters_finite(model: torch.nn.Module) -> bool:
-    """True when every parameter is finite (one reduction and one device sync)."""
-    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+def parameters_finite(model: torch.nn.Module, rt: Runtime) -> bool:
+    """True when every parameter (every rank's shard) is finite: one reduction and one sync per checkpoint."""
+    local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in model.parameters()]
+    finite = bool(torch.stack([t.isfinite().all() for t in local]).all())
+    return not rt.agree(not finite)
 
 
 class InterruptedRun(RuntimeError):
@@ -171,24 +159,27 @@ class InterruptedRun(RuntimeError):
 class Trainer:
     """Holds one run's objects; :func:`train` is the entry point."""
 
-    def __init__(self, cfg: TrainConfig, runtime: Runtime | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, runtime: Runtime) -> None:
         self.cfg = cfg
-        self.runtime = runtime or Runtime(resolve_device(cfg.device))
+        self.runtime = runtime
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
+        if cfg.batch_size % (cfg.micro * runtime.world_size):
+            raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {cfg.micro} x "
+                             f"{runtime.world_size} processes; the global batch must stay exactly --batch-size")
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
             DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir,
                        cfg.verify_cache),
             seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
-            rank=self.runtime.rank, world_size=self.runtime.world_size,
+            rank=runtime.rank, world_size=runtime.world_size,
         )
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
-        torch.manual_seed(cfg.model_seed)  # arms of one seed start from identical weights
-        self.model = build_model(self.model_config).to(self.runtime.device)
+        # Arms of one seed start from identical weights, whatever the process count.
+        self.model = parallelize(lambda device: build_model(self.model_config, device), runtime, cfg.model_seed)
         self.lr = cfg.lr or preset_lr(cfg.preset)
         self.optimizer = build_optimizer(
-            cfg.optim, self.model.named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
+            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
         schedule = dict(warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
@@ -198,26 +189,17 @@ class Trainer:
         self.last_checkpoint: Path | None = None
 
     # -- checkpoints -------------------------------------------------------
-    def _payload(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if self.runtime.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.runtime.device)
-        return {
-            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "data": self.data.train.state_dict(), "rng": rng,
-            "model_config": json.dumps(self.model_config.to_dict()), "train_config": json.dumps(self.cfg.to_dict()),
-            "tokenizer": self.data.tokenizer.fingerprint,
-        }
-
     def save(self) -> None:
         """Checkpoint the current step, unless the parameters are not finite (never write a poisoned one)."""
-        if not parameters_finite(self.model):
+        if not parameters_finite(self.model, self.runtime):
             raise NonFiniteLossError(
                 f"parameters are not finite after step {self.step} (the update overflowed; lower the lr?); no "
                 f"checkpoint was written for it. Last good checkpoint: {self.last_checkpoint or 'none written yet'}"
             )
-        if self.runtime.is_main:
-            self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, self._payload(), self.cfg.keep_ckpts)
+        state = training_state(self.step, self.scheduler, self.data.train, self.model_config.to_dict(),
+                               self.cfg.to_dict(), self.data.tokenizer.fingerprint, self.runtime.device)
+        self.last_checkpoint = save_training_checkpoint(self.ckpt_dir, self.model, self.optimizer, state,
+                                                        self.cfg.keep_ckpts, self.runtime)
 
     def resume(self) -> None:
         found = load_latest(self.ckpt_dir)
@@ -234,8 +216,7 @@ class Trainer:
         check_model_config(ckpt, self.model_config.to_dict(), path)
         if ckpt["tokenizer"] != self.data.tokenizer.fingerprint:
             raise CheckpointError(f"{path} was trained with another tokenizer ({ckpt['tokenizer']})")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_model_and_optimizer(path, ckpt, self.model, self.optimizer, self.runtime)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.data.train.load_state_dict(ckpt["data"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -280,12 +261,14 @@ class Trainer:
             while self.step < stop_at:
                 t0 = time.perf_counter()
                 lr = self.applied_lr()
-                loss = accumulate_gradients(
+                loss_t = accumulate_gradients(
                     self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef
-                ).item()
+                )
+                norm_t = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
+                # The one host sync per step: the NaN/inf stop must know both values before the update.
+                loss, grad_norm = torch.stack([loss_t.float(), norm_t.float().to(loss_t.device)]).tolist()
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(self._stop_message("loss", loss))
-                grad_norm = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
                 if not math.isfinite(grad_norm):
                     raise NonFiniteLossError(self._stop_message("gradient norm", grad_norm))
                 self.optimizer.step()
@@ -306,7 +289,8 @@ class Trainer:
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop_at:
                     self.save()
                 signal_name = interrupts.requested()
-                if signal_name and self.step < stop_at:
+                if runtime.agree(signal_name is not None) and self.step < stop_at:  # every rank stops together
+                    signal_name = signal_name or "a signal to another rank"
                     if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
                         self.save()
                     raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
@@ -333,8 +317,23 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
 
     The run folder is checked and locked before any work (see :mod:`.run_folder`).
     """
-    runtime = runtime or Runtime(resolve_device(cfg.device))
-    with interrupts.deferred(), open_run_folder(cfg, runtime.is_main):
-        trainer = Trainer(cfg, runtime)
+    with interrupts.deferred(), contextlib.ExitStack() as stack:
+        rt = runtime if runtime is not None else stack.enter_context(
+            runtime_for(cfg.device, cfg.parallel, cfg.dist_timeout))
+        stack.enter_context(open_run_folder(cfg, rt.is_main))
+        rt.barrier()  # the others start once rank 0 has checked and locked the folder
+        trainer = Trainer(cfg, rt)
         interrupts.raise_if_requested()  # Ctrl-C while the data and model were built: nothing to save yet
-        return trainer.run()
+        try:
+            return trainer.run()
+        except Exception as exc:
+            if not (rt.distributed and peer_lost(exc)):
+                raise
+            raise PeerLostError(
+                f"rank {rt.rank}: another process of the run stopped or stopped answering "
+                f"({str(exc).splitlines()[0][:160]}); continue with --resume from the last complete checkpoint "
+                f"({trainer.last_checkpoint or 'none was written'})") from None
+        finally:
+            # Sharded tensors hold the process group: free them before it is destroyed (else gloo may abort at exit).
+            del trainer
+            gc.collect()

@@ -1,0 +1,127 @@
+"""torchrun on CPU (gloo, 2 processes): DDP and FSDP2 give the single-process run's losses.
+
+Each multi-process run has a timeout, so a hang fails the test instead of blocking CI.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gradpower.cli import main
+
+pytestmark = pytest.mark.timeout(600)
+
+TORCHRUN_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cache")
+    assert main(["train", *common(str(folder)), "--steps", "1", "--out", str(folder.parent / "warm")]) == 0
+    return str(folder)
+
+
+def common(cache: str) -> list[str]:
+    return ["--preset", "llama-tiny", "--batch-size", "8", "--micro-batch-size", "2", "--seq-len", "32",
+            "--bpe-vocab-size", "300", "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu",
+            "--log-every", "1", "--eval-every", "5"]
+
+
+def torchrun(nproc: int, *argv: str, timeout: float = TORCHRUN_TIMEOUT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                           "--master_port", str(29500 + (os.getpid() % 500)), "-m", "gradpower", *argv],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def losses(run_dir: Path) -> list[tuple[int, float, float | None]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r.get("val_loss")) for r in rows]
+
+
+def assert_same_losses(a: Path, b: Path, rtol: float = 2e-5) -> None:
+    la, lb = losses(a), losses(b)
+    assert [s for s, _, _ in la] == [s for s, _, _ in lb] and len(la) >= 10
+    for (step, x, vx), (_, y, vy) in zip(la, lb):
+        assert y == pytest.approx(x, rel=rtol), f"step {step}: {x} vs {y}"
+        assert (vx is None) == (vy is None) and (vx is None or vy == pytest.approx(vx, rel=rtol))
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("optim", ["adamw", "adampower"])
+def test_data_parallel_matches_one_process_with_the_same_global_batch(tmp_path, cache, parallel, optim):
+    argv = ["train", *common(cache), "--steps", "10", "--optim", optim]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    proc = torchrun(2, *argv, "--out", str(tmp_path / parallel), "--parallel", parallel)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_losses(tmp_path / "single", tmp_path / parallel)
+    ckpt = tmp_path / parallel / "checkpoints" / "step_00000010"
+    assert (ckpt.is_dir() and (ckpt / "extra.pt").exists()) if parallel == "fsdp" else ckpt.with_suffix(".pt").exists()
+
+
+def test_muonpower_under_fsdp2_matches_one_process_and_resumes_across_process_counts(tmp_path, cache):
+    argv = ["train", *common(cache), "--steps", "10", "--optim", "muonpower", "--ckpt-every", "5"]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    # 2 -> 1: saved by two processes (DCP shards), resumed by one.
+    proc = torchrun(2, *argv, "--out", str(tmp_path / "two_one"), "--parallel", "fsdp", "--stop-after", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun(1, *argv, "--out", str(tmp_path / "two_one"), "--parallel", "fsdp", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_losses(tmp_path / "single", tmp_path / "two_one")
+    # 1 -> 2.
+    proc = torchrun(1, *argv, "--out", str(tmp_path / "one_two"), "--parallel", "fsdp", "--stop-after", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun(2, *argv, "--out", str(tmp_path / "one_two"), "--parallel", "fsdp", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_losses(tmp_path / "single", tmp_path / "one_two")
+
+
+def test_a_batch_the_processes_do_not_divide_is_refused(tmp_path, cache):
+    argv = ["train", *common(cache), "--steps", "2", "--batch-size", "6", "--out", str(tmp_path / "r"),
+            "--parallel", "ddp"]
+    proc = torchrun(2, *argv)
+    assert proc.returncode != 0
+    assert "batch_size 6 is not a multiple of micro_batch_size 2 x 2 processes" in proc.stderr
+    assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr  # (torchrun's own summary has one)
+
+
+def test_parallel_modes_need_the_right_launcher(tmp_path, cache, capsys, monkeypatch):
+    assert main(["train", *common(cache), "--steps", "2", "--out", str(tmp_path / "a"), "--parallel", "ddp"]) == 2
+    assert "needs torchrun's environment" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", *common(cache), "--steps", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "but --parallel none" in capsys.readouterr().err
+
+
+def test_killing_one_rank_stops_the_others_with_a_message_and_resume_continues(tmp_path, cache):
+    out = tmp_path / "run"
+    argv = ["train", *common(cache), "--steps", "400", "--ckpt-every", "5", "--out", str(out), "--parallel", "ddp",
+            "--dist-timeout", "60"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--master_port", str(30500 + (os.getpid() % 500)), "-m", "gradpower", *argv],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((out / "checkpoints").glob("step_*.pt")):
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-f", f"gradpower train.*{out}"], capture_output=True, text=True)
+        pids = [int(p) for p in workers.stdout.split() if int(p) != launcher.pid]
+        assert len(pids) >= 2
+        start = time.time()
+        os.kill(max(pids), 9)
+        _, err = launcher.communicate(timeout=90)
+        assert time.time() - start < 90
+    finally:
+        launcher.kill()
+    assert "another process of the run stopped or stopped answering" in err
+    assert "continue with --resume from the last complete checkpoint" in err
+    saved = max(int(p.stem.split("_")[1]) for p in (out / "checkpoints").glob("step_*.pt"))
+    proc = torchrun(2, *argv, "--resume", "--stop-after", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert losses(out)[-1][0] == saved + 5
