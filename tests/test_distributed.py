@@ -125,3 +125,12 @@ def test_killing_one_rank_stops_the_others_with_a_message_and_resume_continues(t
     proc = torchrun(2, *argv, "--resume", "--stop-after", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert losses(out)[-1][0] == saved + 5
+
+
+def test_a_single_process_checkpoint_resumes_under_fsdp2(tmp_path, cache):
+    argv = ["train", *common(cache), "--steps", "10", "--ckpt-every", "5"]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "mixed"), "--stop-after", "5"]) == 0
+    proc = torchrun(2, *argv, "--out", str(tmp_path / "mixed"), "--parallel", "fsdp", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_losses(tmp_path / "single", tmp_path / "mixed")
