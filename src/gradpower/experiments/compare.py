@@ -22,7 +22,7 @@ from .spec import Arm, ExperimentSpec
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
 #: documented in the README ("How the default was chosen"): Qwen2-MoE, warmup-stable-decay, a small batch.
 DEFAULT_BASE: dict[str, Any] = {
-    "preset": "qwen2moe-tiny", "schedule": "wsd", "batch_size": 8, "seq_len": 64, "steps": 300, "eval_batches": 8,
+    "preset": "qwen2moe-tiny", "schedule": "wsd", "batch_size": 4, "seq_len": 64, "steps": 600, "eval_batches": 8,
 }
 DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
 #: Settings every compare run gets unless the experiment sets them: a per-step loss for spike counts and
