@@ -52,17 +52,21 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
         for i, ratio in enumerate(ratios):
             writer.writerow([f"{ratio:g}", f"{mu:g}", f"{sigmas[i, 0]:g}", f"{eps:g}", f"{best_limit[i]:g}",
                              f"{best_sim[i]:g}", f"{limit[i].max():.6g}", f"{sim[i].max():.6g}"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax_rel, ax_log) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, ratio in enumerate(ratios):
-        (line,) = ax.plot(ps, limit[i], label=f"sigma/mu={ratio:g} (limit)")
-        ax.plot(ps, sim[i], ls="--", color=line.get_color(), alpha=0.8)
+        top = limit[i].max()
         j = int(np.argmax(limit[i]))
-        ax.plot(ps[j], limit[i, j], marker="*", ms=12, color=line.get_color())
-    ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set(xlabel="p", ylabel="AdamPower update u(p)", yscale="log",
-           title=f"toy model: mu={mu:g}, eps={eps:g} (dashed: simulated, beta=({beta1}, {beta2}); *: optimum)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        for ax, scale in ((ax_rel, top), (ax_log, 1.0)):
+            (line,) = ax.plot(ps, limit[i] / scale, label=f"sigma/mu={ratio:g}")
+            ax.plot(ps, sim[i] / scale, ls="--", color=line.get_color(), alpha=0.8)
+            ax.plot(ps[j], limit[i, j] / scale, marker="*", ms=12, color=line.get_color())
+    for ax in (ax_rel, ax_log):
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_rel.set(xlabel="p", ylabel="u(p) / max over p", ylim=(0.0, 1.05),
+               title="relative update (solid: limit, dashed: simulated; *: optimum)")
+    ax_log.set(xlabel="p", ylabel="u(p)", yscale="log", title=f"update, mu={mu:g}, eps={eps:g}, beta=({beta1}, {beta2})")
     fig.tight_layout()
     fig.savefig(out / "theory.png", dpi=120)
     plt.close(fig)
