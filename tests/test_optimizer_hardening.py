@@ -70,9 +70,12 @@ def test_every_step_hook_fires_exactly_once_per_step(kind):
     assert all(o is opt for o in calls["pre"] + calls["post"])  # hooks on the wrapper see the wrapper
 
 
-def test_instance_pre_hooks_see_the_transformed_gradient_and_global_hooks_the_raw_one():
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_instance_pre_hooks_see_the_transformed_gradient_and_global_hooks_the_raw_one(one_pass):
+    """Separate-pass paths: phi_p is the first pre-hook. The one-pass kernel fuses it into the update,
+    so there every pre-hook sees the raw gradient."""
     model = TinyNet()
-    opt = AdamPower(model.parameters(), lr=1e-2)
+    opt = AdamPower(model.parameters(), lr=1e-2, one_pass=one_pass)
     seen = {}
 
     def record(key):
@@ -86,7 +89,8 @@ def test_instance_pre_hooks_see_the_transformed_gradient_and_global_hooks_the_ra
         train(model, opt, batches(1))
     finally:
         handle.remove()
-    torch.testing.assert_close(seen["local"], reference_phi(seen["global"], 1.2))
+    expected = seen["global"] if one_pass else reference_phi(seen["global"], 1.2)
+    torch.testing.assert_close(seen["local"], expected)
 
 
 @pytest.mark.parametrize("make", [
@@ -159,7 +163,10 @@ def test_loading_an_adamw_state_dict_keeps_the_fused_path_and_the_math():
     train(a, plain, batches(3))
     reference = torch.optim.AdamW(b.parameters(), **ADAM_KW)
     train(b, reference, batches(3))
-    opt = AdamPower(a.parameters(), **ADAM_KW)
+    one_pass = AdamPower(twin(a).parameters(), **ADAM_KW)
+    one_pass.load_state_dict(plain.state_dict())
+    assert one_pass.param_groups[0]["one_pass"] is True  # the default path survives the load too
+    opt = AdamPower(a.parameters(), **ADAM_KW, one_pass=False)
     assert opt.param_groups[0]["fused"] is True
     opt.load_state_dict(plain.state_dict())
     assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["p"] == 1.2

@@ -36,7 +36,11 @@ def run_reference(model, opt, data, p_of, scheduler=None):
 ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 
 
-@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False), {}])
+PATHS = [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False), dict(one_pass=True), {},
+         dict(one_pass=False)]
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_adampower_p1_equals_adamw(path):
     a = TinyNet()
     b = twin(a)
@@ -45,12 +49,14 @@ def test_adampower_p1_equals_adamw(path):
     assert_params_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("path", [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False)])
-def test_adampower_equals_adamw_on_transformed_grads(path):
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("p", [0.8, 1.2])
+def test_adampower_equals_adamw_on_transformed_grads(path, p):
     a = TinyNet()
     b = twin(a)
-    run_ours(a, AdamPower(a.parameters(), p=1.2, **ADAM_KW, **path), batches(30))
-    run_reference(b, torch.optim.AdamW(b.parameters(), **ADAM_KW, **path), batches(30), lambda g: 1.2)
+    run_ours(a, AdamPower(a.parameters(), p=p, **ADAM_KW, **path), batches(30))
+    base = {k: v for k, v in path.items() if k != "one_pass"}
+    run_reference(b, torch.optim.AdamW(b.parameters(), **ADAM_KW, **base), batches(30), lambda g: p)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -62,7 +68,11 @@ def test_adampower_state_layout_and_defaults():
     assert (g["p"], g["betas"], g["eps"], g["weight_decay"]) == (1.2, (0.9, 0.95), 1e-8, 0.1)
     state = opt.state[model.q_proj.weight]
     assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
-    assert g["fused"] is True  # CPU float params: the default picks the fused kernel
+    assert g["one_pass"] is True and g["fused"] is None  # CPU fp32 params: the one-pass kernel by default
+    separate = AdamPower(TinyNet().parameters(), one_pass=False)
+    assert separate.param_groups[0]["fused"] is True  # else the fused torch kernel
+    with pytest.raises(ValueError, match=r"one_pass=True\) needs"):
+        AdamPower(TinyNet().parameters(), one_pass=True, amsgrad=True)
 
 
 def test_adampower_differs_from_adamw_when_p_not_one():
@@ -237,11 +247,12 @@ def test_lambda_lr_drives_every_group():
     assert {g["use_muon"] for g in opt.param_groups} == {True, False}
 
 
-@pytest.mark.parametrize("kind", ["adampower", "wrapper_fused"])
+@pytest.mark.parametrize("kind", ["adampower", "adampower_one_pass", "wrapper_fused"])
 def test_grad_scaler_unscales_before_transform(kind):
     """With GradScaler the transform must see the unscaled gradient."""
     makers = {
         "adampower": lambda ps: AdamPower(ps, **ADAM_KW, fused=True),
+        "adampower_one_pass": lambda ps: AdamPower(ps, **ADAM_KW),
         "wrapper_fused": lambda ps: GradPower(torch.optim.AdamW(ps, **ADAM_KW, fused=True), p=1.2),
     }
     a = TinyNet()

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from ..transform import check_p
-from .power_hook import PowerMixin, refuse_differentiable
+from . import onepass
+from .adamw_update import adamw_group_update
+from .power_hook import PowerMixin, power_group_grads_, refuse_differentiable
 
 _FUSED_DEVICES = ("cpu", "cuda")
 #: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
-_PATH_KEYS = ("fused", "foreach", "capturable")
+_PATH_KEYS = ("fused", "foreach", "capturable", "one_pass")
 
 
 def _materialize(params: Any) -> list[Any]:
@@ -65,16 +67,26 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
 
     Defaults follow the GradPower paper's AdamW baseline: betas (0.9, 0.95),
     weight decay 0.1, eps 1e-8, p 1.2. ``p`` may differ per param group
-    (``group["p"]``). ``fused=None`` and ``foreach=None`` pick the fused kernel
-    when all parameters allow it, else torch's default. ``p=1`` is AdamW exactly.
-    Two defaults differ from ``torch.optim.AdamW`` (betas[1] 0.999, weight
-    decay 0.01): pass them explicitly to reproduce an existing AdamW setup.
+    (``group["p"]``). ``p=1`` is AdamW exactly. Two defaults differ from
+    ``torch.optim.AdamW`` (betas[1] 0.999, weight decay 0.01): pass them
+    explicitly to reproduce an existing AdamW setup.
 
-    The transform rewrites ``param.grad`` in place during ``step()``;
-    ``differentiable=True`` is refused (the transform is outside autograd).
-    Loading a state dict (a plain AdamW one too) keeps this optimizer's
-    execution path (``fused``/``foreach``/``capturable``), so resuming from an
-    AdamW checkpoint does not silently fall back to a slower path.
+    Execution paths (the state layout is AdamW's on every one):
+
+    - one-pass (default where available: dense fp32 parameters on CPU or
+      CUDA, a working ``torch.compile``, no ``fused``/``foreach``/
+      ``capturable``/``amsgrad`` asked for): phi_p fused into the AdamW update,
+      one compiled kernel per tensor (:mod:`gradpower.optim.onepass`);
+      ``one_pass=False`` turns it off, ``one_pass=True`` insists on it;
+    - otherwise phi_p (the shared step pre-hook) then torch's functional
+      AdamW, with ``fused`` (default when every parameter allows it),
+      ``foreach`` or the single-tensor loop.
+
+    The transform rewrites ``param.grad`` in place on the separate-pass
+    paths; ``differentiable=True`` is refused (the transform is outside
+    autograd). Loading a state dict (a plain AdamW one too) keeps this
+    optimizer's execution path, so resuming from an AdamW checkpoint does not
+    silently fall back to a slower path.
     """
 
     def __init__(
@@ -92,25 +104,56 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        one_pass: bool | None = None,
     ) -> None:
         p = check_p(p)
         params = _materialize(params)
         refuse_differentiable("AdamPower", differentiable)
-        if fused is None and not foreach and not capturable:
-            fused = default_fused(_tensors_of(params))
+        tensors = _tensors_of(params)
+        possible = onepass.available() and all(_one_pass_tensor(t) for t in tensors) and not (amsgrad or capturable)
+        if one_pass and (not possible or fused or foreach):
+            raise ValueError("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, a working "
+                             "torch.compile, and no fused/foreach/capturable/amsgrad")
+        use_one_pass = possible and fused is None and foreach is None if one_pass is None else bool(one_pass)
+        if fused is None and not foreach and not capturable and not use_one_pass:
+            fused = default_fused(tensors)
         super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused or None,
-            capturable=capturable,
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+            foreach=foreach, fused=fused or None, capturable=capturable,
         )
+        for group in self.param_groups:
+            group["one_pass"] = use_one_pass
         self._setup_power(p)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("one_pass", False)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One update per group: the one-pass kernel, or (phi_p already applied) torch's functional AdamW."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if not group["one_pass"]:
+                adamw_group_update(self.state, group)
+                continue
+            with_grad = [p for p in group["params"] if p.grad is not None]
+            kernel = [p for p in with_grad if onepass.eligible(p)]
+            other = [p for p in with_grad if not onepass.eligible(p)]
+            try:
+                onepass.one_pass_group_update(self.state, group, kernel)
+            except RuntimeError:
+                for g in self.param_groups:  # no compiler here: the separate-pass path from now on
+                    g["one_pass"] = False
+                other = with_grad
+            if other:  # tensors the kernel does not take (e.g. made bf16 after the optimizer was built)
+                power_group_grads_([{**group, "params": other}])
+                adamw_group_update(self.state, group, other)
+        return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, keeping this optimizer's execution path per group."""
@@ -119,3 +162,8 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
             paths = [{k: g[k] for k in _PATH_KEYS if k in g} for g in self.param_groups]
             state_dict = {**state_dict, "param_groups": [{**s, **path} for s, path in zip(saved, paths)]}
         super().load_state_dict(state_dict)
+
+
+def _one_pass_tensor(t: torch.Tensor) -> bool:
+    return (t.dtype == torch.float32 and t.device.type in ("cpu", "cuda") and t.layout == torch.strided
+            and not hasattr(t, "to_local"))

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.adamw import adamw
 
 from ..transform import check_p
+from .adamw_update import adamw_group_update
 from .power_hook import PowerMixin
 from .param_groups import named_param_list, unknown_matrices, uses_muon
 
@@ -236,7 +236,7 @@ class MuonPower(PowerMixin, Optimizer):
             if group["use_muon"]:
                 self._muon_group(group)
             else:
-                self._adam_group(group)
+                adamw_group_update(self.state, group)
         return loss
 
     def _muon_group(self, group: dict[str, Any]) -> None:
@@ -255,33 +255,6 @@ class MuonPower(PowerMixin, Optimizer):
             update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
             param.mul_(1 - lr * decay)
             param.add_(update, alpha=-lr * muon_lr_scale(param.shape, group["adjust_lr_fn"]))
-
-    def _adam_group(self, group: dict[str, Any]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-        fused = bool(group["fused"])
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            state = self.state[param]
-            if not state:  # torch.optim.AdamW's layout, so the halves' state dicts load either way
-                state["step"] = (torch.zeros((), dtype=torch.float32, device=param.device) if fused
-                                 else torch.tensor(0.0, dtype=torch.float32))
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            params.append(param)
-            grads.append(param.grad)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            steps.append(state["step"])
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        adamw(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=group["foreach"], fused=group["fused"],
-            amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
-            eps=group["eps"], maximize=False,
-        )
-
 
 class MuonPowerFactory:
     """``MuonPowerFactory()(model, **kwargs)`` builds ``MuonPower(model, **kwargs)``.

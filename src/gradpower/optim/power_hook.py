@@ -35,10 +35,13 @@ ATTACHED = "_gradpower_transform"
 
 
 def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
-    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group."""
+    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group.
+
+    Groups on AdamPower's one-pass path are skipped: their kernel applies phi_p itself.
+    """
     for group in param_groups:
         p = check_p(group["p"])
-        if p == 1.0:
+        if p == 1.0 or group.get("one_pass"):
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
         if grads:
