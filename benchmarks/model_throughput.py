@@ -1,8 +1,11 @@
-"""Forward+backward tokens/s: gradpower's Llama vs ``transformers.LlamaForCausalLM``.
+"""Forward+backward tokens/s: gradpower's Llama (eager and ``torch.compile``d) vs ``transformers.LlamaForCausalLM``.
 
 Both models are built from the same config (the HF one through ``to_hf``'s
 config translation, with the same weights) and timed in this one process on
-the same batches; the ratio ours / transformers is printed per preset.
+the same batches; the ratios to transformers are printed per preset, with the
+compiled model's first-call compile time. On CUDA the model FLOPs utilisation
+(6 x parameters x tokens per second over the GPU's peak bf16 FLOP/s,
+``--peak-tflops``) is printed too.
 
     python benchmarks/model_throughput.py [--device cpu|cuda] [--presets llama-tiny llama-small]
 """
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["llama-tiny", "llama-small"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak bf16 TFLOP/s (H100 SXM: 989)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -68,8 +72,21 @@ def main() -> None:
 
         hf_rate = tokens_per_s(train_step(theirs, device, dtype), batch, args.repeats, device)
         our_rate = tokens_per_s(train_step(ours, device, dtype), batch, args.repeats, device)
-        print(f"{name:12s} seq={config.max_seq_len} batch={args.batch_size}  transformers {hf_rate:10.0f} tok/s  "
-              f"gradpower {our_rate:10.0f} tok/s  ratio {our_rate / hf_rate:5.2f}x")
+        compiled = build_model(config).to(device)
+        compiled.load_state_dict(ours.state_dict())
+        compiled.compile()
+        start = time.perf_counter()
+        train_step(compiled, device, dtype)(batch)
+        compile_s = time.perf_counter() - start
+        compiled_rate = tokens_per_s(train_step(compiled, device, dtype), batch, args.repeats, device)
+        line = (f"{name:12s} seq={config.max_seq_len} batch={args.batch_size}  transformers {hf_rate:9.0f} tok/s  "
+                f"gradpower {our_rate:9.0f} tok/s ({our_rate / hf_rate:4.2f}x)  compiled {compiled_rate:9.0f} tok/s "
+                f"({compiled_rate / hf_rate:4.2f}x, first call {compile_s:.1f} s)")
+        if device.type == "cuda":
+            params = sum(p.numel() for p in ours.parameters())
+            line += f"  MFU eager {6 * params * our_rate / (args.peak_tflops * 1e12):.1%} compiled " \
+                    f"{6 * params * compiled_rate / (args.peak_tflops * 1e12):.1%}"
+        print(line)
 
 
 if __name__ == "__main__":

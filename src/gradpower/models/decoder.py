@@ -167,8 +167,11 @@ class CausalLM(nn.Module):
         seq = input_ids.shape[1]
         if seq > self.config.max_seq_len:
             raise ValueError(f"sequence length {seq} exceeds the configured max_seq_len {self.config.max_seq_len}")
-        if input_ids.numel() and not torch.compiler.is_compiling():
-            low, high = torch.aminmax(input_ids)  # one reduction, one device sync
+        # Range-check ids on the CPU only: there it costs one reduction and no device sync. On an accelerator
+        # it would stall the pipeline every forward; an out-of-range id still fails there (the embedding's
+        # device-side check), and the harness's batches are in range by construction.
+        if input_ids.numel() and input_ids.device.type == "cpu" and not torch.compiler.is_compiling():
+            low, high = torch.aminmax(input_ids)
             low, high = int(low), int(high)
             if low < 0 or high >= self.config.vocab_size:
                 raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range [{low}, {high}]")

@@ -87,6 +87,7 @@ class TrainConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N or auto (under torchrun: this rank's GPU)")
     parallel: str = _f("none", "none (one process), ddp or fsdp (FSDP2); ddp/fsdp run under torchrun, e.g. "
                        "'torchrun --nproc_per_node=8 -m gradpower train ... --parallel fsdp'")
+    compile: bool = _f(False, "torch.compile the model (the first step pays the compile, logged)")
     dist_timeout: float = _f(600.0, "seconds a collective may wait for another process before this one gives up")
     tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)")
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
@@ -165,7 +166,7 @@ class TrainConfig:
 
 
 #: Fields that say where and how a run is executed and logged; they never change its result.
-RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel", "dist_timeout", "cache_dir",
+RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel", "compile", "dist_timeout", "cache_dir",
                "verify_cache", "tensorboard", "wandb", "log_every", "ckpt_every", "keep_ckpts")
 #: Fields a resumed run may change (besides RUN_CONTROL): extending a run and evaluating more often.
 RESUMABLE = RUN_CONTROL + ("steps", "eval_every")

@@ -177,6 +177,8 @@ class Trainer:
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
         # Arms of one seed start from identical weights, whatever the process count.
         self.model = parallelize(lambda device: build_model(self.model_config, device), runtime, cfg.model_seed)
+        if cfg.compile:
+            self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.lr or preset_lr(cfg.preset)
         self.optimizer = build_optimizer(
             cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
@@ -265,31 +267,42 @@ class Trainer:
                     self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef
                 )
                 norm_t = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
-                # The one host sync per step: the NaN/inf stop must know both values before the update.
-                loss, grad_norm = torch.stack([loss_t.float(), norm_t.float().to(loss_t.device)]).tolist()
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(self._stop_message("loss", loss))
-                if not math.isfinite(grad_norm):
-                    raise NonFiniteLossError(self._stop_message("gradient norm", grad_norm))
+                upcoming = self.step + 1
+                checked = (upcoming % cfg.log_every == 0 or upcoming == stop_at or self._evaluates(upcoming)
+                           or self._checkpoints(upcoming, stop_at))
+                if checked:
+                    # The only host sync of a step, and only on logged steps (every step with --log-every 1):
+                    # the NaN/inf stop needs both values before the update. Between logged steps a NaN goes
+                    # unseen for at most log_every - 1 steps; checkpoints check the parameters first, so a
+                    # poisoned one is never written.
+                    loss, grad_norm = torch.stack([loss_t.float(), norm_t.float().to(loss_t.device)]).tolist()
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(self._stop_message("loss", loss))
+                    if not math.isfinite(grad_norm):
+                        raise NonFiniteLossError(self._stop_message("gradient norm", grad_norm))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 step_time = time.perf_counter() - t0
+                if cfg.compile and self.step == start_step + 1:
+                    logger.message(f"torch.compile: the first step took {step_time:.1f} s (compilation included)")
                 record: dict[str, Any] = {}
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                if self._evaluates(self.step):
                     record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
-                if record or self.step % cfg.log_every == 0 or self.step == stop_at:
+                if checked:
                     elapsed = elapsed_before + time.perf_counter() - start_time
                     logger.log({
                         "step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / step_time,
                         "elapsed_s": elapsed, **record,
                     })
-                if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == stop_at:
+                if self._checkpoints(self.step, stop_at):
                     self.save()
                 signal_name = interrupts.requested()
-                if runtime.agree(signal_name is not None) and self.step < stop_at:  # every rank stops together
+                # Ranks agree on a stop at logged steps (a collective); one process checks every step.
+                stopping = runtime.agree(signal_name is not None) if (checked or not runtime.distributed) else False
+                if stopping and self.step < stop_at:  # every rank stops together
                     signal_name = signal_name or "a signal to another rank"
                     if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
                         self.save()
@@ -301,6 +314,12 @@ class Trainer:
             logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
                            f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
         return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+
+    def _evaluates(self, step: int) -> bool:
+        return bool(self.cfg.eval_every and step % self.cfg.eval_every == 0) or step == self.cfg.steps
+
+    def _checkpoints(self, step: int, stop_at: int) -> bool:
+        return bool(self.cfg.ckpt_every and step % self.cfg.ckpt_every == 0) or step == stop_at
 
     def applied_lr(self) -> float:
         """The base lr the scheduler set for this step (the first group's lr over its blockwise scale)."""

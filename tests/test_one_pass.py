@@ -1,0 +1,102 @@
+"""The one-pass AdamPower kernel: the same numbers as AdamW on transformed gradients, no recompiles."""
+
+import pytest
+import torch
+
+from gradpower import AdamPower
+from gradpower.cli import main
+
+from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
+
+ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+
+
+def reference(model, data, p_of, scheduler_fn=None, **kw):
+    opt = torch.optim.AdamW(model.parameters() if "groups" not in kw else kw.pop("groups"), **{**ADAM_KW, **kw})
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, scheduler_fn) if scheduler_fn else None
+    for batch in data:
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for prm in group["params"]:
+                    prm.grad.copy_(reference_phi(prm.grad, p_of(group)))
+        opt.step()
+        if sched:
+            sched.step()
+
+
+def test_maximize_and_per_group_p_on_the_one_pass_path():
+    a = TinyNet()
+    b = twin(a)
+    groups_a = [{"params": list(a.q_proj.parameters()), "p": 1.6},
+                {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]}]
+    opt = AdamPower(groups_a, p=0.9, maximize=True, **ADAM_KW)
+    assert all(g["one_pass"] for g in opt.param_groups)
+    for batch in batches(15):
+        opt.zero_grad()
+        loss_of(a, batch).backward()
+        opt.step()
+    groups_b = [{"params": list(b.q_proj.parameters()), "p": 1.6},
+                {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 0.9}]
+    reference(b, batches(15), lambda g: g["p"], groups=groups_b, maximize=True)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_no_recompilation_across_steps_lr_schedules_and_groups():
+    a = TinyNet()
+    b = twin(a)
+    opt = AdamPower(a.parameters(), **ADAM_KW)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    data = batches(8)
+    for i, batch in enumerate(data):
+        opt.zero_grad()
+        loss_of(a, batch).backward()
+        if i < 2:
+            opt.step()
+        else:  # later steps, new lrs and bias corrections: the compiled kernel is reused as it is
+            with torch.compiler.set_stance("fail_on_recompile"):
+                opt.step()
+        sched.step()
+    reference(b, data, lambda g: 1.2, scheduler_fn=lambda s: 1.0 / (1 + s))
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+    other = TinyNet(vocab=13, dim=6)  # other shapes, another optimizer: still no recompilation
+    opt2 = AdamPower(other.parameters(), p=1.4, **ADAM_KW)
+    for batch in batches(2, vocab=13):
+        opt2.zero_grad()
+        loss_of(other, batch).backward()
+        with torch.compiler.set_stance("fail_on_recompile"):
+            opt2.step()
+
+
+def test_parameters_the_kernel_does_not_take_use_the_separate_pass_path():
+    model = TinyNet().to(torch.bfloat16)
+    opt = AdamPower(model.parameters(), **ADAM_KW)
+    assert not opt.param_groups[0]["one_pass"]  # bf16: torch's kernels, phi_p computed in fp32
+    ref_model = twin(model)
+    for batch in batches(3):
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
+    ref = torch.optim.AdamW(ref_model.parameters(), **ADAM_KW, fused=opt.param_groups[0]["fused"])
+    for batch in batches(3):
+        ref.zero_grad()
+        loss_of(ref_model, batch).backward()
+        with torch.no_grad():
+            for prm in ref_model.parameters():
+                prm.grad.copy_(reference_phi(prm.grad, 1.2))
+        ref.step()
+    assert_params_close(model, ref_model, rtol=1e-2, atol=1e-3)
+
+
+def test_compiled_model_trains_like_the_eager_one(tmp_path):
+    argv = ["train", "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--bpe-vocab-size", "300",
+            "--eval-batches", "1", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--log-every", "1"]
+    assert main([*argv, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    import json
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses("compiled") == pytest.approx(losses("eager"), rel=1e-4)
