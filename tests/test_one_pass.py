@@ -100,3 +100,25 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
         return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
 
     assert losses("compiled") == pytest.approx(losses("eager"), rel=1e-4)
+
+
+def test_a_compiler_failure_falls_back_to_the_separate_pass_path(monkeypatch):
+    from gradpower.optim import onepass
+
+    def broken(numel):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(onepass, "_kernel", broken)
+    a = TinyNet()
+    b = twin(a)
+    opt = AdamPower(a.parameters(), **ADAM_KW)
+    with pytest.warns(UserWarning, match="could not be compiled.*separate-pass path"):
+        for batch in batches(5):
+            opt.zero_grad()
+            loss_of(a, batch).backward()
+            opt.step()
+    assert not opt.param_groups[0]["one_pass"]
+    reference(b, batches(5), lambda g: 1.2)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)

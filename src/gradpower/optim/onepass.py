@@ -5,9 +5,12 @@ The separate-pass route reads every gradient several times (abs, pow, mul,
 then the fused AdamW kernel); here each element of the gradient, the two
 moments and the parameter is read once and written once. ``|g|^p`` is
 ``exp(p * log|g|)`` (vectorised; relative error ~1e-7, zeros stay zero).
-The kernel is compiled once per process with dynamic sizes, and every
-per-step scalar (lr, the bias corrections, p) enters as tensor data, so
-neither a new step, an lr schedule nor another group's p recompiles it.
+The kernel is compiled once per process for each distinct tensor size (a
+model has a handful: embedding, attention, MLP, norms), each size with its
+own code object so Dynamo's recompile limit never applies (static sizes run
+about twice as fast as one dynamic-size kernel on CPU); every per-step scalar
+(lr, the bias corrections, p) enters as tensor data, so neither a new step,
+an lr schedule nor another group's p recompiles anything.
 ``benchmarks/optimizer_step.py`` measures it against ``AdamW(fused=True)``
 and reports the first call's compile time.
 """
@@ -15,6 +18,7 @@ and reports the first call's compile time.
 from __future__ import annotations
 
 import math
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +27,7 @@ import torch
 
 from .adamw_update import adam_state
 
-_compiled: Callable[..., None] | None = None
-_broken = False  # the compiler failed once in this process: do not try again
+_compiled: dict[int, Callable[..., None]] = {}
 
 
 def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -39,11 +42,13 @@ def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_
     param.copy_(param * (1 - lr * decay) - (lr / bc1) * exp_avg / (exp_avg_sq.sqrt() / bc2_sqrt + eps))
 
 
-def _kernel() -> Callable[..., None]:
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(_update, dynamic=True, fullgraph=True)
-    return _compiled
+def _kernel(numel: int) -> Callable[..., None]:
+    """The compiled kernel for tensors of ``numel`` elements (compiled on first use)."""
+    if numel not in _compiled:
+        code = _update.__code__.replace()  # a code object of its own: its own Dynamo cache
+        fresh = types.FunctionType(code, _update.__globals__, _update.__name__)
+        _compiled[numel] = torch.compile(fresh, dynamic=False, fullgraph=True)
+    return _compiled[numel]
 
 
 def eligible(param: torch.Tensor) -> bool:
@@ -55,17 +60,16 @@ def eligible(param: torch.Tensor) -> bool:
 
 
 def available() -> bool:
-    """False once compiling failed in this process (no C++ compiler, unsupported platform)."""
-    return not _broken and hasattr(torch, "compile")
+    """Whether this torch has a compiler to try (a failure at the first step falls back, per optimizer)."""
+    return hasattr(torch, "compile")
 
 
 def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch.Tensor]) -> None:
     """Step every tensor of ``params`` (eligible, with gradients) of one group through the kernel.
 
-    Raises :class:`RuntimeError` (after marking the path unavailable) when the
-    compiler fails, so the caller can fall back for this and later steps.
+    Raises :class:`RuntimeError` when the compiler fails, so the caller can
+    fall back for this and later steps.
     """
-    global _broken
     beta1, beta2 = group["betas"]
     by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
     # Compiled tensors first: if compiling fails, it fails before any tensor of the group was updated.
@@ -79,15 +83,17 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
                 [float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"], float(group["p"]),
                  1 - beta1**step, math.sqrt(1 - beta2**step), -1.0 if group.get("maximize") else 1.0],
                 dtype=torch.float32).to(param.device, non_blocking=True)
-        args = (param.view(-1), param.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1),
+        # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
+        # (a leaf that requires grad would be updated through an extra copy pass).
+        args = (param.detach().view(-1), param.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1),
                 by_step[key])
-        if param.numel() <= 1:  # sizes 0 and 1 would each specialise a compiled kernel: same math, eager
+        if param.numel() <= 1:  # scalars (e.g. GPAS gates): the same math, eager
             _update(*args)
             continue
         try:
-            _kernel()(*args)
+            _kernel(param.numel())(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path
-            _broken = True
+            _compiled.pop(param.numel(), None)
             state["step"] -= 1
             warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=3)
