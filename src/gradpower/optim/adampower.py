@@ -137,23 +137,33 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._update_groups()
+        return loss
+
+    # A user's torch.compile(opt.step) leaves this frame to run as it is (its kernels are compiled
+    # already): tracing it would guard on every gradient tensor and recompile each step.
+    @torch.compiler.disable
+    def _update_groups(self) -> None:
         for group in self.param_groups:
             if not group["one_pass"]:
                 adamw_group_update(self.state, group)
                 continue
             with_grad = [p for p in group["params"] if p.grad is not None]
-            kernel = [p for p in with_grad if onepass.eligible(p)]
-            other = [p for p in with_grad if not onepass.eligible(p)]
+            kernel = [p for p in with_grad if onepass.eligible(p) and p.numel() >= onepass.MIN_NUMEL]
+            other = [p for p in with_grad if not (onepass.eligible(p) and p.numel() >= onepass.MIN_NUMEL)]
             try:
                 onepass.one_pass_group_update(self.state, group, kernel)
             except RuntimeError:
                 for g in self.param_groups:  # no compiler here: the separate-pass path from now on
                     g["one_pass"] = False
                 other = with_grad
-            if other:  # tensors the kernel does not take (e.g. made bf16 after the optimizer was built)
-                power_group_grads_([{**group, "params": other}])
-                adamw_group_update(self.state, group, other)
-        return loss
+            if other:  # small tensors (one foreach call beats a kernel each) and any the kernel does not take
+                # fused on CPU (its step counters live there too); foreach on CUDA (the counters stay on the CPU)
+                on_cpu = all(p.device.type == "cpu" and p.is_floating_point() for p in other)
+                separate = {**group, "params": other, "one_pass": False, "fused": on_cpu or None,
+                            "foreach": None if on_cpu else True}
+                power_group_grads_([separate])
+                adamw_group_update(self.state, separate, other)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, keeping this optimizer's execution path per group."""

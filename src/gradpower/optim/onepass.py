@@ -28,6 +28,9 @@ import torch
 from .adamw_update import adam_state
 
 _compiled: dict[int, Callable[..., None]] = {}
+#: Smaller tensors (norms, biases, gates, small experts) go through one foreach call per group instead:
+#: a compiled call costs tens of microseconds of dispatch, which dominates below this size.
+MIN_NUMEL = 1 << 15
 
 
 def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -72,8 +75,7 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
     """
     beta1, beta2 = group["betas"]
     by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
-    # Compiled tensors first: if compiling fails, it fails before any tensor of the group was updated.
-    for param in sorted(params, key=lambda t: t.numel() <= 1):
+    for param in params:
         state = adam_state(states[param], param, on_device=False)
         state["step"] += 1
         step = float(state["step"])
@@ -87,9 +89,6 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
         # (a leaf that requires grad would be updated through an extra copy pass).
         args = (param.detach().view(-1), param.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1),
                 by_step[key])
-        if param.numel() <= 1:  # scalars (e.g. GPAS gates): the same math, eager
-            _update(*args)
-            continue
         try:
             _kernel(param.numel())(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path

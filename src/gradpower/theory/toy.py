@@ -16,6 +16,15 @@ Closed forms for uniform g (derivation): an antiderivative of sign(g)|g|^p is
     E[|g|^(2p)]   = (sign(b)|b|^(2p+1) - sign(a)|a|^(2p+1)) / ((2p+1)(b-a)),
 
 valid whether or not [a, b] contains 0; at sigma = 0 they are mu^p and mu^(2p).
+
+Gaussian noise, g ~ N(mu, sigma^2), t = mu / sigma (Winkelbauer 2012, "Moments
+and absolute moments of the normal distribution"; checked against Monte Carlo
+in the tests):
+
+    E|g|^q         = sigma^q 2^(q/2) Gamma((q+1)/2) / sqrt(pi) 1F1(-q/2; 1/2; -t^2/2),
+    E[sign(g)|g|^q] = sigma^q 2^((q+1)/2) t Gamma((q+2)/2) / sqrt(pi) 1F1((1-q)/2; 3/2; -t^2/2),
+
+with the point mass mu^q used beyond |t| = 100 (relative error below 1e-4).
 This module is the single source of these formulas for ``gradpower theory``,
 ``gradpower noise`` and ``--p auto``.
 """
@@ -23,6 +32,7 @@ This module is the single source of these formulas for ``gradpower theory``,
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import gammaln, hyp1f1
 
 #: Below this sigma/|mu| the interval formulas lose precision to cancellation; use the sigma -> 0 limit.
 _DEGENERATE = 1e-9
@@ -46,9 +56,34 @@ def uniform_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.nda
     return first, second
 
 
-def update_limit(p: np.ndarray | float, mu: float, sigma: np.ndarray | float, eps: float = 1e-8) -> np.ndarray:
-    """The long-averaging AdamPower update E[phi_p(g)] / (sqrt(E[|g|^(2p)]) + eps), uniform noise."""
-    first, second = uniform_moments(p, mu, sigma)
+_POINT_MASS_T = 100.0
+NOISE_MODELS = ("uniform", "gaussian")
+
+
+def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.ndarray | float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """E[phi_p(g)] and E[|g|^(2p)] for g ~ N(mu, sigma^2) (broadcasting; closed forms above)."""
+    p, mu, sigma = np.broadcast_arrays(np.asarray(p, float), np.asarray(mu, float), np.asarray(sigma, float))
+    point = sigma <= np.abs(mu) / _POINT_MASS_T
+    s = np.where(point, 1.0, sigma)
+    t = np.where(point, 0.0, mu / s)
+    z = -t * t / 2
+    q = 2 * p
+    log_c2 = q * np.log(s) + q / 2 * np.log(2) + gammaln((q + 1) / 2) - 0.5 * np.log(np.pi)
+    second = np.exp(log_c2) * hyp1f1(-q / 2, 0.5, z)
+    log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
+    first = np.exp(log_c1) * t * hyp1f1((1 - p) / 2, 1.5, z)
+    first = np.where(point, _signed_pow(mu, p), first)
+    second = np.where(point, np.abs(mu) ** q, second)
+    return first, second
+
+
+def update_limit(p: np.ndarray | float, mu: float | np.ndarray, sigma: np.ndarray | float, eps: float = 1e-8,
+                 noise: str = "uniform") -> np.ndarray:
+    """The long-averaging AdamPower update E[phi_p(g)] / (sqrt(E[|g|^(2p)]) + eps) (uniform or Gaussian noise)."""
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {noise!r}; valid: {', '.join(NOISE_MODELS)}")
+    first, second = (uniform_moments if noise == "uniform" else gaussian_moments)(p, mu, sigma)
     return first / (np.sqrt(second) + eps)
 
 
