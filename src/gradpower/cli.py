@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--seeds", type=int, default=3, help="adagrad: seeds per p (default 3)")
     theory.add_argument("--out", default="runs/theory", help="output folder (default runs/theory)")
 
+    noise = sub.add_parser("noise", help="measure gradient noise and predict the best p per batch size",
+                           description="Measure per-coordinate gradient means and noise on one set of weights and "
+                           "predict the best GradPower exponent p* for each batch size (see README, 'Choosing p').")
+    noise.add_argument("--batch-sizes", default="8,32,128", help="batch sizes to predict p* for (default 8,32,128)")
+    noise.add_argument("--steps-before", type=int, default=0, help="train this many steps first (default 0)")
+    noise.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="measure this run's newest checkpoint")
+    noise.add_argument("--micro-batch", type=int, default=None, help="sequences per measured micro-batch "
+                       "(default: the smallest batch size)")
+    noise.add_argument("--micro-batches", type=int, default=16, help="micro-batches measured (default 16)")
+    noise.add_argument("--p", type=float, default=1.2, help="p for the share of |g|^p below eps (default 1.2)")
+    noise.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="TrainConfig fields of the model/data/training before (e.g. --set lr=0.002)")
+    for name in ("preset", "data", "device", "seed"):
+        noise.add_argument("--" + name, default=None, help=f"{name} (TrainConfig)")
+    noise.add_argument("--out", default="runs/noise", help="output folder (default runs/noise)")
+
     report = sub.add_parser("report", help="rebuild the tables and figures of a compare or sweep folder",
                             description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
                             "of a compare or sweep folder, without training.")
@@ -209,6 +225,30 @@ def _theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _noise(args: argparse.Namespace) -> int:
+    from .diagnostics.noise import run_noise
+    from .experiments.spec import parse_value
+    from .train.config import TrainConfig
+
+    values: dict[str, Any] = {}
+    for name in ("preset", "data", "device", "seed"):
+        if getattr(args, name) is not None:
+            values[name] = parse_value(name, getattr(args, name))
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        values[key.strip().replace("-", "_")] = parse_value(key.strip().replace("-", "_"), raw)
+    if args.steps_before < 0:
+        raise ValueError(f"--steps-before must be >= 0, got {args.steps_before}")
+    cfg = TrainConfig(**{"steps": max(1, args.steps_before), **values})
+    sizes = [int(v) for v in _floats(args.batch_sizes, "--batch-sizes")]
+    text = run_noise(cfg, sizes, Path(args.out), steps_before=args.steps_before, micro=args.micro_batch,
+                     micro_batches=args.micro_batches, from_run=args.from_run, p=args.p)
+    print(f"{text}\n\nwritten to {args.out}: noise.csv, noise_dp.png, noise_map.png")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors; exit codes 2 (bad input), 3 (non-finite loss), 4 (storage, locks),
     5 (another process of a distributed run died), 130 (interrupted).
@@ -254,6 +294,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return _sweep(args, command)
         if args.command == "theory":
             return _theory(args)
+        if args.command == "noise":
+            return _noise(args)
         if args.command == "report":
             print(report(args.dir, args.baseline))
             return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,9 +44,13 @@ class TensorSample:
     name: str
     numel: int
     index: torch.Tensor  # flat indices of the sampled coordinates
-    s1: torch.Tensor = field(repr=False)  # sum of micro-batch gradients at the sample
-    s2: torch.Tensor = field(repr=False)  # sum of their squares
+    s1: torch.Tensor = field(repr=False)  # sum of micro-batch gradients at the sample (all probed steps)
+    within: torch.Tensor = field(repr=False)  # sum over steps of squared deviations from the step's mean
+    step_s1: torch.Tensor = field(repr=False)  # this step's sums
+    step_s2: torch.Tensor = field(repr=False)
     count: int = 0  # micro-batches seen
+    dof: int = 0  # sum over steps of (micro-batches - 1)
+    step_count: int = 0
     micro_sq: float = 0.0  # sum over micro-batches of |g_micro|^2 (whole tensor)
     mean_sq: float = 0.0  # sum over observed steps of |mean gradient|^2 (whole tensor)
     steps: int = 0
@@ -99,7 +104,8 @@ class MicroBatchProbe:
             k = min(sample, param.numel())
             index = torch.randperm(param.numel(), generator=gen)[:k].to(param.device)
             zeros = torch.zeros(k, dtype=torch.float64, device=param.device)
-            self.samples[name] = TensorSample(name, param.numel(), index, zeros, zeros.clone())
+            self.samples[name] = TensorSample(name, param.numel(), index, zeros, zeros.clone(), zeros.clone(),
+                                              zeros.clone())
         self._previous: dict[str, torch.Tensor] = {}
         self.micro_batch_size = 0
         self.micro_per_step = 0
@@ -123,30 +129,57 @@ class MicroBatchProbe:
             self._previous[name] = grad.clone()
             stats = self.samples[name]
             picked = micro.reshape(-1)[stats.index]
-            stats.s1 += picked
-            stats.s2 += picked * picked
-            stats.count += 1
+            stats.step_s1 += picked
+            stats.step_s2 += picked * picked
+            stats.step_count += 1
             stats.micro_sq += float(micro.pow(2).sum())
 
     @torch.no_grad()
     def end_step(self) -> None:
-        """Call after the last backward of a probed step: records |mean gradient|^2."""
+        """Call after the last backward of a probed step: pools the step (its own weights) into the totals.
+
+        The noise is the spread *within* each step (fixed weights), pooled over
+        steps; the mean is over every probed micro-batch. So probing several
+        training steps does not count the weights' drift as noise.
+        """
         for name, param in self.params:
-            if param.grad is not None:
-                stats = self.samples[name]
+            stats = self.samples[name]
+            k = stats.step_count
+            if param.grad is not None and k:
                 stats.mean_sq += float(param.grad.detach().double().pow(2).sum())
                 stats.steps += 1
+                stats.s1 += stats.step_s1
+                stats.within += (stats.step_s2 - stats.step_s1 * stats.step_s1 / k).clamp_min(0)
+                stats.count += k
+                stats.dof += k - 1
+            stats.step_s1.zero_()
+            stats.step_s2.zero_()
+            stats.step_count = 0
         self._previous = {}
+
+    _SAVED = ("s1", "within", "count", "dof", "micro_sq", "mean_sq", "steps")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pooled totals (between steps), so a resumed run measures exactly as an uninterrupted one."""
+        return {"micro_batch_size": self.micro_batch_size, "micro_per_step": self.micro_per_step,
+                "samples": {n: {k: getattr(st, k) for k in self._SAVED} for n, st in self.samples.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.micro_batch_size, self.micro_per_step = state["micro_batch_size"], state["micro_per_step"]
+        for name, saved in state["samples"].items():
+            for key, value in saved.items():
+                current = getattr(self.samples[name], key)
+                setattr(self.samples[name], key, value.to(current.device) if torch.is_tensor(value) else value)
 
     def measurement(self) -> Measurement:
         names, weights, mu, sigma = [], [], [], []
         norms = {}
         for name, stats in self.samples.items():
             n = stats.count
-            if n < 2:
+            if stats.dof < 1:
                 continue
             m = (stats.s1 / n).cpu().numpy()
-            var = ((stats.s2 - stats.s1 * stats.s1 / n) / (n - 1)).clamp_min(0).cpu().numpy()
+            var = (stats.within / stats.dof).cpu().numpy()
             names += [name] * m.size
             weights += [stats.numel / m.size] * m.size
             mu.append(m)
@@ -181,6 +214,14 @@ class MovingAverageProbe:
             g = param.grad.detach().reshape(-1)[self.inner.samples[name].index].double()
             self.m1[name].mul_(self.beta).add_(g, alpha=1 - self.beta)
             self.m2[name].mul_(self.beta).add_(g * g, alpha=1 - self.beta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m1": self.m1, "m2": self.m2, "updates": self.updates, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.m1 = {k: v.to(self.m1[k].device) for k, v in state["m1"].items()}
+        self.m2 = {k: v.to(self.m2[k].device) for k, v in state["m2"].items()}
+        self.updates, self.batch_size = state["updates"], state["batch_size"]
 
     def measurement(self) -> Measurement:
         correction = 1 - self.beta ** max(1, self.updates)

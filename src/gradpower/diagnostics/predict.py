@@ -62,3 +62,12 @@ def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8
             row[f"p_star_{noise}"] = predict_p(meas, batch_size, eps=eps, noise=noise, mask=mask)[0]
         rows.append(row)
     return rows
+
+
+def choose_p(meas: Measurement, batch_size: int, eps: float, noise: str) -> tuple[float, dict[str, Any]]:
+    """``--p auto``: p* for this run's batch size, and the statistics logged with it."""
+    p_star, _ = predict_p(meas, batch_size, eps=eps, noise=noise)
+    ratio = meas.sigma_at(batch_size) / np.maximum(np.abs(meas.mu), 1e-45)
+    return p_star, {"p_auto": p_star, "noise_model": noise,
+                    "b_simple": meas.noise_scale() if meas.tensor_norms else math.nan,
+                    "noise_ratio_median": float(np.median(ratio))}

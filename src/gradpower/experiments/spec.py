@@ -85,6 +85,8 @@ def parse_value(key: str, raw: str) -> Any:
     if text.lower() == "none":
         return check_type(key, None)
     try:
+        if kind is not bool and not isinstance(kind, type):  # a parser, e.g. p: a number or "auto"
+            return check_type(key, kind(text))
         if kind is bool:
             if text.lower() not in _TRUE + _FALSE:
                 raise ValueError
@@ -92,7 +94,7 @@ def parse_value(key: str, raw: str) -> Any:
         else:
             value = kind(text)
     except ValueError:
-        raise ValueError(f"{key}={raw!r}: expected {kind.__name__}") from None
+        raise ValueError(f"{key}={raw!r}: expected {getattr(kind, '__name__', 'a value')}") from None
     return check_type(key, value)
 
 

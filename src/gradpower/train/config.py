@@ -42,7 +42,11 @@ class TrainConfig:
     mix_post_layers: int | None = _f(None, "Mix-LN: number of leading Post-LN layers (default: layers // 4)")
     # optimizer
     optim: str = _f("adampower", "optimizer: " + ", ".join(OPTIMIZERS))
-    p: float = _f(1.2, "GradPower exponent for the *power optimizers")
+    p: float = _f(1.2, "GradPower exponent for the *power optimizers, or auto: measure the gradient noise for "
+                  "--p-auto-steps steps (training with p = 1), then train with the predicted best p")
+    p_auto_steps: int = _f(20, "--p auto: warm-up steps whose gradients are measured before p is chosen")
+    p_auto_noise: str = _f("gaussian", "--p auto: noise model of the prediction, gaussian or uniform")
+    noise_every: int = _f(0, "measure gradient noise every N steps and log it in metrics.jsonl (0: off, no cost)")
     lr: float | None = _f(None, "peak learning rate (default: the preset's tuned lr_max)")
     weight_decay: float = _f(0.1, "decoupled weight decay on matrices")
     beta1: float = _f(0.9, "Adam beta1")
@@ -101,7 +105,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in valid:
                 raise ValueError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
-        check_p(self.p)
+        if self.p != AUTO:
+            check_p(self.p)
+        elif not self.optim.endswith("power"):
+            raise ValueError(f"p=auto chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
+        if self.p_auto_noise not in ("gaussian", "uniform"):
+            raise ValueError(f"p_auto_noise must be gaussian or uniform, got {self.p_auto_noise!r}")
+        if self.p_auto_steps < 1 or (self.p == AUTO and self.p_auto_steps >= self.steps):
+            raise ValueError(f"p_auto_steps must be in [1, steps), got {self.p_auto_steps}")
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
@@ -120,7 +131,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts"):
+        for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts", "noise_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size % self.micro:
@@ -199,11 +210,20 @@ def run_name(cfg: "TrainConfig") -> str:
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: ``--p auto``: choose p from the measured gradient noise.
+AUTO = "auto"
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def field_type(name: str) -> type:
-    """The scalar type of a ``TrainConfig`` field (``int`` for ``int | None``)."""
+def p_value(text: str) -> float | str:
+    """A command-line p: a number, or ``auto``."""
+    return AUTO if text.strip().lower() == AUTO else float(text)
+
+
+def field_type(name: str) -> Any:
+    """The scalar type of a ``TrainConfig`` field (``int`` for ``int | None``; p is a number or ``auto``)."""
+    if name == "p":
+        return p_value
     hint = typing.get_type_hints(TrainConfig)[name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -216,7 +236,9 @@ def check_type(name: str, value: Any) -> Any:
     Config files are checked like flags: ``steps = "6"``, ``steps = 6.5`` or
     ``resume = "no"`` are refused instead of compared as strings or read as true.
     """
-    kind = field_type(name)
+    if name == "p" and value == AUTO:
+        return value
+    kind = float if name == "p" else field_type(name)
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     if value is None and default is None:
         return value

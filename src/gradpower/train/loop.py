@@ -39,7 +39,8 @@ from .checkpoint import (
 )
 from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
 from .distributed import runtime as runtime_for
-from .config import TrainConfig, resume_differences
+from .config import AUTO, TrainConfig, resume_differences
+from .noise_monitor import NoiseMonitor
 from .metrics import MetricsLogger, truncate_metrics
 from .run_folder import open_run_folder
 from .schedules import build_scheduler
@@ -71,7 +72,8 @@ def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> Tr
 
 
 def accumulate_gradients(
-    model: nn.Module, micro_batches: list[torch.Tensor], runtime: Runtime, aux_coef: float = 0.0
+    model: nn.Module, micro_batches: list[torch.Tensor], runtime: Runtime, aux_coef: float = 0.0,
+    probe: Any = None,
 ) -> torch.Tensor:
     """Backward over micro-batches so ``.grad`` holds the mean-loss gradient of their union.
 
@@ -83,6 +85,8 @@ def accumulate_gradients(
     """
     total = torch.zeros((), device=runtime.device)
     n = len(micro_batches)
+    if probe is not None:  # observes each micro-batch's gradient; never writes .grad
+        probe.start_step(n, micro_batches[0].shape[0])
     for i, batch in enumerate(micro_batches):
         x = batch.to(runtime.device, non_blocking=True)
         with micro_batch_sync(model, runtime, last=i == n - 1), runtime.autocast():
@@ -92,6 +96,10 @@ def accumulate_gradients(
                 loss = loss + aux_coef * out.aux_loss
             (loss / n).backward()
         total += out.loss.detach().float()
+        if probe is not None:
+            probe.after_backward()
+    if probe is not None:
+        probe.end_step()
     return runtime.mean(total / n)
 
 
@@ -181,7 +189,8 @@ class Trainer:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.lr or preset_lr(cfg.preset)
         self.optimizer = build_optimizer(
-            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p, weight_decay=cfg.weight_decay,
+            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=1.0 if cfg.p == AUTO else cfg.p,
+            weight_decay=cfg.weight_decay,
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
         schedule = dict(warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
@@ -189,6 +198,7 @@ class Trainer:
         self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
         self.step = 0
         self.last_checkpoint: Path | None = None
+        self.noise = NoiseMonitor(cfg, unwrap(self.model), runtime)
 
     # -- checkpoints -------------------------------------------------------
     def save(self) -> None:
@@ -200,6 +210,7 @@ class Trainer:
             )
         state = training_state(self.step, self.scheduler, self.data.train, self.model_config.to_dict(),
                                self.cfg.to_dict(), self.data.tokenizer.fingerprint, self.runtime.device)
+        state["noise"] = self.noise.state_dict()
         self.last_checkpoint = save_training_checkpoint(self.ckpt_dir, self.model, self.optimizer, state,
                                                         self.cfg.keep_ckpts, self.runtime)
 
@@ -225,6 +236,7 @@ class Trainer:
         if "cuda" in ckpt["rng"] and self.runtime.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.runtime.device)
         self.step = int(ckpt["step"])
+        self.noise.load_state_dict(ckpt.get("noise"), self.optimizer)
         self.last_checkpoint = path
 
     # -- the loop ------------------------------------------------------------
@@ -238,10 +250,7 @@ class Trainer:
                 elapsed_before = truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
             else:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            _write_json(self.run_dir / "config.json", {
-                "train": cfg.to_dict(), "model": self.model_config.to_dict(),
-                "resolved": {"lr": self.lr, "warmup": cfg.warmup_steps},
-            })
+            self._write_config()
             _write_json(self.run_dir / "env.json", environment(runtime, cfg))
         logger = MetricsLogger(
             self.run_dir, cfg.steps, self.step, enabled=runtime.is_main, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
@@ -251,7 +260,7 @@ class Trainer:
         tokens_per_step = cfg.batch_size * self.model_config.max_seq_len
         logger.message(
             f"{cfg.preset} ({counts.total / 1e6:.1f}M params, norm={self.model_config.norm}) | {cfg.optim} lr={self.lr:g}"
-            f"{f' p={cfg.p:g}' if cfg.optim.endswith('power') else ''} {cfg.schedule} | {cfg.steps} steps x "
+            f"{f' p={cfg.p}' if cfg.optim.endswith('power') else ''} {cfg.schedule} | {cfg.steps} steps x "
             f"{tokens_per_step} tokens | data={cfg.data} tokenizer={self.data.tokenizer.label} | {runtime.device}"
             + (f" | resumed at step {self.step}" if cfg.resume else "")
         )
@@ -263,13 +272,15 @@ class Trainer:
             while self.step < stop_at:
                 t0 = time.perf_counter()
                 lr = self.applied_lr()
-                loss_t = accumulate_gradients(
-                    self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef
-                )
-                norm_t = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
                 upcoming = self.step + 1
+                loss_t = accumulate_gradients(
+                    self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef,
+                    self.noise.micro_probe(upcoming, accum),
+                )
+                self.noise.after_gradients(upcoming, accum)
+                norm_t = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
                 checked = (upcoming % cfg.log_every == 0 or upcoming == stop_at or self._evaluates(upcoming)
-                           or self._checkpoints(upcoming, stop_at))
+                           or self._checkpoints(upcoming, stop_at) or self.noise.reports(upcoming))
                 if checked:
                     # The only host sync of a step, and only on logged steps (every step with --log-every 1):
                     # the NaN/inf stop needs both values before the update. Between logged steps a NaN goes
@@ -287,7 +298,11 @@ class Trainer:
                 step_time = time.perf_counter() - t0
                 if cfg.compile and self.step == start_step + 1:
                     logger.message(f"torch.compile: the first step took {step_time:.1f} s (compilation included)")
-                record: dict[str, Any] = {}
+                record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
+                if "p_auto" in record:
+                    logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
+                                   f"(median noise/signal {record['noise_ratio_median']:.3g})")
+                    self._write_config()
                 if self._evaluates(self.step):
                     record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
                 if checked:
@@ -314,6 +329,14 @@ class Trainer:
             logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
                            f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
         return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+
+    def _write_config(self) -> None:
+        if self.runtime.is_main:
+            resolved = {"lr": self.lr, "warmup": self.cfg.warmup_steps}
+            if self.noise.chosen_p is not None:
+                resolved["p"] = self.noise.chosen_p
+            _write_json(self.run_dir / "config.json", {
+                "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})
 
     def _evaluates(self, step: int) -> bool:
         return bool(self.cfg.eval_every and step % self.cfg.eval_every == 0) or step == self.cfg.steps

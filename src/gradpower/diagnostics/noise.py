@@ -1,0 +1,172 @@
+"""``gradpower noise``: measure a model's gradient noise and predict the best p per batch size.
+
+On one set of weights (after ``--steps-before`` training steps, or a run's
+checkpoint with ``--from``) it draws ``micro_batches`` micro-batches of
+``micro`` sequences, records each micro-batch gradient (no update happens),
+and estimates per coordinate the mean gradient and the micro-batch noise. The
+noise of a mini-batch of B sequences is sigma_micro sqrt(micro / B), so one
+measurement serves every batch size; p* per batch size follows from
+:mod:`.predict`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.pipeline import DataConfig, build_data
+from ..models import build_model, config_from_dict
+from ..theory.toy import update_limit
+from ..train import TrainConfig, train
+from ..train.checkpoint import load_latest
+from ..train.distributed import resolve_device
+from ..train.loop import model_config_for
+from .gradstats import Measurement, MicroBatchProbe
+from .predict import P_GRID, loss_decrease, summary_rows
+
+NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",
+                 "noise_ratio_q50", "noise_ratio_q90", "frac_below_eps", "b_simple", "p_star_uniform",
+                 "p_star_gaussian"]
+
+
+def measure(model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device, sample: int = 2048,
+            seed: int = 0) -> Measurement:
+    """Per-micro-batch gradients of ``model`` on ``batches`` (same weights), pooled into a Measurement."""
+    probe = MicroBatchProbe(model.named_parameters(), sample=sample, seed=seed)
+    model.zero_grad(set_to_none=True)
+    k = len(batches)
+    probe.start_step(k, batches[0].shape[0])
+    for batch in batches:
+        x = batch.to(device)
+        out = model(x, labels=x)
+        loss = out.loss if out.aux_loss is None else out.loss + getattr(model.config, "aux_loss_coef", 0.0) * out.aux_loss
+        (loss / k).backward()
+        probe.after_backward()
+    probe.end_step()
+    model.zero_grad(set_to_none=True)
+    return probe.measurement()
+
+
+def _model_and_config(cfg: TrainConfig, steps_before: int, from_run: str | None, out: Path
+                      ) -> tuple[torch.nn.Module | None, TrainConfig]:
+    """The weights to measure: a run's newest checkpoint, or a fresh/briefly trained model."""
+    if from_run is not None:
+        run = Path(from_run)
+        try:
+            saved = json.loads((run / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{run / 'config.json'}: cannot read the run's config ({exc})") from None
+        found = load_latest(run / "checkpoints")
+        if found is None:
+            raise ValueError(f"--from {run}: no checkpoint to measure")
+        path, ckpt = found
+        if path.is_dir():
+            raise ValueError(f"--from {run}: {path} is an FSDP2 checkpoint; measure a single-process or DDP run")
+        model = build_model(config_from_dict(saved["model"]))
+        model.load_state_dict(ckpt["model"])
+        return model, TrainConfig.from_dict(saved["train"])
+    if steps_before > 0:
+        result = train(dataclasses.replace(cfg, steps=steps_before, out=str(out / "train"), overwrite=True))
+        found = load_latest(result.run_dir / "checkpoints")
+        assert found is not None
+        model = build_model(config_from_dict(json.loads((result.run_dir / "config.json").read_text())["model"]))
+        model.load_state_dict(found[1]["model"])
+        return model, cfg
+    torch.manual_seed(cfg.model_seed)
+    return None, cfg  # built below, once the tokenizer's vocabulary is known
+
+
+def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_before: int = 0,
+              micro: int | None = None, micro_batches: int = 16, from_run: str | None = None, p: float = 1.2,
+              eps: float = 1e-8, sample: int = 2048, seed: int = 1234) -> str:
+    """Write noise.csv, noise_dp.png and noise_map.png into ``out``; return the p* table."""
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise ValueError(f"--batch-sizes must be positive integers, got {batch_sizes}")
+    if micro_batches < 2:
+        raise ValueError("--micro-batches must be at least 2 (the noise is their spread)")
+    micro = micro or min(batch_sizes)
+    out.mkdir(parents=True, exist_ok=True)
+    model, cfg = _model_and_config(cfg, steps_before, from_run, out)
+    base = model_config_for(cfg)
+    data = build_data(
+        DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, 1, cfg.cache_dir),
+        seq_len=base.max_seq_len, micro_batch_size=micro, seed=seed, vocab_size=base.vocab_size,
+    )
+    if model is None:
+        model = build_model(model_config_for(cfg, data.tokenizer.vocab_size))
+    device = resolve_device(cfg.device)
+    model = model.to(device).train()
+    meas = measure(model, [data.train.next() for _ in range(micro_batches)], device, sample, seed)
+
+    rows = [row for b in batch_sizes for row in summary_rows(meas, b, p, eps)]
+    with open(out / "noise.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=NOISE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _figures(meas, batch_sizes, out, eps)
+    lines = [f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro} sequences, "
+             f"B_simple = {meas.noise_scale():.3g} sequences",
+             "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        if row["block"] == "all":
+            lines.append(f"| {row['batch_size']} | {row['p_star_uniform']:g} | {row['p_star_gaussian']:g} | "
+                         f"{row['noise_ratio_q50']:.3g} | {row['frac_below_eps']:.3f} |")
+    return "\n".join(lines)
+
+
+def _figures(meas: Measurement, batch_sizes: list[int], out: Path, eps: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for b in batch_sizes:
+        for noise, style in (("uniform", "-"), ("gaussian", "--")):
+            curve = loss_decrease(meas, b, P_GRID, eps, noise)
+            scale = curve.max() if curve.max() > 0 else 1.0
+            (line,) = ax.plot(P_GRID, curve / scale, style, label=f"batch {b}, {noise}")
+            j = int(np.argmax(curve))
+            ax.plot(P_GRID[j], 1.0, marker="*", ms=11, color=line.get_color())
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set(xlabel="p", ylabel="D(p) / max", title="predicted first-order loss decrease D(p); *: p*")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "noise_dp.png", dpi=120)
+    plt.close(fig)
+
+    # The theory's map: optimal p over (|mu| / eps, sigma / |mu|), with the measured coordinates on it.
+    ratios = np.logspace(-1, 3, 60)
+    scales = np.logspace(-2, 4, 60)
+    best = np.empty((ratios.size, scales.size))
+    for j, scale in enumerate(scales):
+        mu = scale * eps
+        values = update_limit(P_GRID[None, :], mu, ratios[:, None] * mu, eps, "uniform")
+        best[:, j] = P_GRID[np.argmax(values, axis=1)]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    image = ax.pcolormesh(scales, ratios, best, cmap="viridis", shading="auto")
+    fig.colorbar(image, ax=ax, label="optimal p (uniform noise, long-averaging limit)")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(meas.mu.size, size=min(3000, meas.mu.size), replace=False)
+    mu = np.abs(meas.mu[pick])
+    keep = mu > 0
+    for b, color in zip(batch_sizes, ("white", "red", "orange", "cyan", "magenta")):
+        sigma = meas.sigma_at(b)[pick]
+        ax.scatter(mu[keep] / eps, sigma[keep] / mu[keep], s=2, alpha=0.4, color=color, label=f"batch {b}")
+    ax.set(xscale="log", yscale="log", xlabel="|mu| / eps", ylabel="sigma / |mu|",
+           xlim=(scales[0], scales[-1]), ylim=(ratios[0], ratios[-1]),
+           title="measured coordinates on the theory's map")
+    ax.legend(fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(out / "noise_map.png", dpi=120)
+    plt.close(fig)

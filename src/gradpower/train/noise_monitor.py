@@ -1,0 +1,147 @@
+"""Gradient noise inside a training run: ``--noise-every N`` and ``--p auto``.
+
+Both observe gradients through :mod:`gradpower.diagnostics` and never change
+them, so the run's losses are the same with the probe on or off. With several
+micro-batches per step a probed step's micro-batch gradients are measured;
+with one, moving averages of g and g^2 are kept (at a fixed sample of
+coordinates: ``SAMPLE`` per tensor, a few kB). Off (the default) they cost
+nothing: no probe object exists.
+
+``--p auto`` trains the first ``p_auto_steps`` steps with p = 1 (the base
+optimizer) while measuring, then sets every param group's p to the predicted
+p* for the run's batch size (:func:`gradpower.diagnostics.predict.choose_p`),
+logs it in ``metrics.jsonl`` (``p_auto`` and the statistics) and in
+``config.json`` (``resolved.p``). The measurement's totals and the chosen p
+are part of every checkpoint, so a resumed run chooses the same p.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
+from ..diagnostics.predict import choose_p, predict_p
+from .config import AUTO, TrainConfig
+
+SAMPLE = 512  # coordinates sampled per tensor
+
+
+class _FanOut:
+    """Feed several micro-batch probes from one backward loop."""
+
+    def __init__(self, probes: list[MicroBatchProbe]) -> None:
+        self.probes = probes
+
+    def start_step(self, k: int, micro: int) -> None:
+        for probe in self.probes:
+            probe.start_step(k, micro)
+
+    def after_backward(self) -> None:
+        for probe in self.probes:
+            probe.after_backward()
+
+    def end_step(self) -> None:
+        for probe in self.probes:
+            probe.end_step()
+
+
+class NoiseMonitor:
+    """Which steps are probed, and what is logged and chosen (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, rt: Any) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.auto = cfg.p == AUTO
+        self.chosen_p: float | None = None
+        if (self.auto or cfg.noise_every) and rt.distributed:
+            raise ValueError("--noise-every and --p auto measure one process's gradients: run them without torchrun")
+        accum = cfg.batch_size // cfg.micro
+        self.micro_mode = accum >= 2
+        self._warmup = self._new_probe() if self.auto else None
+        self._ema = MovingAverageProbe(model.named_parameters(), SAMPLE) if cfg.noise_every and not self.micro_mode \
+            else None
+        self._step_probe: MicroBatchProbe | None = None
+
+    def _new_probe(self) -> MicroBatchProbe | MovingAverageProbe:
+        params = self.model.named_parameters()
+        return MicroBatchProbe(params, SAMPLE) if self.micro_mode else MovingAverageProbe(params, SAMPLE)
+
+    def _warming(self, step: int) -> bool:
+        return self.auto and self.chosen_p is None and step <= self.cfg.p_auto_steps
+
+    def _noise_step(self, step: int) -> bool:
+        return bool(self.cfg.noise_every) and step % self.cfg.noise_every == 0
+
+    def reports(self, step: int) -> bool:
+        """Whether ``step`` logs noise statistics or the chosen p (so the loop logs that step)."""
+        return self._noise_step(step) or (self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps)
+
+    def micro_probe(self, step: int, accum: int) -> _FanOut | None:
+        """The probe of this step's micro-batches, if any is needed."""
+        if not self.micro_mode:
+            return None
+        probes = []
+        if self._warming(step):
+            probes.append(self._warmup)
+        if self._noise_step(step):
+            self._step_probe = MicroBatchProbe(self.model.named_parameters(), SAMPLE)
+            probes.append(self._step_probe)
+        return _FanOut(probes) if probes else None
+
+    def after_gradients(self, step: int, accum: int) -> None:
+        """One micro-batch per step: update the moving averages (before the optimizer step)."""
+        if self.micro_mode:
+            return
+        if self._warming(step):
+            self._warmup.observe(self.cfg.batch_size)
+        if self._ema is not None:
+            self._ema.observe(self.cfg.batch_size)
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Statistics to log at this step; at the end of the warm-up, choose p and set it."""
+        record: dict[str, Any] = {}
+        if self._noise_step(step):
+            meas = (self._step_probe if self.micro_mode else self._ema).measurement()
+            self._step_probe = None
+            p = self.chosen_p or (self.cfg.p if self.cfg.p != AUTO else 1.0)
+            ratio = meas.sigma_at(self.cfg.batch_size) / np.maximum(np.abs(meas.mu), 1e-45)
+            record["noise"] = {
+                "b_simple": meas.noise_scale() if meas.tensor_norms else None,
+                "noise_ratio_median": float(np.median(ratio)),
+                "frac_below_eps": float(np.average(np.abs(meas.mu) ** p < self.cfg.eps, weights=meas.weights)),
+                "p_star_uniform": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="uniform")[0],
+                "p_star_gaussian": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="gaussian")[0],
+            }
+            record["noise"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                               for k, v in record["noise"].items()}
+        if self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps:
+            p_star, stats = choose_p(self._warmup.measurement(), self.cfg.batch_size, self.cfg.eps,
+                                     self.cfg.p_auto_noise)
+            self._set_p(p_star, optimizer)
+            self._warmup = None
+            record.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()})
+        return record
+
+    def _set_p(self, p: float, optimizer: torch.optim.Optimizer) -> None:
+        self.chosen_p = p
+        for group in optimizer.param_groups:
+            group["p"] = p
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chosen_p": self.chosen_p, "warmup": self._warmup.state_dict() if self._warmup else None,
+                "ema": self._ema.state_dict() if self._ema else None}
+
+    def load_state_dict(self, state: dict[str, Any] | None, optimizer: torch.optim.Optimizer) -> None:
+        if not state:
+            return
+        if state.get("chosen_p") is not None:
+            self._set_p(float(state["chosen_p"]), optimizer)
+            self._warmup = None
+        elif state.get("warmup") is not None and self._warmup is not None:
+            self._warmup.load_state_dict(state["warmup"])
+        if state.get("ema") is not None and self._ema is not None:
+            self._ema.load_state_dict(state["ema"])
