@@ -45,6 +45,9 @@ def test_micro_batch_estimators_recover_known_mean_noise_and_noise_scale():
     expected = float((sigma.double() ** 2).sum() * 4 / (mu.double() ** 2).sum())
     assert meas.noise_scale() == pytest.approx(expected, rel=0.1)
     assert meas.sigma_at(16)[0] == pytest.approx(meas.sigma_micro[0] / 2)  # sqrt(4 / 16)
+    # The signal estimate removes the mean's own sampling noise: its square is unbiased for mu^2.
+    assert np.mean(meas.signal**2) == pytest.approx(float((mu.double() ** 2).mean()), rel=0.05)
+    assert np.mean(meas.mu**2) > 1.02 * float((mu.double() ** 2).mean())  # the raw mean overstates it
 
 
 def test_moving_average_estimator_for_one_micro_batch_per_step():

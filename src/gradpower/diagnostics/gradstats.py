@@ -71,6 +71,20 @@ class Measurement:
     micro_batch_size: int
     micro_per_step: int
     tensor_norms: dict[str, tuple[float, float, int]]  # name -> (mean |g_b|^2, mean |G_B|^2, steps)
+    samples: float = 0.0  # micro-batch gradients behind each mean (effective count for moving averages)
+
+    @property
+    def signal(self) -> np.ndarray:
+        """The mean gradient with its sampling noise taken out of its square: sign(m) sqrt(max(m^2 - s^2/n, 0)).
+
+        A mean of n noisy samples is never smaller than about s / sqrt(n), which
+        would make noise-dominated coordinates look less noisy than they are;
+        coordinates with no detectable signal get 0 (they add nothing to D(p)).
+        """
+        if self.samples <= 1:
+            return self.mu
+        squared = np.clip(self.mu**2 - self.sigma_micro**2 / self.samples, 0, None)
+        return np.sign(self.mu) * np.sqrt(squared)
 
     def blocks(self) -> np.ndarray:
         return np.array([block_of(n) for n in self.names])
@@ -187,8 +201,9 @@ class MicroBatchProbe:
             norms[name] = (stats.micro_sq / n, stats.mean_sq / max(1, stats.steps), stats.steps)
         if not mu:
             raise ValueError("no gradient statistics: probe at least two micro-batches")
+        counts = [st.count for st in self.samples.values() if st.dof >= 1]
         return Measurement(np.array(names), np.array(weights), np.concatenate(mu), np.concatenate(sigma),
-                           self.micro_batch_size, self.micro_per_step, norms)
+                           self.micro_batch_size, self.micro_per_step, norms, float(min(counts)))
 
 
 class MovingAverageProbe:
@@ -233,5 +248,6 @@ class MovingAverageProbe:
             weights += [stats.numel / m1.size] * m1.size
             mu.append(m1)
             sigma.append(np.sqrt(np.clip(m2 - m1 * m1, 0, None)))
+        effective = (1 + self.beta) / (1 - self.beta)  # samples behind an exponential moving average
         return Measurement(np.array(names), np.array(weights), np.concatenate(mu), np.concatenate(sigma),
-                           self.batch_size, 1, {})
+                           self.batch_size, 1, {}, min(effective, float(self.updates)))

@@ -147,7 +147,7 @@ def _figures(meas: Measurement, batch_sizes: list[int], out: Path, eps: float) -
 
     # The theory's map: optimal p over (|mu| / eps, sigma / |mu|), with the measured coordinates on it.
     ratios = np.logspace(-1, 3, 60)
-    scales = np.logspace(-2, 4, 60)
+    scales = np.logspace(-2, 6, 80)
     best = np.empty((ratios.size, scales.size))
     for j, scale in enumerate(scales):
         mu = scale * eps
@@ -158,7 +158,7 @@ def _figures(meas: Measurement, batch_sizes: list[int], out: Path, eps: float) -
     fig.colorbar(image, ax=ax, label="optimal p (uniform noise, long-averaging limit)")
     rng = np.random.default_rng(0)
     pick = rng.choice(meas.mu.size, size=min(3000, meas.mu.size), replace=False)
-    mu = np.abs(meas.mu[pick])
+    mu = np.abs(meas.signal[pick])
     keep = mu > 0
     for b, color in zip(batch_sizes, ("white", "red", "orange", "cyan", "magenta")):
         sigma = meas.sigma_at(b)[pick]

@@ -7,6 +7,8 @@ formulas are :mod:`gradpower.theory.toy`'s). The first-order loss decrease
 of one step along the true gradient is D(p) = sum_i mu_i u_i(p) (each sampled
 coordinate weighted by the coordinates it stands for), and p* = argmax D(p).
 
+The mean enters with its sampling noise removed (:attr:`Measurement.signal`).
+
 Assumptions, and where they break: the lr is the same for every p (the
 optimizer is not retuned, while a user may retune it); curvature is ignored
 (first order only, so a larger update is always "better"); coordinates are
@@ -31,7 +33,7 @@ def loss_decrease(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, e
                   noise: str = "uniform", mask: np.ndarray | None = None) -> np.ndarray:
     """D(p) on the grid ``ps`` for the mini-batch gradient over ``batch_size`` sequences."""
     keep = slice(None) if mask is None else mask
-    mu, sigma, weight = meas.mu[keep], meas.sigma_at(batch_size)[keep], meas.weights[keep]
+    mu, sigma, weight = meas.signal[keep], meas.sigma_at(batch_size)[keep], meas.weights[keep]
     u = update_limit(ps[None, :], mu[:, None], sigma[:, None], eps, noise)
     return (weight[:, None] * mu[:, None] * u).sum(axis=0)
 
@@ -49,7 +51,7 @@ def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8
     rows = []
     for block in ["all", *sorted(set(blocks))]:
         mask = np.ones(blocks.size, bool) if block == "all" else blocks == block
-        mu = np.abs(meas.mu[mask])
+        mu = np.abs(meas.signal[mask])
         ratio = meas.sigma_at(batch_size)[mask] / np.maximum(mu, 1e-45)
         names = set(meas.names[mask])
         row: dict[str, Any] = {"batch_size": batch_size, "block": block, "coords": int(mask.sum())}
@@ -67,7 +69,7 @@ def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8
 def choose_p(meas: Measurement, batch_size: int, eps: float, noise: str) -> tuple[float, dict[str, Any]]:
     """``--p auto``: p* for this run's batch size, and the statistics logged with it."""
     p_star, _ = predict_p(meas, batch_size, eps=eps, noise=noise)
-    ratio = meas.sigma_at(batch_size) / np.maximum(np.abs(meas.mu), 1e-45)
+    ratio = meas.sigma_at(batch_size) / np.maximum(np.abs(meas.signal), 1e-45)
     return p_star, {"p_auto": p_star, "noise_model": noise,
                     "b_simple": meas.noise_scale() if meas.tensor_norms else math.nan,
                     "noise_ratio_median": float(np.median(ratio))}

@@ -108,11 +108,11 @@ class NoiseMonitor:
             meas = (self._step_probe if self.micro_mode else self._ema).measurement()
             self._step_probe = None
             p = self.chosen_p or (self.cfg.p if self.cfg.p != AUTO else 1.0)
-            ratio = meas.sigma_at(self.cfg.batch_size) / np.maximum(np.abs(meas.mu), 1e-45)
+            ratio = meas.sigma_at(self.cfg.batch_size) / np.maximum(np.abs(meas.signal), 1e-45)
             record["noise"] = {
                 "b_simple": meas.noise_scale() if meas.tensor_norms else None,
                 "noise_ratio_median": float(np.median(ratio)),
-                "frac_below_eps": float(np.average(np.abs(meas.mu) ** p < self.cfg.eps, weights=meas.weights)),
+                "frac_below_eps": float(np.average(np.abs(meas.signal) ** p < self.cfg.eps, weights=meas.weights)),
                 "p_star_uniform": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="uniform")[0],
                 "p_star_gaussian": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="gaussian")[0],
             }
