@@ -145,21 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` flags as typed TrainConfig values."""
+    from .experiments.spec import parse_value
+
+    values = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key = key.strip().replace("-", "_")
+        values[key] = parse_value(key, raw)
+    return values
+
+
 def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
     """The experiment of compare/sweep flags: --config file or the embedded default, then flags."""
-    from .experiments.spec import load_experiment, parse_value
+    from .experiments.spec import load_experiment
 
     spec = load_experiment(args.config) if args.config else default
     base = dict(spec.base)
     for name in EXPERIMENT_FLAGS:
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key = key.strip().replace("-", "_")
-        base[key] = parse_value(key, raw)
+    base.update(_parse_sets(args.set))
     return dataclasses.replace(spec, base=base, seeds=args.seeds if args.seeds is not None else spec.seeds,
                                first_seed=args.first_seed if args.first_seed is not None else spec.first_seed)
 
@@ -234,11 +243,7 @@ def _noise(args: argparse.Namespace) -> int:
     for name in ("preset", "data", "device", "seed"):
         if getattr(args, name) is not None:
             values[name] = parse_value(name, getattr(args, name))
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        values[key.strip().replace("-", "_")] = parse_value(key.strip().replace("-", "_"), raw)
+    values.update(_parse_sets(args.set))
     if args.steps_before < 0:
         raise ValueError(f"--steps-before must be >= 0, got {args.steps_before}")
     cfg = TrainConfig(**{"steps": max(1, args.steps_before), **values})
