@@ -46,6 +46,21 @@ def reference_phi(g: torch.Tensor, p: float) -> torch.Tensor:
     return (torch.sign(x) * torch.abs(x) ** p).to(g.dtype)
 
 
+def run_reference(model: nn.Module, opt: torch.optim.Optimizer, data, p_of, scheduler=None) -> None:
+    """Hand-written loop: transform every grad with the float64 formula, then torch's step."""
+    for batch in data:
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for prm in group["params"]:
+                    if prm.grad is not None:
+                        prm.grad.copy_(reference_phi(prm.grad, p_of(group)))
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
 def twin(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 

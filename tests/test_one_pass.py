@@ -6,24 +6,16 @@ import torch
 from gradpower import AdamPower
 from gradpower.cli import main
 
-from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
+from .helpers import TinyNet, assert_params_close, batches, loss_of, run_reference, twin
 
 ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 
 
 def reference(model, data, p_of, scheduler_fn=None, **kw):
+    """torch's AdamW (with ``kw``) on hand-transformed gradients."""
     opt = torch.optim.AdamW(model.parameters() if "groups" not in kw else kw.pop("groups"), **{**ADAM_KW, **kw})
     sched = torch.optim.lr_scheduler.LambdaLR(opt, scheduler_fn) if scheduler_fn else None
-    for batch in data:
-        opt.zero_grad()
-        loss_of(model, batch).backward()
-        with torch.no_grad():
-            for group in opt.param_groups:
-                for prm in group["params"]:
-                    prm.grad.copy_(reference_phi(prm.grad, p_of(group)))
-        opt.step()
-        if sched:
-            sched.step()
+    run_reference(model, opt, data, p_of, sched)
 
 
 def test_maximize_and_per_group_p_on_the_one_pass_path():
@@ -78,14 +70,7 @@ def test_parameters_the_kernel_does_not_take_use_the_separate_pass_path():
         opt.zero_grad()
         loss_of(model, batch).backward()
         opt.step()
-    ref = torch.optim.AdamW(ref_model.parameters(), **ADAM_KW, fused=opt.param_groups[0]["fused"])
-    for batch in batches(3):
-        ref.zero_grad()
-        loss_of(ref_model, batch).backward()
-        with torch.no_grad():
-            for prm in ref_model.parameters():
-                prm.grad.copy_(reference_phi(prm.grad, 1.2))
-        ref.step()
+    reference(ref_model, batches(3), lambda g: 1.2, fused=opt.param_groups[0]["fused"])
     assert_params_close(model, ref_model, rtol=1e-2, atol=1e-3)
 
 

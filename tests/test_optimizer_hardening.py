@@ -12,7 +12,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from gradpower import AdagradPower, AdamPower, GradPower, MuonPower, build_optimizer
 from gradpower.models import build_model, preset
 
-from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
+from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, run_reference, twin
 
 ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 
@@ -26,14 +26,7 @@ def train(model, opt, data):
 
 def reference_adamw(model, data, p=1.2, **kw):
     """AdamW on hand-transformed gradients (float64 formula)."""
-    opt = torch.optim.AdamW(model.parameters(), **{**ADAM_KW, **kw})
-    for batch in data:
-        opt.zero_grad()
-        loss_of(model, batch).backward()
-        with torch.no_grad():
-            for prm in model.parameters():
-                prm.grad.copy_(reference_phi(prm.grad, p))
-        opt.step()
+    run_reference(model, torch.optim.AdamW(model.parameters(), **{**ADAM_KW, **kw}), data, lambda g: p)
 
 
 POWER_OPTIMIZERS = {
@@ -172,13 +165,7 @@ def test_loading_an_adamw_state_dict_keeps_the_fused_path_and_the_math():
     assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["p"] == 1.2
     assert opt.state[a.q_proj.weight]["step"].item() == 3
     train(a, opt, batches(4, seed=5))
-    for batch in batches(4, seed=5):
-        reference.zero_grad()
-        loss_of(b, batch).backward()
-        with torch.no_grad():
-            for prm in b.parameters():
-                prm.grad.copy_(reference_phi(prm.grad, 1.2))
-        reference.step()
+    run_reference(b, reference, batches(4, seed=5), lambda g: 1.2)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
 
 

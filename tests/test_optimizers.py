@@ -6,28 +6,13 @@ import torch
 from gradpower import AdagradPower, AdamPower, GradPower, MuonPower
 from gradpower.optim.param_groups import uses_muon
 
-from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
+from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, run_reference, twin
 
 
 def run_ours(model, opt, data, scheduler=None):
     for batch in data:
         opt.zero_grad()
         loss_of(model, batch).backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-
-
-def run_reference(model, opt, data, p_of, scheduler=None):
-    """Hand-written loop: transform every grad with the float64 formula, then torch's step."""
-    for batch in data:
-        opt.zero_grad()
-        loss_of(model, batch).backward()
-        with torch.no_grad():
-            for group in opt.param_groups:
-                for prm in group["params"]:
-                    if prm.grad is not None:
-                        prm.grad.copy_(reference_phi(prm.grad, p_of(group)))
         opt.step()
         if scheduler is not None:
             scheduler.step()
