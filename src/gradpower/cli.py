@@ -281,10 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     from . import interrupts
-    from .data.corpus import DataError
-    from .experiments import RunReadError, report
+    from .experiments import report
     from .fileio import StorageError
-    from .train import CheckpointError, InterruptedRun, NonFiniteLossError, train
+    from .train import InterruptedRun, NonFiniteLossError, train
     from .train.distributed import PeerLostError
 
     interrupts.raise_if_requested()  # Ctrl-C while the libraries were loading
@@ -306,18 +305,13 @@ def _run(argv: Sequence[str] | None) -> int:
             return 0
         train(config_from_args(args))
         return 0
-    except (ValueError, TypeError, CheckpointError, DataError, RunReadError, FileNotFoundError) as exc:
-        print(f"gradpower: error: {exc}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"gradpower: stopped: {exc}", file=sys.stderr)
-        return 3
-    except StorageError as exc:
-        print(f"gradpower: error: {exc}", file=sys.stderr)
-        return 4
-    except PeerLostError as exc:
-        print(f"gradpower: stopped: {exc}", file=sys.stderr)
-        return 5
+    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError, StorageError, PeerLostError) as exc:
+        # One line; the exit code tells scripts the kind (README, "When things go wrong"). Bad input
+        # (ValueError covers CheckpointError, DataError and RunReadError) is 2.
+        word, code = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4),
+                      PeerLostError: ("stopped", 5)}.get(type(exc), ("error", 2))
+        print(f"gradpower: {word}: {exc}", file=sys.stderr)
+        return code
     except InterruptedRun as exc:
         again = " (or run the same command again: finished runs are reused)" if args.command in (
             "compare", "sweep") else ""
