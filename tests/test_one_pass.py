@@ -5,10 +5,19 @@ import torch
 
 from gradpower import AdamPower
 from gradpower.cli import main
+from gradpower.optim import onepass
 
 from .helpers import TinyNet, assert_params_close, batches, loss_of, run_reference, twin
 
 ADAM_KW = dict(lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+# a silent fallback to the separate-pass path would make these tests pass without testing the kernel
+pytestmark = pytest.mark.filterwarnings("error:AdamPower's one-pass kernel could not be compiled")
+
+
+@pytest.fixture(autouse=True)
+def _every_tensor_through_the_kernel(monkeypatch):
+    """The small test models' tensors are below the kernel's size threshold: send them through it anyway."""
+    monkeypatch.setattr(onepass, "MIN_NUMEL", 1)
 
 
 def reference(model, data, p_of, scheduler_fn=None, **kw):
@@ -52,13 +61,18 @@ def test_no_recompilation_across_steps_lr_schedules_and_groups():
         sched.step()
     reference(b, data, lambda g: 1.2, scheduler_fn=lambda s: 1.0 / (1 + s))
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
-    other = TinyNet(vocab=13, dim=6)  # other shapes, another optimizer: still no recompilation
-    opt2 = AdamPower(other.parameters(), p=1.4, **ADAM_KW)
-    for batch in batches(2, vocab=13):
+    other = TinyNet(vocab=13, dim=6)  # other shapes (compiled at the first step), another optimizer and p:
+    opt2 = AdamPower(other.parameters(), p=1.4, **ADAM_KW)  # no recompilation after that, nor of the first sizes
+    for i, batch in enumerate(batches(3, vocab=13)):
         opt2.zero_grad()
         loss_of(other, batch).backward()
-        with torch.compiler.set_stance("fail_on_recompile"):
+        if i == 0:
             opt2.step()
+        else:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                opt2.step()
+                opt.step()
+    assert opt.param_groups[0]["one_pass"] and opt2.param_groups[0]["one_pass"]
 
 
 def test_parameters_the_kernel_does_not_take_use_the_separate_pass_path():
@@ -88,15 +102,12 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
 
 
 def test_a_compiler_failure_falls_back_to_the_separate_pass_path(monkeypatch):
-    from gradpower.optim import onepass
-
     def broken(numel):
         def fail(*args):
             raise RuntimeError("no C++ compiler")
         return fail
 
     monkeypatch.setattr(onepass, "_kernel", broken)
-    monkeypatch.setattr(onepass, "MIN_NUMEL", 1)  # route every tensor of the small model to the kernel
     a = TinyNet()
     b = twin(a)
     opt = AdamPower(a.parameters(), **ADAM_KW)
@@ -107,4 +118,51 @@ def test_a_compiler_failure_falls_back_to_the_separate_pass_path(monkeypatch):
             opt.step()
     assert not opt.param_groups[0]["one_pass"]
     reference(b, batches(5), lambda g: 1.2)
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def fp32_range_gradient(n: int = 1 << 18) -> torch.Tensor:
+    """Magnitudes across the whole fp32 range (subnormals to 1e38), random signs, and the special values."""
+    gen = torch.Generator().manual_seed(3)
+    mags = torch.logspace(-45.5, 38.5, n - 6, dtype=torch.float64)
+    signs = torch.where(torch.rand(n - 6, generator=gen, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e-45], dtype=torch.float64)
+    return torch.cat([mags * signs, special]).float()
+
+
+@pytest.mark.parametrize("p", [0.3, 0.8, 1.2, 2.0, 8.0])
+def test_the_kernels_power_is_within_fp32_rounding_over_the_whole_range(p):
+    # beta1 = 0 and no decay: after one step exp_avg holds exactly the transformed gradient the kernel computed
+    g = fp32_range_gradient()
+    w = torch.nn.Parameter(torch.zeros_like(g))
+    w.grad = g.clone()
+    opt = AdamPower([w], p=p, lr=1e-3, betas=(0.0, 0.95), weight_decay=0.0, one_pass=True)
+    opt.step()
+    got = opt.state[w]["exp_avg"].double()
+    x = g.double()
+    exact = torch.sign(x) * x.abs() ** p  # the float64 formula
+    normal = (exact.abs() >= 2.0**-126) & (exact.abs() < 3e38)
+    rel = ((got - exact).abs() / exact.abs())[normal]
+    assert rel.max().item() < 5e-7  # a few fp32 ulps; exp(p * log|g|) errs by up to 8e-6 here
+    below = exact.isfinite() & (exact.abs() < 2.0**-126)
+    # subnormal results: the same relative accuracy, plus rounding to the subnormal grid (2^-149)
+    assert ((got - exact).abs()[below] <= 2.0**-149 + 5e-7 * exact.abs()[below]).all()
+    assert torch.equal(got[-6:-1].isnan(), exact[-6:-1].isnan())
+    assert got[-6:-2].tolist() == exact[-6:-2].tolist()  # +-0 stay 0, +-inf stay inf
+    assert torch.equal(got.sign()[normal], exact.sign()[normal])
+
+
+def test_an_exponent_above_the_kernels_range_uses_the_separate_pass_path():
+    a = TinyNet()
+    b = twin(a)
+    groups_a = [{"params": list(a.q_proj.parameters()), "p": onepass.MAX_P * 2},
+                {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]}]
+    opt = AdamPower(groups_a, **{**ADAM_KW, "lr": 1e-3})
+    for batch in batches(4):
+        opt.zero_grad()
+        loss_of(a, batch).backward()
+        opt.step()
+    groups_b = [{"params": list(b.q_proj.parameters()), "p": onepass.MAX_P * 2},
+                {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 1.2}]
+    reference(b, batches(4), lambda g: g["p"], groups=groups_b, lr=1e-3)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)

@@ -149,8 +149,9 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
                 adamw_group_update(self.state, group)
                 continue
             with_grad = [p for p in group["params"] if p.grad is not None]
-            kernel = [p for p in with_grad if onepass.eligible(p) and p.numel() >= onepass.MIN_NUMEL]
-            other = [p for p in with_grad if not (onepass.eligible(p) and p.numel() >= onepass.MIN_NUMEL)]
+            takes = [onepass.takes(p, group) for p in with_grad]
+            kernel = [p for p, t in zip(with_grad, takes) if t]
+            other = [p for p, t in zip(with_grad, takes) if not t]
             try:
                 onepass.one_pass_group_update(self.state, group, kernel)
             except RuntimeError:
