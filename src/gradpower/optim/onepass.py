@@ -52,7 +52,7 @@ _LN2 = math.log(2.0)
 _MIN_NORMAL = 2.0**-126
 
 
-def _power_abs(a: torch.Tensor, p: torch.Tensor, p_head: torch.Tensor, p_tail: torch.Tensor) -> torch.Tensor:
+def power_abs(a: torch.Tensor, p: torch.Tensor, p_head: torch.Tensor, p_tail: torch.Tensor) -> torch.Tensor:
     """``a ** p`` for ``a >= 0`` in fp32 (``p = p_head + p_tail``, ``p_head`` with 12 significant bits)."""
     tiny = a < _MIN_NORMAL  # subnormals: scaled by 2^24 first so the bits hold a normal float
     bits = torch.where(tiny, a * 2.0**24, a).view(torch.int32)
@@ -75,7 +75,7 @@ def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_
     one_minus_beta1, beta2, one_minus_beta2, decay_factor, step_size, bc2_sqrt, eps, sign, p, p_head, p_tail = \
         scalars.unbind()
     g = grad * sign
-    g = torch.copysign(_power_abs(g.abs(), p, p_head, p_tail), g)
+    g = torch.copysign(power_abs(g.abs(), p, p_head, p_tail), g)
     exp_avg.copy_(exp_avg + one_minus_beta1 * (g - exp_avg))
     exp_avg_sq.copy_(exp_avg_sq * beta2 + one_minus_beta2 * g * g)
     param.copy_(param * decay_factor - step_size * exp_avg / (exp_avg_sq.sqrt() / bc2_sqrt + eps))
