@@ -8,7 +8,7 @@ in the same run. Accuracy is the largest relative error against the float64
 formula, on realistic magnitudes [1e-12, 1) and over the whole normal fp32
 range, for p = 1.2.
 
-    python benchmarks/power_kernel.py [--repeats 15] [--p 1.2]
+    python benchmarks/power_kernel.py [--repeats 15] [--p 1.2] [--elements 45416448]
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--p", type=float, default=1.2)
+    parser.add_argument("--elements", type=int, default=45_416_448)
     args = parser.parse_args()
     p32, head, tail = split_p(args.p)
     scalars = (torch.tensor(p32), torch.tensor(head, dtype=torch.float32), torch.tensor(tail, dtype=torch.float32))
     gen = torch.Generator().manual_seed(0)
-    realistic = torch.exp(torch.empty(45_416_448, dtype=torch.float64).uniform_(-27.6, 0.0, generator=gen)).float()
+    realistic = torch.exp(torch.empty(args.elements, dtype=torch.float64).uniform_(-27.6, 0.0, generator=gen)).float()
     whole = torch.logspace(-45.5, 38.5, 1 << 20, dtype=torch.float64).float()
     print(f"p={args.p} elements={realistic.numel() / 1e6:.1f}M threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")

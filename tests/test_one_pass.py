@@ -166,3 +166,19 @@ def test_an_exponent_above_the_kernels_range_uses_the_separate_pass_path():
                 {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 1.2}]
     reference(b, batches(4), lambda g: g["p"], groups=groups_b, lr=1e-3)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_power_benchmark_runs_and_shows_the_kernels_accuracy():
+    """benchmarks/power_kernel.py at a tiny size: the accuracy columns it prints back the README's claim."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "power_kernel.py"
+    out = subprocess.run([sys.executable, str(script), "--elements", "200000", "--repeats", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if " ms " in line}
+    kernel = rows["exponent split (the kernel's)"]
+    short = rows["exp(p log|g|), compiled"]
+    assert float(kernel[-2]) < 5e-7 and float(kernel[-1]) < 5e-7
+    assert float(short[-2]) > 1e-6  # the faster route it replaces is not accurate enough
