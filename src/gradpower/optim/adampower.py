@@ -76,7 +76,9 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     - one-pass (default where available: dense fp32 parameters on CPU or
       CUDA, a working ``torch.compile``, no ``fused``/``foreach``/
       ``capturable``/``amsgrad`` asked for): phi_p fused into the AdamW update,
-      one compiled kernel per tensor (:mod:`gradpower.optim.onepass`);
+      one compiled kernel per tensor (:mod:`gradpower.optim.onepass`) for
+      tensors of 32,768 elements or more in groups with p <= 8, the rest of
+      the step through the separate-pass path below;
       ``one_pass=False`` turns it off, ``one_pass=True`` insists on it;
     - otherwise phi_p (the shared step pre-hook) then torch's functional
       AdamW, with ``fused`` (default when every parameter allows it),
