@@ -182,3 +182,34 @@ def test_the_power_benchmark_runs_and_shows_the_kernels_accuracy():
     short = rows["exp(p log|g|), compiled"]
     assert float(kernel[-2]) < 5e-7 and float(kernel[-1]) < 5e-7
     assert float(short[-2]) > 1e-6  # the faster route it replaces is not accurate enough
+
+
+def test_a_compiler_failure_partway_through_a_step_steps_every_tensor_once(monkeypatch):
+    # the kernel compiles for the embedding, fails for q_proj (later in the same group): the embedding must
+    # not be stepped again by the fallback, and the next group's gradients must still be transformed
+    real = onepass._kernel
+    q_numel = TinyNet().q_proj.weight.numel()
+
+    def fails_for_q(numel):
+        if numel == q_numel:
+            raise RuntimeError("no C++ compiler for this size")
+        return real(numel)
+
+    monkeypatch.setattr(onepass, "_kernel", fails_for_q)
+    a = TinyNet()
+    b = twin(a)
+
+    def groups(model):
+        first = [model.embed_tokens.weight, model.q_proj.weight]
+        return [{"params": first}, {"params": [p for p in model.parameters() if all(p is not q for q in first)]}]
+
+    opt = AdamPower(groups(a), **ADAM_KW)
+    with pytest.warns(UserWarning, match="could not be compiled"):
+        for batch in batches(5):
+            opt.zero_grad()
+            loss_of(a, batch).backward()
+            opt.step()
+    assert not any(g["one_pass"] for g in opt.param_groups)
+    assert all(s["step"].item() == 5 for s in opt.state.values())
+    reference(b, batches(5), lambda g: 1.2, groups=groups(b))
+    assert_params_close(a, b, rtol=1e-5, atol=1e-6)

@@ -146,20 +146,20 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     # already): tracing it would guard on every gradient tensor and recompile each step.
     @torch.compiler.disable
     def _update_groups(self) -> None:
-        for group in self.param_groups:
-            if not group["one_pass"]:
+        # the path of each group as the step pre-hook saw it (it transformed only the separate-pass groups)
+        for group, one_pass in [(g, g["one_pass"]) for g in self.param_groups]:
+            if not one_pass:
                 adamw_group_update(self.state, group)
                 continue
             with_grad = [p for p in group["params"] if p.grad is not None]
-            takes = [onepass.takes(p, group) for p in with_grad]
-            kernel = [p for p, t in zip(with_grad, takes) if t]
+            # after a compiler failure (in an earlier group of this step too) everything takes the separate pass
+            takes = [group["one_pass"] and onepass.takes(p, group) for p in with_grad]
             other = [p for p, t in zip(with_grad, takes) if not t]
-            try:
-                onepass.one_pass_group_update(self.state, group, kernel)
-            except RuntimeError:
+            failed = onepass.one_pass_group_update(self.state, group, [p for p, t in zip(with_grad, takes) if t])
+            if failed:
                 for g in self.param_groups:  # no compiler here: the separate-pass path from now on
                     g["one_pass"] = False
-                other = with_grad
+                other += failed
             if other:  # small tensors (one foreach call beats a kernel each) and any the kernel does not take
                 # fused on CPU (its step counters live there too); foreach on CUDA (the counters stay on the CPU)
                 on_cpu = all(p.device.type == "cpu" and p.is_floating_point() for p in other)

@@ -124,17 +124,17 @@ def available() -> bool:
     return hasattr(torch, "compile")
 
 
-def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch.Tensor]) -> list[torch.Tensor]:
     """Step every tensor of ``params`` (each one the kernel :func:`takes`) of one group through the kernel.
 
-    Raises :class:`RuntimeError` when the compiler fails, so the caller can
-    fall back for this and later steps.
+    Returns the tensors it did not step: empty, unless the compiler failed
+    (then, with a warning, the failing tensor and every one after it), so the
+    caller steps exactly those on the separate-pass path, now and later.
     """
     by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
-    for param in params:
+    for i, param in enumerate(params):
         state = adam_state(states[param], param, on_device=False)
-        state["step"] += 1
-        step = float(state["step"])
+        step = float(state["step"]) + 1
         key = (step, param.device)
         if key not in by_step:  # one small host-to-device copy per group and step (not per tensor)
             by_step[key] = torch.tensor(step_scalars(group, step), dtype=torch.float32).to(
@@ -147,7 +147,8 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
             _kernel(param.numel())(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path
             _compiled.pop(param.numel(), None)
-            state["step"] -= 1
             warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=3)
-            raise RuntimeError("one-pass kernel unavailable") from exc
+            return params[i:]
+        state["step"] += 1
+    return []
