@@ -82,11 +82,12 @@ def test_muonpower_under_fsdp2_matches_one_process_and_resumes_across_process_co
 
 
 def test_a_batch_the_processes_do_not_divide_is_refused(tmp_path, cache):
-    argv = ["train", *common(cache), "--steps", "2", "--batch-size", "6", "--out", str(tmp_path / "r"),
+    argv = ["train", *common(cache), "--steps", "2", "--batch-size", "7", "--out", str(tmp_path / "r"),
             "--parallel", "ddp"]
     proc = torchrun(2, *argv)
     assert proc.returncode != 0
-    assert "batch_size 6 is not a multiple of micro_batch_size 2 x 2 processes" in proc.stderr
+    assert "batch_size 7 does not divide over 2 processes" in proc.stderr and "(e.g. 6 or 8)" in proc.stderr
+    assert not (tmp_path / "r").exists()
     assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr  # (torchrun's own summary has one)
 
 
@@ -134,3 +135,13 @@ def test_a_single_process_checkpoint_resumes_under_fsdp2(tmp_path, cache):
     proc = torchrun(2, *argv, "--out", str(tmp_path / "mixed"), "--parallel", "fsdp", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_losses(tmp_path / "single", tmp_path / "mixed")
+
+
+def test_the_global_batch_is_split_over_the_processes_without_a_micro_batch_flag(tmp_path, cache):
+    argv = ["train", "--preset", "llama-tiny", "--batch-size", "8", "--seq-len", "32", "--bpe-vocab-size", "300",
+            "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu", "--steps", "2", "--log-every", "1",
+            "--parallel", "ddp", "--out", str(tmp_path / "r")]
+    proc = torchrun(2, *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and rows[-1]["tokens"] == 2 * 8 * 32

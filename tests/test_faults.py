@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -343,19 +344,22 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues_exactly(tmp_path, cache
         pytest.skip("the run finished before the signal arrived")
     assert code == 130
     line = one_line(err)
-    assert "interrupted by SIGINT at step" in line and "continue with --resume" in line
+    assert "interrupted by SIGINT at step" in line and f"continue with: gradpower train --out {out} --resume" in line
     assert list_checkpoints(out / "checkpoints")
     assert main(["train", *micro_args(cache), "--steps", "40", "--out", str(out), "--resume"]) == 0
     assert losses(out) == losses(straight)
 
 
 def test_ctrl_c_during_start_up_gives_a_hint_not_a_traceback(tmp_path, cache):
-    proc = gradpower("train", *micro_args(cache), "--steps", "5", "--out", str(tmp_path / "run"))
+    argv = ["train", *micro_args(cache), "--steps", "5", "--out", str(tmp_path / "run")]
+    proc = gradpower(*argv)
     time.sleep(0.5)  # still importing torch
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
     assert code == 130
-    assert "Traceback" not in err and "run the same command again" in one_line(err)
+    line = one_line(err)
+    assert "Traceback" not in err and "run the same command again: gradpower train" in line
+    assert main(shlex.split(line.split("again: ", 1)[1])[1:]) == 0  # the hint, typed as printed
 
 
 def test_kill_9_at_random_moments_loses_nothing(tmp_path, cache):

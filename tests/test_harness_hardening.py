@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,4 +150,5 @@ def test_harness_command_without_the_extra_names_the_extra():
             "from gradpower.cli import main; sys.exit(main(['train', '--steps', '2']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "pip install 'gradpower[train]'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    root = Path(__file__).resolve().parent.parent  # the clone: the command works from any folder
+    assert f"pip install -e '{root}[train]'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gradpower.fileio import StorageError
+from gradpower.train.run_folder import RunFolderError
 from gradpower.models import CausalLM, build_model, preset
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -75,7 +76,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, cache, optim,
 
 def test_resume_needs_a_checkpoint_and_refuses_another_config(tmp_path, cache):
     cfg = tiny(tmp_path, cache, steps=4)
-    with pytest.raises(StorageError, match="holds no gradpower run to continue"):
+    with pytest.raises(RunFolderError, match="holds no gradpower run"):
         train(dataclasses.replace(cfg, resume=True))
     train(cfg)
     with pytest.raises(StorageError, match="already holds a run: pass --resume"):

@@ -13,24 +13,63 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import importlib.metadata
 import shlex
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-#: Top-level modules of the ``gradpower[train]`` extra (the optimizers need none of them).
-TRAIN_EXTRA_MODULES = ("tokenizers", "datasets", "pyarrow", "tqdm", "matplotlib", "safetensors", "scipy")
+from . import __version__
+from .extras import EXTRA_MODULES, missing_extra_message
+
 #: Settings ``compare`` and ``sweep`` take as flags (any other field: ``--set KEY=VALUE``).
 EXPERIMENT_FLAGS = ("steps", "preset", "data", "schedule", "batch_size", "device")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line (the full usage is one ``--help`` away)."""
+    """Usage errors as one line naming the subcommand's help; an unknown flag gets its closest match."""
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # argparse reports a subcommand's unknown flags from the top-level parser: report them from the
+            # subcommand's, so the hint names its help and its flags.
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            target = commands.get(getattr(parsed, "command", None), self)
+            target.error(_unrecognized(target, extras))
+        return parsed
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """``unrecognized arguments: --stepz 5; did you mean --steps?``"""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    known = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+    for extra in extras:
+        if extra.startswith("-"):
+            close = difflib.get_close_matches(extra.split("=")[0], known, n=1, cutoff=0.6)
+            if close:
+                return f"{message}; did you mean {close[0]}?"
+    return message
+
+
+def _flag_type(kind: Any) -> Any:
+    """A field's parser for argparse: a custom parser's own message (e.g. what p accepts) is the error."""
+    if isinstance(kind, type):
+        return kind
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -39,23 +78,32 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in config_fields():
         flag = "--" + field.name.replace("_", "-")
         kind = field_type(field.name)
-        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        help_text = field.metadata.get("help", "")
+        if "default" not in help_text and field.default is not None:  # a default the help does not state
+            help_text += f" (default: {field.default})"
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=help_text)
+            parser.add_argument(flag, type=_flag_type(kind), default=None, metavar=field.name.upper(), help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """The ``TrainConfig`` of ``gradpower train``'s arguments (defaults < --config file < flags)."""
+    """The ``TrainConfig`` of ``gradpower train``'s arguments (defaults < --config file < flags).
+
+    With ``--resume`` the saved configuration of the run folder takes the
+    place of the defaults, so ``gradpower train --out DIR --resume`` continues
+    the run as it was started; the flags given change only what they name.
+    """
     from .train.config import TrainConfig, config_fields, load_toml
+    from .train.run_folder import resume_values
 
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     for field in config_fields():
         value = getattr(args, field.name)
         if value is not None:
             values[field.name] = value
-    return TrainConfig(**values)
+    return TrainConfig(**(resume_values(values) if values.get("resume") else values))
 
 
 def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -64,7 +112,8 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--config", metavar="FILE.toml", help="experiment file: shared TrainConfig keys, seeds, "
                         "tune_lr, and [[arm]] tables or a [grid] table; flags override it")
     for name in EXPERIMENT_FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), type=field_type(name), default=None, metavar=name.upper(),
+        parser.add_argument("--" + name.replace("_", "-"), type=_flag_type(field_type(name)), default=None,
+                            metavar=name.upper(),
                             help=f"shared {name} of every run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
@@ -79,12 +128,13 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog="gradpower", description="GradPower and GPAS for language-model pre-training.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     compare = sub.add_parser(
         "compare", help="arms over seeds, paired, with tables, plots and a verdict (the main job)",
         description="Run arms that differ in any TrainConfig fields over seeds (same initial weights and batches "
-        "within a seed) and report paired differences with 95%% intervals. With no arguments: the embedded default, "
+        "within a seed) and report paired differences with 95% intervals. With no arguments: the embedded default, "
         "AdamW vs AdamPower (p=1.2) on the bundled corpus, 3 seeds.")
     compare.add_argument("--arm", action="append", default=[], metavar="'[NAME:] KEY=VALUE ...'",
                          help="an arm (repeatable; the first is the baseline), e.g. --arm 'optim=adamw'")
@@ -143,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--config", metavar="FILE.toml", help="TOML file of TrainConfig keys; flags override it")
     _add_config_flags(train_parser)
     return parser
+
+
+def _version() -> str:
+    """``gradpower 0.1.0 (torch 2.13.0, python 3.11.7)``, without importing torch."""
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"gradpower {__version__} (torch {torch_version}, python {sys.version.split()[0]})"
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -263,59 +322,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from . import interrupts
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "gradpower " + shlex.join(argv)
     try:
         with interrupts.deferred():
-            return _run(argv)
+            return _run(argv, command)
     except ModuleNotFoundError as exc:
         module = (exc.name or "").split(".")[0]
-        if module not in TRAIN_EXTRA_MODULES:
+        if module not in EXTRA_MODULES["train"]:
             raise
-        print(f"gradpower: error: the training harness needs the 'train' extra (module {module!r} is not "
-              "installed): pip install 'gradpower[train]'", file=sys.stderr)
+        print(f"gradpower: error: {missing_extra_message('the training harness', module)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gradpower: interrupted before a checkpoint could be written; run the same command again "
-              "(a compare or sweep reuses its finished runs)", file=sys.stderr)
+        print(f"gradpower: interrupted before a checkpoint could be written; run the same command again: {command}",
+              file=sys.stderr)
         return 130
 
 
-def _run(argv: Sequence[str] | None) -> int:
-    from . import interrupts
+#: What ends in ``error: ...`` and exit 2: the project's errors of bad input all derive from ``ValueError``
+#: (CheckpointError, DataError, RunReadError, RunFolderError, MissingExtraError), and a missing file is
+#: ``FileNotFoundError``. Anything else (a TypeError, say) is a bug: it keeps its traceback and exits 1.
+BAD_INPUT = (ValueError, FileNotFoundError)
+
+
+def _report(args: argparse.Namespace) -> int:
     from .experiments import report
+
+    print(report(args.dir, args.baseline))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    train(config_from_args(args))
+    return 0
+
+
+def _run(argv: list[str], command: str) -> int:
+    from . import interrupts
     from .fileio import StorageError
-    from .train import InterruptedRun, NonFiniteLossError, train
+    from .train import InterruptedRun, NonFiniteLossError
     from .train.distributed import PeerLostError
 
     interrupts.raise_if_requested()  # Ctrl-C while the libraries were loading
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    command = "gradpower " + shlex.join(argv)
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[], int]] = {
+        "compare": lambda: _compare(args, command), "sweep": lambda: _sweep(args, command),
+        "theory": lambda: _theory(args), "noise": lambda: _noise(args), "report": lambda: _report(args),
+        "train": lambda: _train(args),
+    }
+    # The exit code tells scripts the kind (README, "When things go wrong").
+    stops = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4), PeerLostError: ("stopped", 5)}
     try:
-        if args.command == "compare":
-            return _compare(args, command)
-        if args.command == "sweep":
-            return _sweep(args, command)
-        if args.command == "theory":
-            return _theory(args)
-        if args.command == "noise":
-            return _noise(args)
-        if args.command == "report":
-            print(report(args.dir, args.baseline))
-            return 0
-        train(config_from_args(args))
-        return 0
-    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError, StorageError, PeerLostError) as exc:
-        # One line; the exit code tells scripts the kind (README, "When things go wrong"). Bad input
-        # (ValueError covers CheckpointError, DataError and RunReadError) is 2.
-        word, code = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4),
-                      PeerLostError: ("stopped", 5)}.get(type(exc), ("error", 2))
+        return handlers[args.command]()
+    except (*BAD_INPUT, *stops) as exc:
+        word, code = stops.get(type(exc), ("error", 2))
         print(f"gradpower: {word}: {exc}", file=sys.stderr)
         return code
     except InterruptedRun as exc:
-        again = " (or run the same command again: finished runs are reused)" if args.command in (
-            "compare", "sweep") else ""
-        print(f"gradpower: interrupted by {exc}{again}", file=sys.stderr)
+        if args.command in ("compare", "sweep"):  # the same command resumes an experiment
+            print(f"gradpower: interrupted by {exc.what}; run the same command again to continue (finished runs "
+                  f"are reused, interrupted ones resume): {command}", file=sys.stderr)
+        else:
+            print(f"gradpower: interrupted by {exc}", file=sys.stderr)
         return 130
 
 

@@ -57,8 +57,9 @@ def default_cache_root() -> Path:
 
 
 def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, vocab_size: int) -> TextTokenizer:
-    if cfg.tokenizer not in (None, "bpe"):
-        return load_pretrained(cfg.tokenizer)
+    name = pretrained_tokenizer(cfg)
+    if name is not None:
+        return load_pretrained(name)
     size = cfg.bpe_vocab_size or vocab_size
     path = cache / f"tokenizer-bpe{size}.json"
     if path.exists():
@@ -92,10 +93,36 @@ def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_s
     return Data(train, val, tokenizer)
 
 
+def is_streamed(data: str) -> bool:
+    """Whether ``data`` is read through the streaming code (``datasets``) rather than token shards."""
+    return data in HUB_CORPORA or data.startswith("stream:")
+
+
+def pretrained_tokenizer(cfg: DataConfig) -> str | None:
+    """The pretrained tokenizer ``cfg`` loads (``None``: a BPE trained on the local corpus)."""
+    name = cfg.tokenizer or (HUB_CORPORA[cfg.data].tokenizer if cfg.data in HUB_CORPORA else None)
+    if is_streamed(cfg.data) and name in (None, "bpe"):
+        raise DataError(f"--data {cfg.data} is streamed, so it needs a pretrained tokenizer (--tokenizer NAME_OR_PATH); "
+                        "a BPE is trained only on local corpora")
+    return None if name == "bpe" else name
+
+
+def needed_packages(cfg: DataConfig) -> list[tuple[str, str]]:
+    """``(feature, module)`` for every optional package reading ``cfg``'s data needs (checked before a run)."""
+    needs = [(f"--data {cfg.data}", "datasets")] if is_streamed(cfg.data) else []
+    name = pretrained_tokenizer(cfg)
+    if name is not None:
+        feature = f"--tokenizer {name}" if cfg.tokenizer else f"--data {cfg.data} (its tokenizer {name})"
+        needs.append((feature, "transformers"))
+    return needs
+
+
 def _stream_data(cfg: DataConfig, seq_len: int, micro_bs: int, rank: int, world: int) -> Data:
+    name = pretrained_tokenizer(cfg)
+    assert name is not None  # pretrained_tokenizer refuses a streamed corpus without one
+    tokenizer = load_pretrained(name)
     if cfg.data in HUB_CORPORA:
         corpus = HUB_CORPORA[cfg.data]
-        tokenizer = load_pretrained(cfg.tokenizer or corpus.tokenizer)
 
         def opener(split: str) -> Callable[[int], Any]:
             return lambda skip: hub_stream(corpus, split).skip(skip)
@@ -107,9 +134,6 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_bs: int, rank: int, world:
         if not Path(path).is_file():
             raise DataError(f"{path}: no such file for streaming")
         fmt = "parquet" if path.endswith(".parquet") else "json"
-        if cfg.tokenizer in (None, "bpe"):
-            raise DataError("streaming data needs a pretrained tokenizer (--tokenizer NAME_OR_PATH)")
-        tokenizer = load_pretrained(cfg.tokenizer)
         train_open = val_open = lambda skip: local_stream(path, fmt).skip(skip)  # noqa: E731
         held_out = True
     keep_train: Callable[[int], bool] = (lambda i: not is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
@@ -126,6 +150,6 @@ def build_data(
     """Resolve ``cfg.data`` into train batches, validation batches and the tokenizer."""
     if not 0 < cfg.val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
-    if cfg.data in HUB_CORPORA or cfg.data.startswith("stream:"):
+    if is_streamed(cfg.data):
         return _stream_data(cfg, seq_len, micro_batch_size, rank, world_size)
     return _local_data(cfg, seq_len, micro_batch_size, seed, vocab_size, rank, world_size)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..extras import require
 from ..fileio import StorageError, atomic_write_text, describe_os_error
 
 EOT = "<|endoftext|>"
@@ -95,10 +96,8 @@ def load_pretrained(name_or_path: str) -> TextTokenizer:
     Documents are joined with the tokenizer's EOS token; the vocab size is
     ``len(tokenizer)`` (base vocab plus added tokens, 32100 for T5).
     """
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("pretrained tokenizers need transformers: pip install 'gradpower[hf]'") from exc
+    require(f"the pretrained tokenizer {name_or_path!r}", "transformers")
+    from transformers import AutoTokenizer
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as exc:

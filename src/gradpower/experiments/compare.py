@@ -17,6 +17,7 @@ from typing import Any
 from .execute import PlannedRun, execute, place
 from .report import choose_lrs, compare_report, write_experiment
 from ..train.config import TrainConfig
+from ..train.loop import check_before_start
 from .spec import Arm, ExperimentSpec
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
@@ -48,7 +49,13 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     """Train (or reuse) every run of the comparison, then write its tables, figures and report."""
     if len(spec.arms) < 1:
         raise ValueError("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")
+    names = [arm.name for arm in spec.arms]
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
     spec = with_run_defaults(spec)
+    for arm in spec.arms:  # every arm's configuration is valid before the first run trains
+        check_before_start(spec.config(spec.first_seed, **arm.overrides,
+                                       **({"lr": spec.tune_lr[0]} if spec.tune_lr else {})))
     out.mkdir(parents=True, exist_ok=True)
     runs_root = out / "runs"
     record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}

@@ -26,6 +26,7 @@ import torch
 
 from .. import interrupts
 from ..train import InterruptedRun
+from ..train.loop import check_before_start
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, run_name
 from .runs import RunReadError, load_run
@@ -78,6 +79,12 @@ def state_of(run: PlannedRun) -> str:
     return "resume" if latest_checkpoint(folder / "checkpoints") is not None else "fresh"
 
 
+def check_planned(planned: list[PlannedRun]) -> None:
+    """Refuse a missing optional package or a batch that cannot be split before anything trains."""
+    for run in planned:
+        check_before_start(run.cfg)
+
+
 def default_jobs() -> int:
     """One process per visible GPU on CUDA; one on CPU (a small model already uses every core)."""
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
@@ -125,6 +132,7 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
     finished runs are reused without training, interrupted ones resume from
     their newest checkpoint.
     """
+    check_planned(planned)
     todo, outcomes = [], {}
     for run in planned:
         state = state_of(run)

@@ -72,8 +72,17 @@ class Run:
 
     @property
     def mean_tokens_per_s(self) -> float:
-        """Tokens over wall time (evaluation included), the rate a user waits for."""
-        return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
+        """Tokens over wall time (evaluation included), the rate a user waits for, after the first logged step.
+
+        The first step pays one-off compiles (AdamPower's kernel, ``--compile``)
+        and warm-up, which would make a short run of a compiling optimizer look
+        slower than it trains.
+        """
+        if self.elapsed_s.size < 2:
+            return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
+        seconds = float(self.elapsed_s[-1] - self.elapsed_s[0])
+        tokens = int(self.records[-1]["tokens"]) - int(self.records[0]["tokens"])
+        return tokens / seconds if seconds > 0 else float("nan")
 
     @property
     def spikes(self) -> int:

@@ -84,9 +84,13 @@ def parse_value(key: str, raw: str) -> Any:
     text = raw.strip()
     if text.lower() == "none":
         return check_type(key, None)
+    if kind is not bool and not isinstance(kind, type):  # a parser, e.g. p: a number or "auto"
+        try:
+            parsed = kind(text)
+        except ValueError as exc:  # the parser says what it accepts
+            raise ValueError(f"{key}={raw!r}: {exc}") from None
+        return check_type(key, parsed)
     try:
-        if kind is not bool and not isinstance(kind, type):  # a parser, e.g. p: a number or "auto"
-            return check_type(key, kind(text))
         if kind is bool:
             if text.lower() not in _TRUE + _FALSE:
                 raise ValueError

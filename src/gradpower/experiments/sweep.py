@@ -19,7 +19,7 @@ import numpy as np
 
 from . import plots
 from .compare import with_run_defaults
-from .execute import PlannedRun, execute, place
+from .execute import PlannedRun, check_planned, execute, place
 from .report import load_listed_runs, read_experiment, write_csv, write_experiment
 from .spec import ExperimentSpec
 
@@ -41,10 +41,11 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
     if not spec.grid:
         raise ValueError("sweep needs at least one --grid FIELD=V1,V2,...")
     spec = with_run_defaults(spec)
-    out.mkdir(parents=True, exist_ok=True)
     points = grid_points(spec.grid)
     planned = [PlannedRun(point_label(point), seed, place(spec.config(seed, **point), out / "runs"))
                for seed in spec.seed_list for point in points]
+    check_planned(planned)  # every point is valid before the folder is written
+    out.mkdir(parents=True, exist_ok=True)
     record = {"kind": "sweep", "command": command, "spec": spec.to_dict(),
               "runs": [{"point": {k: p.cfg.to_dict()[k] for k in spec.grid}, "seed": p.seed,
                         "dir": str(p.run_dir.relative_to(out))} for p in planned]}

@@ -84,6 +84,14 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
       AdamW, with ``fused`` (default when every parameter allows it),
       ``foreach`` or the single-tensor loop.
 
+    The first step on the one-pass route compiles the kernel once per
+    distinct tensor size (a model has a handful): about 5-10 s per size on a
+    CPU, so up to a minute before the first update of a small model; later
+    steps, and later runs through TorchInductor's on-disk cache, pay little.
+    Each compile is logged at INFO level on the ``gradpower.optim.onepass``
+    logger, with its time; :meth:`kernels_to_compile` says how many the next
+    step compiles.
+
     The transform rewrites ``param.grad`` in place on the separate-pass
     paths; ``differentiable=True`` is refused (the transform is outside
     autograd). Loading a state dict (a plain AdamW one too) keeps this
@@ -167,6 +175,14 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
                             "foreach": None if on_cpu else True}
                 power_group_grads_([separate])
                 adamw_group_update(self.state, separate, other)
+
+    def kernels_to_compile(self) -> int:
+        """How many one-pass kernels (one per new tensor size) the next step compiles; 0 off that route."""
+        sizes: set[int] = set()
+        for group in self.param_groups:
+            if group["one_pass"]:
+                sizes |= onepass.pending_sizes(group)
+        return len(sizes)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, keeping this optimizer's execution path per group."""

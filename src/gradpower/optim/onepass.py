@@ -29,7 +29,9 @@ and reports the first call's compile time.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import types
 import warnings
 from collections.abc import Callable
@@ -39,7 +41,10 @@ import torch
 
 from .adamw_update import adam_state
 
+_log = logging.getLogger(__name__)
 _compiled: dict[int, Callable[..., None]] = {}
+#: Sizes whose kernel has run once in this process (the compile happens on that first call).
+_ready: set[int] = set()
 #: Smaller tensors (norms, biases, gates, small experts) go through one foreach call per group instead:
 #: a compiled call costs tens of microseconds of dispatch, which dominates below this size.
 MIN_NUMEL = 1 << 15
@@ -143,12 +148,26 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
         # (a leaf that requires grad would be updated through an extra copy pass).
         args = (param.detach().view(-1), param.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1),
                 by_step[key])
+        numel = param.numel()
+        fresh, started = numel not in _ready, time.perf_counter()
+        if fresh:
+            _log.info("compiling AdamPower's one-pass kernel for %d-element tensors (once per size and process)",
+                      numel)
         try:
-            _kernel(param.numel())(*args)
+            _kernel(numel)(*args)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path
-            _compiled.pop(param.numel(), None)
+            _compiled.pop(numel, None)
             warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=3)
             return params[i:]
+        if fresh:
+            _ready.add(numel)
+            _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
+                      time.perf_counter() - started)
         state["step"] += 1
     return []
+
+
+def pending_sizes(group: dict[str, Any]) -> set[int]:
+    """Tensor sizes of ``group`` whose kernel the next step compiles (none once each size has run)."""
+    return {p.numel() for p in group["params"] if p.numel() >= MIN_NUMEL and float(group["p"]) <= MAX_P} - _ready

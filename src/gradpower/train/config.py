@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import math
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -64,7 +65,9 @@ class TrainConfig:
     # batch
     steps: int = _f(1000, "optimizer steps")
     batch_size: int = _f(32, "global batch size in sequences")
-    micro_batch_size: int | None = _f(None, "sequences per forward/backward (default: batch size; accumulates the rest)")
+    micro_batch_size: int | None = _f(None, "at most this many sequences per forward/backward on each process "
+                                      "(default: the batch size over the processes; the largest divisor of that which "
+                                      "fits is used, the rest accumulated)")
     seq_len: int | None = _f(None, "tokens per sequence (default: the preset's max_seq_len)")
     # data
     data: str = _f("shakespeare", "shakespeare (bundled), c4, openwebtext, a local file/folder, or stream:FILE.jsonl")
@@ -80,8 +83,11 @@ class TrainConfig:
     log_every: int = _f(10, "log metrics every N steps")
     ckpt_every: int = _f(0, "checkpoint every N steps (0: only at the end)")
     keep_ckpts: int = _f(2, "checkpoints to keep")
-    out: str | None = _f(None, "run folder (default: runs/PRESET-OPTIM-sSEED)")
-    resume: bool = _f(False, "continue from the latest checkpoint in the run folder")
+    out: str | None = _f(None, "run folder (default: runs/ plus the preset, the optimizer, every result-defining "
+                         "field that differs from its default and the seed, e.g. runs/llama-tiny-adampower-s0 or "
+                         "runs/llama-tiny-adampower-p1.4-steps200-s1)")
+    resume: bool = _f(False, "continue from the latest checkpoint in the run folder, with the configuration "
+                      "saved there (flags given change only what they name, e.g. --steps to train further)")
     overwrite: bool = _f(False, "start over in a --out folder that already holds a run or other files (deletes "
                          "the run's files there)")
     stop_after: int | None = _f(None, "stop after this many steps as if interrupted (time-boxed jobs); resume later")
@@ -134,8 +140,6 @@ class TrainConfig:
         for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts", "noise_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size % self.micro:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro}")
         if self.warmup is not None and (self.warmup < 0 or (self.warmup >= self.steps and self.schedule != "constant")):
             raise ValueError(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
         if not _DEVICE.fullmatch(self.device):
@@ -146,9 +150,13 @@ class TrainConfig:
         """``warmup``, or by default min(100, steps // 10): short runs keep a proportionate warm-up."""
         return min(100, self.steps // 10) if self.warmup is None else self.warmup
 
-    @property
-    def micro(self) -> int:
-        return self.micro_batch_size or self.batch_size
+    def micro_batch(self, world_size: int = 1) -> int:
+        """Sequences per forward/backward on each of ``world_size`` processes (see :func:`micro_batch_for`)."""
+        return micro_batch_for(self.batch_size, self.micro_batch_size, world_size)
+
+    def accumulation_steps(self, world_size: int = 1) -> int:
+        """Micro-batches each process accumulates per optimizer step."""
+        return self.batch_size // world_size // self.micro_batch(world_size)
 
     @property
     def model_seed(self) -> int:
@@ -184,10 +192,39 @@ RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
 
 
 def resume_differences(saved: dict[str, Any], current: "TrainConfig") -> list[str]:
-    """``field: saved -> current`` for every field a resumed run may not change."""
-    before = TrainConfig.from_dict(saved).to_dict()
-    after = current.to_dict()
+    """``field: saved -> current`` for every field a resumed run may not change.
+
+    The warm-up is compared as resolved (``warmup_steps``): its default depends
+    on ``steps``, which a resumed run may change, so an extended run keeps the
+    warm-up it had by stating it.
+    """
+    old = TrainConfig.from_dict(saved)
+    before, after = old.to_dict(), current.to_dict()
+    before["warmup"], after["warmup"] = old.warmup_steps, current.warmup_steps
     return [f"{k}: {before[k]!r} -> {after[k]!r}" for k in after if k not in RESUMABLE and before[k] != after[k]]
+
+
+def micro_batch_for(batch_size: int, micro_batch_size: int | None, world_size: int) -> int:
+    """The micro-batch each process runs: ``batch_size`` is the global batch whatever the process count.
+
+    Each process takes ``batch_size / world_size`` sequences per step, in
+    micro-batches of the largest divisor of that number which is at most
+    ``micro_batch_size`` (a memory cap; default: no cap, no accumulation). A
+    global batch that does not divide over the processes is refused.
+    """
+    if batch_size % world_size:
+        lower, upper = batch_size // world_size * world_size, (batch_size // world_size + 1) * world_size
+        raise ValueError(f"batch_size {batch_size} does not divide over {world_size} processes: the global batch "
+                         f"stays exactly --batch-size, so choose a multiple of {world_size} (e.g. {lower or upper} "
+                         f"or {upper})")
+    per_process = batch_size // world_size
+    cap = min(per_process, micro_batch_size or per_process)
+    return max(d for d in range(1, cap + 1) if per_process % d == 0)
+
+
+def resume_command(folder: Path) -> str:
+    """The command that continues the run in ``folder`` (``--resume`` takes the configuration saved there)."""
+    return f"gradpower train --out {shlex.quote(str(folder))} --resume"
 
 
 def run_name(cfg: "TrainConfig") -> str:
@@ -217,7 +254,12 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 
 def p_value(text: str) -> float | str:
     """A command-line p: a number, or ``auto``."""
-    return AUTO if text.strip().lower() == AUTO else float(text)
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"p must be a number > 0 or 'auto', got {text!r}") from None
 
 
 def field_type(name: str) -> Any:

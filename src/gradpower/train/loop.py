@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from .. import __version__, interrupts
-from ..data.pipeline import Data, DataConfig, build_data
+from ..data.pipeline import Data, DataConfig, build_data, needed_packages
+from ..extras import require
 from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer
 from ..fileio import atomic_write_text
@@ -39,11 +40,11 @@ from .checkpoint import (
 )
 from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
 from .distributed import runtime as runtime_for
-from .config import AUTO, TrainConfig, resume_differences
+from .config import AUTO, TrainConfig, resume_command, resume_differences
 from .noise_monitor import NoiseMonitor
 from .metrics import MetricsLogger, truncate_metrics
 from .run_folder import open_run_folder
-from .schedules import build_scheduler
+from .schedules import build_scheduler, restore_scheduler
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,7 +162,15 @@ def parameters_finite(model: torch.nn.Module, rt: Runtime) -> bool:
 
 
 class InterruptedRun(RuntimeError):
-    """SIGINT/SIGTERM stopped the run at a step boundary; the message names the checkpoint written."""
+    """SIGINT/SIGTERM stopped the run at a step boundary.
+
+    ``what`` says where it stopped and which checkpoint was written; the
+    message adds the command that continues the run in ``run_dir``.
+    """
+
+    def __init__(self, what: str, run_dir: Path | None = None) -> None:
+        self.what = what
+        super().__init__(what + (f"; continue with: {resume_command(run_dir)}" if run_dir is not None else ""))
 
 
 class Trainer:
@@ -172,14 +181,11 @@ class Trainer:
         self.runtime = runtime
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
-        if cfg.batch_size % (cfg.micro * runtime.world_size):
-            raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {cfg.micro} x "
-                             f"{runtime.world_size} processes; the global batch must stay exactly --batch-size")
+        self.micro_batch = cfg.micro_batch(runtime.world_size)
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
-            DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, cfg.eval_batches, cfg.cache_dir,
-                       cfg.verify_cache),
-            seq_len=base_cfg.max_seq_len, micro_batch_size=cfg.micro, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
+            data_config(cfg),
+            seq_len=base_cfg.max_seq_len, micro_batch_size=self.micro_batch, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
             rank=runtime.rank, world_size=runtime.world_size,
         )
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
@@ -224,13 +230,14 @@ class Trainer:
         if changed:
             raise CheckpointError(
                 f"{path} was trained with another configuration ({'; '.join(changed)}); a resumed run keeps the "
-                "configuration it was started with: pass the original values or choose another --out"
+                "configuration it was started with: drop those flags (--resume takes the saved values) or choose "
+                "another --out"
             )
         check_model_config(ckpt, self.model_config.to_dict(), path)
         if ckpt["tokenizer"] != self.data.tokenizer.fingerprint:
             raise CheckpointError(f"{path} was trained with another tokenizer ({ckpt['tokenizer']})")
         restore_model_and_optimizer(path, ckpt, self.model, self.optimizer, self.runtime)
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_scheduler(self.scheduler, ckpt["scheduler"])
         self.data.train.load_state_dict(ckpt["data"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and self.runtime.device.type == "cuda":
@@ -266,8 +273,13 @@ class Trainer:
         )
         final_val = None
         stop_at = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
-        accum = cfg.batch_size // cfg.micro // runtime.world_size
+        accum = cfg.accumulation_steps(runtime.world_size)
         start_time, start_step = time.perf_counter(), self.step
+        first_step_end = start_time
+        compiling = self._compiling()
+        if compiling and self.step < stop_at:
+            logger.message(f"first step: compiling {compiling}; this takes a while once per process "
+                           "(later runs reuse TorchInductor's on-disk cache)")
         with contextlib.closing(logger):
             while self.step < stop_at:
                 t0 = time.perf_counter()
@@ -296,8 +308,11 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 step_time = time.perf_counter() - t0
-                if cfg.compile and self.step == start_step + 1:
-                    logger.message(f"torch.compile: the first step took {step_time:.1f} s (compilation included)")
+                first = self.step == start_step + 1
+                if first:
+                    first_step_end = time.perf_counter()
+                    if compiling:
+                        logger.message(f"first step took {step_time:.1f} s (compiling {compiling} included)")
                 record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
                 if "p_auto" in record:
                     logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
@@ -309,7 +324,8 @@ class Trainer:
                     elapsed = elapsed_before + time.perf_counter() - start_time
                     logger.log({
                         "step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
-                        "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / step_time,
+                        # the first step of a session pays compiles and warm-up: it has no throughput figure
+                        "grad_norm": grad_norm, "tokens_per_s": None if first else tokens_per_step / step_time,
                         "elapsed_s": elapsed, **record,
                     })
                 if self._checkpoints(self.step, stop_at):
@@ -322,13 +338,22 @@ class Trainer:
                     if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
                         self.save()
                     raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
-                                         f"{self.last_checkpoint} written; continue with --resume")
+                                         f"{self.last_checkpoint} written", self.run_dir)
         steps_done = self.step - start_step
         if runtime.is_main and steps_done:
-            rate = steps_done * tokens_per_step / (time.perf_counter() - start_time)
+            # after the first step (compiles and warm-up excluded), unless that was the only one
+            timed, since = (steps_done - 1, first_step_end) if steps_done > 1 else (1, start_time)
+            rate = timed * tokens_per_step / (time.perf_counter() - since)
             logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
                            f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
         return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+
+    def _compiling(self) -> str:
+        """What the next step compiles ("" for nothing): the model (``--compile``), AdamPower's kernels."""
+        kernels = self.optimizer.kernels_to_compile() if hasattr(self.optimizer, "kernels_to_compile") else 0
+        parts = (["the model (--compile)"] if self.cfg.compile else []) + (
+            [f"AdamPower's one-pass kernel for {kernels} tensor size(s)"] if kernels else [])
+        return " and ".join(parts)
 
     def _write_config(self) -> None:
         if self.runtime.is_main:
@@ -354,6 +379,24 @@ class Trainer:
         return f"{what} is {value} at step {self.step + 1}; stopping before the update. Last good checkpoint: {good}"
 
 
+def check_before_start(cfg: TrainConfig, world_size: int = 1) -> None:
+    """What can be refused before the run folder is touched: a batch that does not divide over the
+    processes, and an optional package the run needs but this environment lacks (named with its extra)."""
+    cfg.micro_batch(world_size)
+    needs = needed_packages(data_config(cfg))
+    needs += [("--tensorboard", "tensorboard")] if cfg.tensorboard else []
+    needs += [("--wandb", "wandb")] if cfg.wandb else []
+    for feature, module in needs:
+        require(feature, module)
+
+
+def data_config(cfg: TrainConfig) -> DataConfig:
+    """The data part of a run's configuration."""
+    return DataConfig(data=cfg.data, tokenizer=cfg.tokenizer, bpe_vocab_size=cfg.bpe_vocab_size,
+                      val_fraction=cfg.val_fraction, eval_batches=cfg.eval_batches, cache_dir=cfg.cache_dir,
+                      verify_cache=cfg.verify_cache)
+
+
 def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
     """Train per ``cfg``; returns the run folder, steps done, final val loss and checkpoint.
 
@@ -362,6 +405,7 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
     with interrupts.deferred(), contextlib.ExitStack() as stack:
         rt = runtime if runtime is not None else stack.enter_context(
             runtime_for(cfg.device, cfg.parallel, cfg.dist_timeout))
+        check_before_start(cfg, rt.world_size)
         stack.enter_context(open_run_folder(cfg, rt.is_main))
         rt.barrier()  # the others start once rank 0 has checked and locked the folder
         trainer = Trainer(cfg, rt)
@@ -374,7 +418,8 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
             raise PeerLostError(
                 f"rank {rt.rank}: another process of the run stopped or stopped answering "
                 f"({str(exc).splitlines()[0][:160]}); continue with --resume from the last complete checkpoint "
-                f"({trainer.last_checkpoint or 'none was written'})") from None
+                f"({trainer.last_checkpoint or 'none was written'}): launch the same torchrun command with "
+                f"'{resume_command(cfg.run_dir)}'") from None
         finally:
             # Sharded tensors hold the process group: free them before it is destroyed (else gloo may abort at exit).
             del trainer

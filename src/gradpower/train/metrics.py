@@ -17,6 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from ..fileio import StorageError, atomic_write_text, describe_os_error, warn
+from ..extras import require
+from .config import resume_command
 
 
 class MetricsFileError(ValueError):
@@ -77,10 +79,12 @@ class MetricsLogger:
         if sys.stderr.isatty():
             self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+            require("--tensorboard", "tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir / "tensorboard"))
         if wandb:
+            require("--wandb", "wandb")
             import wandb as wandb_module
 
             self._wandb = wandb_module.init(project="gradpower", dir=str(run_dir), config=wandb_config)
@@ -99,7 +103,7 @@ class MetricsLogger:
                 raise OSError(28, "No space left on device")
         except OSError as exc:
             raise StorageError(f"{describe_os_error(exc, self.path, 'writing')} at step {record['step']}; the last "
-                               "checkpoint is intact: free space, then continue with --resume") from None
+                               f"checkpoint is intact: free space, then continue with: {resume_command(self.path.parent)}") from None
         step = record["step"]
         if self._tb is not None:
             for key, value in record.items():

@@ -59,8 +59,7 @@ class NoiseMonitor:
         self.chosen_p: float | None = None
         if (self.auto or cfg.noise_every) and rt.distributed:
             raise ValueError("--noise-every and --p auto measure one process's gradients: run them without torchrun")
-        accum = cfg.batch_size // cfg.micro
-        self.micro_mode = accum >= 2
+        self.micro_mode = cfg.accumulation_steps(rt.world_size) >= 2
         self._warmup = self._new_probe() if self.auto else None
         self._ema = MovingAverageProbe(model.named_parameters(), SAMPLE) if cfg.noise_every and not self.micro_mode \
             else None

@@ -55,3 +55,18 @@ def lr_multiplier(
 
 def build_scheduler(optimizer: Optimizer, schedule: str, **kwargs: float | int) -> LambdaLR:
     return LambdaLR(optimizer, lr_multiplier(schedule, **kwargs))  # type: ignore[arg-type]
+
+
+def restore_scheduler(scheduler: LambdaLR, state: dict) -> None:
+    """Load ``state`` and set every group's lr for the restored step from this scheduler's own schedule.
+
+    The optimizer's state dict brings back the lr the saved schedule had set for
+    the next step; when a resumed run changed ``steps`` the schedule is
+    recomputed, and the first resumed step must already follow it. With the
+    same schedule the value is the same (the formula is LambdaLR's own).
+    """
+    scheduler.load_state_dict(state)
+    step = scheduler.last_epoch
+    for group, base, multiplier in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * multiplier(step)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
