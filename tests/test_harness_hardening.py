@@ -14,7 +14,6 @@ from gradpower.models.gpas import layer_placement
 from gradpower.train import TrainConfig
 from gradpower.train.loop import clip_gradients
 
-
 # -- GPAS fidelity ----------------------------------------------------------------------------------
 
 def test_gpas_init_uses_the_authors_embedding_std():

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from gradpower.models import (
-    GPAS, NORM_SCHEMES, PRESETS, Llama, LlamaConfig, Qwen2Moe, Qwen2MoeConfig, build_model, count_params,
-    fold_gpas, preset,
+    GPAS,
+    NORM_SCHEMES,
+    PRESETS,
+    Llama,
+    LlamaConfig,
+    Qwen2Moe,
+    Qwen2MoeConfig,
+    build_model,
+    count_params,
+    fold_gpas,
+    preset,
 )
 from gradpower.models.moe import load_balancing_loss
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gradpower import AdamPower
+from gradpower import AdamPower, sign_power
 from gradpower.cli import main
 from gradpower.optim import onepass
 
@@ -33,7 +33,7 @@ def test_maximize_and_per_group_p_on_the_one_pass_path():
     groups_a = [{"params": list(a.q_proj.parameters()), "p": 1.6},
                 {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]}]
     opt = AdamPower(groups_a, p=0.9, maximize=True, **ADAM_KW)
-    assert all(g["one_pass"] for g in opt.param_groups)
+    assert opt.one_pass
     for batch in batches(15):
         opt.zero_grad()
         loss_of(a, batch).backward()
@@ -72,13 +72,13 @@ def test_no_recompilation_across_steps_lr_schedules_and_groups():
             with torch.compiler.set_stance("fail_on_recompile"):
                 opt2.step()
                 opt.step()
-    assert opt.param_groups[0]["one_pass"] and opt2.param_groups[0]["one_pass"]
+    assert opt.one_pass and opt2.one_pass
 
 
 def test_parameters_the_kernel_does_not_take_use_the_separate_pass_path():
     model = TinyNet().to(torch.bfloat16)
     opt = AdamPower(model.parameters(), **ADAM_KW)
-    assert not opt.param_groups[0]["one_pass"]  # bf16: torch's kernels, phi_p computed in fp32
+    assert not opt.one_pass  # bf16: torch's kernels, phi_p computed in fp32
     ref_model = twin(model)
     for batch in batches(3):
         opt.zero_grad()
@@ -116,7 +116,7 @@ def test_a_compiler_failure_falls_back_to_the_separate_pass_path(monkeypatch):
             opt.zero_grad()
             loss_of(a, batch).backward()
             opt.step()
-    assert not opt.param_groups[0]["one_pass"]
+    assert not opt.one_pass
     reference(b, batches(5), lambda g: 1.2)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -209,7 +209,20 @@ def test_a_compiler_failure_partway_through_a_step_steps_every_tensor_once(monke
             opt.zero_grad()
             loss_of(a, batch).backward()
             opt.step()
-    assert not any(g["one_pass"] for g in opt.param_groups)
+    assert not opt.one_pass
     assert all(s["step"].item() == 5 for s in opt.state.values())
     reference(b, batches(5), lambda g: 1.2, groups=groups(b))
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("p", [0.5, 1.2, 2.0])
+def test_the_kernels_power_and_the_transform_are_the_same_phi_p(p):
+    """onepass.power_abs is phi_p's fused form, transform.sign_power its definition: they agree to fp32 rounding."""
+    g = fp32_range_gradient()
+    p32, head, tail = onepass.split_p(p)
+    fused = torch.copysign(onepass.power_abs(g.abs(), torch.tensor(p32), torch.tensor(head), torch.tensor(tail)), g)
+    plain = sign_power(g, p)
+    normal = plain.isfinite() & (plain.abs() >= 2.0**-126) & (fused.abs() >= 2.0**-126)
+    assert normal.sum() > 0.9 * g.numel() / 2
+    assert ((fused - plain).abs() / plain.abs())[normal].max().item() < 1e-5
+    assert torch.equal(fused[-6:].isnan(), plain[-6:].isnan()) and fused[-6:-2].tolist() == plain[-6:-2].tolist()

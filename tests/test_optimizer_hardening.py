@@ -63,12 +63,17 @@ def test_every_step_hook_fires_exactly_once_per_step(kind):
     assert all(o is opt for o in calls["pre"] + calls["post"])  # hooks on the wrapper see the wrapper
 
 
-@pytest.mark.parametrize("one_pass", [False, True])
-def test_instance_pre_hooks_see_the_transformed_gradient_and_global_hooks_the_raw_one(one_pass):
-    """Separate-pass paths: phi_p is the first pre-hook. The one-pass kernel fuses it into the update,
-    so there every pre-hook sees the raw gradient."""
+@pytest.mark.parametrize("make, transformed", [
+    (lambda ps: AdamPower(ps, lr=1e-2, one_pass=False), False),
+    (lambda ps: AdamPower(ps, lr=1e-2, one_pass=True), False),
+    (lambda ps: AdamPower(ps, lr=1e-2, foreach=True), False),
+    (lambda ps: GradPower(torch.optim.AdamW(ps, lr=1e-2)), True),
+], ids=["adampower-separate", "adampower-one-pass", "adampower-foreach", "wrapper"])
+def test_which_gradient_each_pre_hook_sees(make, transformed):
+    """AdamPower applies phi_p inside its update: every pre-hook sees the raw gradient, on every route. The
+    wrapper's phi_p is a pre-hook: global pre-hooks see the raw gradient, its own later ones phi_p(g)."""
     model = TinyNet()
-    opt = AdamPower(model.parameters(), lr=1e-2, one_pass=one_pass)
+    opt = make(model.parameters())
     seen = {}
 
     def record(key):
@@ -82,7 +87,7 @@ def test_instance_pre_hooks_see_the_transformed_gradient_and_global_hooks_the_ra
         train(model, opt, batches(1))
     finally:
         handle.remove()
-    expected = seen["global"] if one_pass else reference_phi(seen["global"], 1.2)
+    expected = reference_phi(seen["global"], 1.2) if transformed else seen["global"]
     torch.testing.assert_close(seen["local"], expected)
 
 
@@ -158,7 +163,7 @@ def test_loading_an_adamw_state_dict_keeps_the_fused_path_and_the_math():
     train(b, reference, batches(3))
     one_pass = AdamPower(twin(a).parameters(), **ADAM_KW)
     one_pass.load_state_dict(plain.state_dict())
-    assert one_pass.param_groups[0]["one_pass"] is True  # the default path survives the load too
+    assert one_pass.one_pass is True  # the default path survives the load too
     opt = AdamPower(a.parameters(), **ADAM_KW, one_pass=False)
     assert opt.param_groups[0]["fused"] is True
     opt.load_state_dict(plain.state_dict())

@@ -60,7 +60,10 @@ def test_adampower_state_layout_and_defaults():
     assert (g["p"], g["betas"], g["eps"], g["weight_decay"]) == (1.2, (0.9, 0.95), 1e-8, 0.1)
     state = opt.state[model.q_proj.weight]
     assert set(state) == {"step", "exp_avg", "exp_avg_sq"}
-    assert g["one_pass"] is True and g["fused"] is None  # CPU fp32 params: the one-pass kernel by default
+    assert opt.one_pass is True and g["fused"] is None  # CPU fp32 params: the one-pass kernel by default
+    # the state dict's groups hold torch AdamW's keys plus p, and nothing of the route
+    reference_keys = set(torch.optim.AdamW(TinyNet().parameters()).state_dict()["param_groups"][0])
+    assert set(opt.state_dict()["param_groups"][0]) == reference_keys | {"p"}
     separate = AdamPower(TinyNet().parameters(), one_pass=False)
     assert separate.param_groups[0]["fused"] is True  # else the fused torch kernel
     with pytest.raises(ValueError, match=r"one_pass=True\) needs"):

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from gradpower.fileio import StorageError
-from gradpower.train.run_folder import RunFolderError
 from gradpower.models import CausalLM, build_model, preset
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from gradpower.train.distributed import Runtime
 from gradpower.train.loop import accumulate_gradients
+from gradpower.train.run_folder import RunFolderError
 
 FIELDS = {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
 

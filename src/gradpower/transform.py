@@ -1,9 +1,12 @@
-"""The GradPower transform phi_p(g) = sign(g) * |g| ** p, defined once.
+"""The GradPower transform phi_p(g) = sign(g) * |g| ** p: its definition.
 
-Every optimizer in this package (the wrapper, AdamPower, AdagradPower,
-MuonPower) calls into this module, so there is exactly one definition of the
-transform. Low-precision tensors are powered in fp32 and written back in their
-own dtype; ``p == 1`` returns without touching memory.
+The wrapper, AdagradPower, MuonPower and AdamPower's separate pass call into
+this module. The one other form of phi_p is the fused one inside AdamPower's
+one-pass kernel (``gradpower.optim.onepass.power_abs``, the same power computed
+with the binary exponent split off, within a CPU kernel's fp32 rounding of the
+exact value); ``tests/test_one_pass.py`` holds the two to each other over the
+whole fp32 range. Low-precision tensors are powered in fp32 and written back
+in their own dtype; ``p == 1`` returns without touching memory.
 """
 
 from __future__ import annotations

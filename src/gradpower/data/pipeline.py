@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 import torch
 
+from ..fileio import StorageError, describe_os_error, folder_lock, remove_stale_tmp, warn
 from .corpus import DataError, LocalCorpus, open_local
 from .shards import PackedTokens, ShardBatches, build_shards, is_validation
 from .streaming import HUB_CORPORA, StreamBatches, hub_stream, local_stream
-from ..fileio import StorageError, describe_os_error, folder_lock, remove_stale_tmp, warn
 from .tokenizer import TextTokenizer, TokenizerFileError, load_bpe, load_pretrained, train_bpe
 
 

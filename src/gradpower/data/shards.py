@@ -177,7 +177,7 @@ class PackedTokens:
     seq_len: int
 
     @classmethod
-    def open(cls, folder: Path, split: str, seq_len: int) -> "PackedTokens":
+    def open(cls, folder: Path, split: str, seq_len: int) -> PackedTokens:
         meta = json.loads((folder / "meta.json").read_text())
         data = np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
         packed = cls(data, seq_len)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .execute import PlannedRun, execute, place
-from .report import choose_lrs, compare_report, write_experiment
 from ..train.config import TrainConfig
 from ..train.loop import check_before_start
+from .execute import PlannedRun, execute, place
+from .report import choose_lrs, compare_report, write_experiment
 from .spec import Arm, ExperimentSpec
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot

@@ -26,9 +26,9 @@ import torch
 
 from .. import interrupts
 from ..train import InterruptedRun
-from ..train.loop import check_before_start
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, run_name
+from ..train.loop import check_before_start
 from .runs import RunReadError, load_run
 
 

@@ -71,7 +71,7 @@ class ExperimentSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         return cls(**{**data, "arms": [Arm(**a) for a in data.get("arms", [])]})
 
 

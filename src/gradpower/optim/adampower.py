@@ -1,10 +1,12 @@
-"""AdamPower: AdamW applied to phi_p(g).
+"""AdamPower: AdamW applied to phi_p(g), in torch's shape: a class that gathers, one function that updates.
 
-Subclasses ``torch.optim.AdamW`` so the update rule, the state layout
-(``step``, ``exp_avg``, ``exp_avg_sq``) and the three execution paths
-(fused, foreach, single-tensor) are torch's own; the only change is the
-in-place transform of the gradients, attached as a step pre-hook
-(:mod:`gradpower.optim.power_hook`).
+:class:`AdamPower` subclasses ``torch.optim.AdamW`` (its defaults, state
+layout ``step``/``exp_avg``/``exp_avg_sq`` and state dicts), validates and
+gathers each group's tensors, and calls :func:`adampower`, the one place that
+chooses the route: the one-pass kernel (:mod:`gradpower.optim.onepass`),
+torch's fused, foreach or single-tensor AdamW after the separate transform.
+phi_p is part of the update on every route, so every step pre-hook sees the
+raw gradient.
 """
 
 from __future__ import annotations
@@ -13,15 +15,55 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
+from torch.optim.adamw import adamw
 
-from ..transform import check_p
+from ..transform import check_p, sign_power_
 from . import onepass
-from .adamw_update import adamw_group_update
-from .power_hook import PowerMixin, power_group_grads_, refuse_differentiable
+from .adamw_update import adam_state
+from .power_hook import PowerMixin, refuse_differentiable
 
-_FUSED_DEVICES = ("cpu", "cuda")
 #: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
-_PATH_KEYS = ("fused", "foreach", "capturable", "one_pass")
+_PATH_KEYS = ("fused", "foreach", "capturable")
+
+
+def adampower(
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, p: float, one_pass: bool, foreach: bool | None,
+    fused: bool | None, capturable: bool, amsgrad: bool, beta1: float, beta2: float, lr: float | Tensor,
+    weight_decay: float, eps: float, maximize: bool,
+) -> bool:
+    """AdamW on ``sign(g) * |g| ** p`` for one group's tensors; True when the one-pass kernel failed to compile.
+
+    ``one_pass``: each tensor the kernel takes goes through it (phi_p fused
+    into the update, one read of each element); the rest (small tensors, p
+    above the kernel's range, or every tensor from a compiler failure on) take
+    the separate pass with torch's fused kernel on CPU, where their step
+    counters live, or foreach on CUDA. Otherwise every tensor takes the
+    separate pass with ``fused``/``foreach`` as given: phi_p in place on the
+    gradients, then torch's functional ``adamw`` on them.
+    """
+    rest = list(range(len(params)))
+    failed = False
+    if one_pass:
+        kernel = [i for i in rest if onepass.takes(params[i], grads[i], p)]
+        done = onepass.update(*([lst[i] for i in kernel] for lst in (params, grads, exp_avgs, exp_avg_sqs,
+                                                                        state_steps)),
+                              p=p, lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
+                              maximize=maximize)
+        failed = done < len(kernel)
+        stepped = set(kernel[:done])
+        rest = [i for i in rest if i not in stepped]
+        on_cpu = all(params[i].device.type == "cpu" and params[i].is_floating_point() for i in rest)
+        fused, foreach = (True, None) if on_cpu else (None, True)
+    if rest:
+        grads_rest = [grads[i] for i in rest]
+        sign_power_(grads_rest, p, foreach=foreach)
+        adamw([params[i] for i in rest], grads_rest, [exp_avgs[i] for i in rest], [exp_avg_sqs[i] for i in rest],
+              [max_exp_avg_sqs[i] for i in rest] if amsgrad else [], [state_steps[i] for i in rest],
+              foreach=foreach, fused=fused, capturable=capturable, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
+              weight_decay=weight_decay, eps=eps, maximize=maximize)
+    return failed
 
 
 def _materialize(params: Any) -> list[Any]:
@@ -58,7 +100,7 @@ def default_fused(params: Iterable[torch.Tensor]) -> bool:
     """
     params = list(params)
     return bool(params) and all(
-        p.is_floating_point() and p.device.type in _FUSED_DEVICES and not p.is_sparse for p in params
+        p.is_floating_point() and p.device.type in onepass.DEVICES and not p.is_sparse for p in params
     )
 
 
@@ -71,18 +113,29 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     ``torch.optim.AdamW`` (betas[1] 0.999, weight decay 0.01): pass them
     explicitly to reproduce an existing AdamW setup.
 
-    Execution paths (the state layout is AdamW's on every one):
+    Routes (the state layout is AdamW's on every one), chosen by
+    :func:`adampower`:
 
-    - one-pass (default where available: dense fp32 parameters on CPU or
-      CUDA, a working ``torch.compile``, no ``fused``/``foreach``/
-      ``capturable``/``amsgrad`` asked for): phi_p fused into the AdamW update,
-      one compiled kernel per tensor (:mod:`gradpower.optim.onepass`) for
-      tensors of 32,768 elements or more in groups with p <= 8, the rest of
-      the step through the separate-pass path below;
-      ``one_pass=False`` turns it off, ``one_pass=True`` insists on it;
-    - otherwise phi_p (the shared step pre-hook) then torch's functional
-      AdamW, with ``fused`` (default when every parameter allows it),
-      ``foreach`` or the single-tensor loop.
+    - one-pass (default where possible: dense fp32 parameters on CPU or
+      CUDA, no ``fused``/``foreach``/``capturable``/``amsgrad`` asked for):
+      phi_p fused into the AdamW update, one compiled kernel per tensor
+      (:mod:`gradpower.optim.onepass`) for tensors of 32,768 elements or more
+      in groups with p <= 8, the rest through the separate pass below;
+      ``one_pass=False`` turns it off, ``one_pass=True`` insists on it. The
+      route in use is :attr:`one_pass`; it turns False for good (with a
+      warning) if the compiler fails;
+    - otherwise the separate pass: phi_p, then torch's functional AdamW with
+      ``fused`` (default when every parameter allows it), ``foreach`` or the
+      single-tensor loop.
+
+    Hooks, on every route: torch's global and this optimizer's step pre-hooks
+    see the raw gradient (phi_p is part of the update), then the update runs,
+    then the post-hooks. After ``step()`` the gradients are scratch: the
+    separate pass rewrites them with phi_p(g) in place (no second copy of the
+    gradients), the one-pass kernel leaves them. ``differentiable=True`` is
+    refused (the transform is outside autograd). Loading a state dict (a plain
+    AdamW one too) keeps this optimizer's route, so resuming from an AdamW
+    checkpoint does not silently fall back to a slower path.
 
     The first step on the one-pass route compiles the kernel once per
     distinct tensor size (a model has a handful): about 5-10 s per size on a
@@ -91,13 +144,10 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     Each compile is logged at INFO level on the ``gradpower.optim.onepass``
     logger, with its time; :meth:`kernels_to_compile` says how many the next
     step compiles.
-
-    The transform rewrites ``param.grad`` in place on the separate-pass
-    paths; ``differentiable=True`` is refused (the transform is outside
-    autograd). Loading a state dict (a plain AdamW one too) keeps this
-    optimizer's execution path, so resuming from an AdamW checkpoint does not
-    silently fall back to a slower path.
     """
+
+    #: phi_p is applied inside :func:`adampower`, not by a step pre-hook.
+    power_in_step = True
 
     def __init__(
         self,
@@ -120,10 +170,10 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         params = _materialize(params)
         refuse_differentiable("AdamPower", differentiable)
         tensors = _tensors_of(params)
-        possible = onepass.available() and all(_one_pass_tensor(t) for t in tensors) and not (amsgrad or capturable)
+        possible = all(onepass.fits(t) for t in tensors) and not (amsgrad or capturable)
         if one_pass and (not possible or fused or foreach):
-            raise ValueError("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, a working "
-                             "torch.compile, and no fused/foreach/capturable/amsgrad")
+            raise ValueError("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, and no "
+                             "fused/foreach/capturable/amsgrad")
         use_one_pass = possible and fused is None and foreach is None if one_pass is None else bool(one_pass)
         if fused is None and not foreach and not capturable and not use_one_pass:
             fused = default_fused(tensors)
@@ -131,18 +181,23 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
             params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, fused=fused or None, capturable=capturable,
         )
-        for group in self.param_groups:
-            group["one_pass"] = use_one_pass
+        #: Whether steps take the one-pass kernel (an attribute of the optimizer, never of its state dict).
+        self.one_pass = use_one_pass
         self._setup_power(p)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "one_pass": self.one_pass}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also called by load_state_dict, which keeps the route. Pickles of earlier versions kept it in every group.
+        legacy = [group.pop("one_pass", False) for group in state.get("param_groups", [])]
+        if "one_pass" not in state and "one_pass" not in self.__dict__:
+            state["one_pass"] = bool(legacy) and all(legacy)
         super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("one_pass", False)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        """One update per group: the one-pass kernel, or (phi_p already applied) torch's functional AdamW."""
+        """One AdamPower update of every group (see :func:`adampower`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -154,45 +209,37 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     # already): tracing it would guard on every gradient tensor and recompile each step.
     @torch.compiler.disable
     def _update_groups(self) -> None:
-        # the path of each group as the step pre-hook saw it (it transformed only the separate-pass groups)
-        for group, one_pass in [(g, g["one_pass"]) for g in self.param_groups]:
-            if not one_pass:
-                adamw_group_update(self.state, group)
+        for group in self.param_groups:
+            params = [prm for prm in group["params"] if prm.grad is not None]
+            if not params:
                 continue
-            with_grad = [p for p in group["params"] if p.grad is not None]
-            # after a compiler failure (in an earlier group of this step too) everything takes the separate pass
-            takes = [group["one_pass"] and onepass.takes(p, group) for p in with_grad]
-            other = [p for p, t in zip(with_grad, takes) if not t]
-            failed = onepass.one_pass_group_update(self.state, group, [p for p, t in zip(with_grad, takes) if t])
-            if failed:
-                for g in self.param_groups:  # no compiler here: the separate-pass path from now on
-                    g["one_pass"] = False
-                other += failed
-            if other:  # small tensors (one foreach call beats a kernel each) and any the kernel does not take
-                # fused on CPU (its step counters live there too); foreach on CUDA (the counters stay on the CPU)
-                on_cpu = all(p.device.type == "cpu" and p.is_floating_point() for p in other)
-                separate = {**group, "params": other, "one_pass": False, "fused": on_cpu or None,
-                            "foreach": None if on_cpu else True}
-                power_group_grads_([separate])
-                adamw_group_update(self.state, separate, other)
+            on_device = bool(group["fused"]) or bool(group["capturable"])
+            states = [adam_state(self.state[prm], prm, on_device, group["amsgrad"]) for prm in params]
+            beta1, beta2 = group["betas"]
+            failed = adampower(
+                params, [prm.grad for prm in params], [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states], [s.get("max_exp_avg_sq") for s in states],
+                [s["step"] for s in states], p=check_p(group["p"]), one_pass=self.one_pass,
+                foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
+                amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
+                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+            )
+            if failed:  # no compiler here: the separate pass from now on, for every group
+                self.one_pass = False
 
     def kernels_to_compile(self) -> int:
         """How many one-pass kernels (one per new tensor size) the next step compiles; 0 off that route."""
+        if not self.one_pass:
+            return 0
         sizes: set[int] = set()
         for group in self.param_groups:
-            if group["one_pass"]:
-                sizes |= onepass.pending_sizes(group)
+            sizes |= onepass.pending_sizes(group["params"], float(group["p"]))
         return len(sizes)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, keeping this optimizer's execution path per group."""
-        saved = state_dict.get("param_groups", [])
+        """torch's ``load_state_dict``, keeping this optimizer's route per group."""
+        saved = [{k: v for k, v in g.items() if k != "one_pass"} for g in state_dict.get("param_groups", [])]
         if len(saved) == len(self.param_groups):
             paths = [{k: g[k] for k in _PATH_KEYS if k in g} for g in self.param_groups]
-            state_dict = {**state_dict, "param_groups": [{**s, **path} for s, path in zip(saved, paths)]}
-        super().load_state_dict(state_dict)
-
-
-def _one_pass_tensor(t: torch.Tensor) -> bool:
-    return (t.dtype == torch.float32 and t.device.type in ("cpu", "cuda") and t.layout == torch.strided
-            and not hasattr(t, "to_local"))
+            saved = [{**s, **path} for s, path in zip(saved, paths)]
+        super().load_state_dict({**state_dict, "param_groups": saved})

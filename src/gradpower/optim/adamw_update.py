@@ -1,9 +1,11 @@
-"""The unchanged AdamW update of one param group, through torch's public functional API.
+"""AdamW's state, created as torch creates it, and the unchanged AdamW update of one param group.
 
-Shared by AdamPower's fallback path and MuonPower's AdamW half, so both keep
-``torch.optim.AdamW``'s state layout (``step``, ``exp_avg``, ``exp_avg_sq``)
-and its fused / foreach / single-tensor kernels, without going through
-another optimizer's ``step()`` (which would fire step hooks again).
+:func:`adam_state` is shared by AdamPower and MuonPower's AdamW half, so both
+keep ``torch.optim.AdamW``'s state layout (``step``, ``exp_avg``,
+``exp_avg_sq``); :func:`adamw_group_update` runs MuonPower's AdamW half
+through torch's public functional ``adamw`` (fused / foreach / single-tensor),
+without going through another optimizer's ``step()`` (which would fire step
+hooks again).
 """
 
 from __future__ import annotations

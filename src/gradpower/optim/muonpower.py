@@ -22,8 +22,8 @@ from torch.optim import Optimizer
 
 from ..transform import check_p
 from .adamw_update import adamw_group_update
-from .power_hook import PowerMixin
 from .param_groups import named_param_list, unknown_matrices, uses_muon
+from .power_hook import PowerMixin
 
 #: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)

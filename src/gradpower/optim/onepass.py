@@ -35,12 +35,10 @@ import time
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any
-
 import torch
 
-from .adamw_update import adam_state
-
+#: Devices of the kernel (TorchInductor: C++ on CPU, Triton on CUDA), which are also torch's fused AdamW's.
+DEVICES = ("cpu", "cuda")
 _log = logging.getLogger(__name__)
 _compiled: dict[int, Callable[..., None]] = {}
 #: Sizes whose kernel has run once in this process (the compile happens on that first call).
@@ -75,8 +73,9 @@ def power_abs(a: torch.Tensor, p: torch.Tensor, p_head: torch.Tensor, p_tail: to
 
 def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
             scalars: torch.Tensor) -> None:
-    """AdamW on sign(g)|g|^p for one flattened tensor. ``scalars`` holds what :func:`step_scalars` computes
-    in float64 on the host, rounded once to fp32 (as torch's fused AdamW does with its scalars)."""
+    """AdamW on sign(g)|g|^p for one flattened tensor: the fused form of phi_p, whose unfused definition is
+    :func:`gradpower.transform.sign_power`. ``scalars`` holds what :func:`step_scalars` computes in float64 on
+    the host, rounded once to fp32 (as torch's fused AdamW does with its scalars)."""
     one_minus_beta1, beta2, one_minus_beta2, decay_factor, step_size, bc2_sqrt, eps, sign, p, p_head, p_tail = \
         scalars.unbind()
     g = grad * sign
@@ -86,13 +85,12 @@ def _update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_
     param.copy_(param * decay_factor - step_size * exp_avg / (exp_avg_sq.sqrt() / bc2_sqrt + eps))
 
 
-def step_scalars(group: dict[str, Any], step: float) -> list[float]:
-    """The kernel's per-step scalars for ``group`` at ``step`` (1-based), in :func:`_update`'s order."""
-    beta1, beta2 = group["betas"]
-    lr = float(group["lr"])
-    p32, p_head, p_tail = split_p(float(group["p"]))
-    return [1 - beta1, beta2, 1 - beta2, 1 - lr * group["weight_decay"], lr / (1 - beta1**step),
-            math.sqrt(1 - beta2**step), group["eps"], -1.0 if group.get("maximize") else 1.0, p32, p_head, p_tail]
+def step_scalars(step: float, *, lr: float, beta1: float, beta2: float, weight_decay: float, eps: float,
+                 maximize: bool, p: float) -> list[float]:
+    """The kernel's scalars at ``step`` (1-based), in :func:`_update`'s order."""
+    p32, p_head, p_tail = split_p(p)
+    return [1 - beta1, beta2, 1 - beta2, 1 - lr * weight_decay, lr / (1 - beta1**step), math.sqrt(1 - beta2**step),
+            eps, -1.0 if maximize else 1.0, p32, p_head, p_tail]
 
 
 def split_p(p: float) -> tuple[float, float, float]:
@@ -113,41 +111,41 @@ def _kernel(numel: int) -> Callable[..., None]:
     return _compiled[numel]
 
 
-def takes(param: torch.Tensor, group: dict[str, Any]) -> bool:
-    """Whether this step sends ``param`` through the kernel: dense contiguous fp32 on CPU or CUDA with a
-    matching gradient, at least ``MIN_NUMEL`` elements, and the group's p at most ``MAX_P``. The rest
-    go through torch's kernels after the separate transform."""
-    grad = param.grad
-    return (param.dtype == torch.float32 and param.device.type in ("cpu", "cuda") and param.layout == torch.strided
-            and param.is_contiguous() and grad is not None and grad.dtype == param.dtype and grad.layout == torch.strided
-            and grad.is_contiguous() and not hasattr(param, "to_local") and param.numel() >= MIN_NUMEL
-            and float(group["p"]) <= MAX_P)
+def fits(t: torch.Tensor) -> bool:
+    """A parameter the kernel can own: dense fp32 on one of :data:`DEVICES`, not a DTensor shard."""
+    return (t.dtype == torch.float32 and t.device.type in DEVICES and t.layout == torch.strided
+            and not hasattr(t, "to_local"))
 
 
-def available() -> bool:
-    """Whether this torch has a compiler to try (a failure at the first step falls back, per optimizer)."""
-    return hasattr(torch, "compile")
+def takes(param: torch.Tensor, grad: torch.Tensor | None, p: float) -> bool:
+    """Whether this step sends ``param`` through the kernel: it :func:`fits`, it and its gradient are
+    contiguous fp32, it has at least ``MIN_NUMEL`` elements and p is at most ``MAX_P``. The rest go
+    through torch's kernels after the separate transform."""
+    return (fits(param) and param.is_contiguous() and grad is not None and grad.dtype == param.dtype
+            and grad.layout == torch.strided and grad.is_contiguous() and param.numel() >= MIN_NUMEL and p <= MAX_P)
 
 
-def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Step every tensor of ``params`` (each one the kernel :func:`takes`) of one group through the kernel.
+def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+           exp_avg_sqs: list[torch.Tensor], state_steps: list[torch.Tensor], *, p: float, lr: float, beta1: float,
+           beta2: float, weight_decay: float, eps: float, maximize: bool) -> int:
+    """Step each tensor (each one the kernel :func:`takes`) through the kernel, in order.
 
-    Returns the tensors it did not step: empty, unless the compiler failed
-    (then, with a warning, the failing tensor and every one after it), so the
-    caller steps exactly those on the separate-pass path, now and later.
+    Returns how many were stepped: all of them, unless the compiler failed
+    (then with a warning, at the failing tensor), so the caller steps exactly
+    the rest on the separate-pass path. The step counters live on the host.
     """
     by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
-    for i, param in enumerate(params):
-        state = adam_state(states[param], param, on_device=False)
-        step = float(state["step"]) + 1
+    hyper = dict(lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
+    for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
+                                                                       state_steps)):
+        step = float(step_t) + 1
         key = (step, param.device)
         if key not in by_step:  # one small host-to-device copy per group and step (not per tensor)
-            by_step[key] = torch.tensor(step_scalars(group, step), dtype=torch.float32).to(
+            by_step[key] = torch.tensor(step_scalars(step, **hyper), dtype=torch.float32).to(
                 param.device, non_blocking=True)
         # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
         # (a leaf that requires grad would be updated through an extra copy pass).
-        args = (param.detach().view(-1), param.grad.view(-1), state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1),
-                by_step[key])
+        args = (param.detach().view(-1), grad.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), by_step[key])
         numel = param.numel()
         fresh, started = numel not in _ready, time.perf_counter()
         if fresh:
@@ -158,16 +156,16 @@ def one_pass_group_update(states: Any, group: dict[str, Any], params: list[torch
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path
             _compiled.pop(numel, None)
             warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=3)
-            return params[i:]
+                          f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=4)
+            return i
         if fresh:
             _ready.add(numel)
             _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
                       time.perf_counter() - started)
-        state["step"] += 1
-    return []
+        step_t += 1
+    return len(params)
 
 
-def pending_sizes(group: dict[str, Any]) -> set[int]:
-    """Tensor sizes of ``group`` whose kernel the next step compiles (none once each size has run)."""
-    return {p.numel() for p in group["params"] if p.numel() >= MIN_NUMEL and float(group["p"]) <= MAX_P} - _ready
+def pending_sizes(params: list[torch.Tensor], p: float) -> set[int]:
+    """Sizes among ``params`` whose kernel the next step compiles (none once each size has run)."""
+    return {t.numel() for t in params if t.numel() >= MIN_NUMEL and p <= MAX_P} - _ready

@@ -1,11 +1,12 @@
 """phi_p as a stateless step pre-hook: "transform, then the unchanged base update", written once.
 
-Every power optimizer (``AdamPower``, ``AdagradPower``, ``MuonPower`` and the
-``GradPower`` wrapper) attaches one :class:`PowerTransform` with the public
-``Optimizer.register_step_pre_hook`` and otherwise runs its base class's own
-``step()``. Nothing unwraps or re-implements torch's step wrapper, so step
-hooks fire once per ``step()``, ``torch.compile`` traces the hook like any
-other, and torch upgrades keep working.
+``AdagradPower`` and the ``GradPower`` wrapper run their base optimizer's own
+``step()``, and ``MuonPower`` its own; each attaches one :class:`PowerTransform`
+with the public ``Optimizer.register_step_pre_hook``. Nothing unwraps or
+re-implements torch's step wrapper, so step hooks fire once per ``step()``,
+``torch.compile`` traces the hook like any other, and torch upgrades keep
+working. ``AdamPower`` applies phi_p inside its update instead (its one-pass
+kernel fuses it), so it takes the p bookkeeping from here but no hook.
 
 Order inside one ``step()`` (torch runs pre-hooks in this order):
 
@@ -35,13 +36,10 @@ ATTACHED = "_gradpower_transform"
 
 
 def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
-    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group.
-
-    Groups on AdamPower's one-pass path are skipped: their kernel applies phi_p itself.
-    """
+    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group."""
     for group in param_groups:
         p = check_p(group["p"])
-        if p == 1.0 or group.get("one_pass"):
+        if p == 1.0:
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
         if grads:
@@ -105,20 +103,24 @@ def attach_power(optimizer: Optimizer, default_p: float) -> None:
 
     Records ``p`` in ``defaults`` and on every group, and turns off the fused
     kernels' in-step GradScaler unscale so GradScaler unscales before phi_p.
+    An optimizer whose class sets ``power_in_step`` applies phi_p in its own
+    update and gets no hook.
     """
     optimizer.defaults["p"] = check_p(default_p)
     set_group_p(optimizer.param_groups, default_p)
     optimizer._step_supports_amp_scaling = False
-    if ATTACHED not in optimizer.__dict__:
+    if ATTACHED not in optimizer.__dict__ and not getattr(optimizer, "power_in_step", False):
         optimizer.__dict__[ATTACHED] = optimizer.register_step_pre_hook(PowerTransform())
 
 
 def is_attached(optimizer: Optimizer) -> bool:
-    return ATTACHED in optimizer.__dict__
+    """Whether ``optimizer`` already applies phi_p (by the hook, or in its own update)."""
+    return ATTACHED in optimizer.__dict__ or getattr(optimizer, "power_in_step", False)
 
 
 class PowerMixin:
-    """For subclasses of a torch optimizer: the base class's ``step()``, with phi_p attached.
+    """For subclasses of a torch optimizer: ``p`` per group, with phi_p attached as a pre-hook (unless the
+    class sets ``power_in_step``).
 
     The subclass keeps the base's update rule and state layout; it calls
     :meth:`_setup_power` at the end of ``__init__``. ``__setstate__`` re-attaches

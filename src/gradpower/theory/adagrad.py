@@ -37,7 +37,7 @@ def run_adagrad(p: float, sigma: float, seed: int, steps: int = 500, dim: int = 
                 record_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Loss f(x_t) at every ``record_every`` steps of AdagradPower(p) on the noisy problem."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.nn.Parameter((torch.rand(dim, generator=gen, dtype=torch.float64) * 4 - 2))
+    x = torch.nn.Parameter(torch.rand(dim, generator=gen, dtype=torch.float64) * 4 - 2)
     noise = torch.Generator().manual_seed(10_000 + seed)  # the same noise sequence for every p
     opt = AdagradPower([x], lr=lr, p=p)
     steps_out, losses = [0], [float(objective(x.detach()))]

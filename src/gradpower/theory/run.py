@@ -111,4 +111,4 @@ def run_adagrad_comparison(out: Path, ps: tuple[float, ...] = (0.8, 1.0, 1.2, 1.
     lines = ["| noise sigma | " + " | ".join(f"p={p:g}" for p in ps) + " |", "|---" * (len(ps) + 1) + "|"]
     for sigma in noise:
         lines.append(f"| {sigma:g} | " + " | ".join(f"{np.mean(finals[(sigma, p)]):.4g}" for p in ps) + " |")
-    return "final loss f(x) - min f after {} steps, mean of {} seeds:\n".format(steps, seeds) + "\n".join(lines)
+    return f"final loss f(x) - min f after {steps} steps, mean of {seeds} seeds:\n" + "\n".join(lines)

@@ -178,7 +178,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from a saved ``to_dict()``; keys of other versions are ignored, missing ones default."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
@@ -191,7 +191,7 @@ RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel",
 RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
 
 
-def resume_differences(saved: dict[str, Any], current: "TrainConfig") -> list[str]:
+def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """``field: saved -> current`` for every field a resumed run may not change.
 
     The warm-up is compared as resolved (``warmup_steps``): its default depends
@@ -227,7 +227,7 @@ def resume_command(folder: Path) -> str:
     return f"gradpower train --out {shlex.quote(str(folder))} --resume"
 
 
-def run_name(cfg: "TrainConfig") -> str:
+def run_name(cfg: TrainConfig) -> str:
     """A folder name that encodes every result-defining field that differs from the defaults.
 
     ``llama-tiny-adampower-s0`` for the defaults; ``llama-tiny-adampower-lr0.002-p1.4-s1`` for a

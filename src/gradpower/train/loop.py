@@ -26,9 +26,9 @@ import torch
 from .. import __version__, interrupts
 from ..data.pipeline import Data, DataConfig, build_data, needed_packages
 from ..extras import require
-from ..models import CausalLM, TransformerConfig, build_model, count_params, preset, preset_lr
-from ..optim import build_optimizer
 from ..fileio import atomic_write_text
+from ..models import TransformerConfig, build_model, count_params, preset, preset_lr
+from ..optim import build_optimizer
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -38,11 +38,11 @@ from .checkpoint import (
     step_of,
     training_state,
 )
+from .config import AUTO, TrainConfig, resume_command, resume_differences
 from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
 from .distributed import runtime as runtime_for
-from .config import AUTO, TrainConfig, resume_command, resume_differences
-from .noise_monitor import NoiseMonitor
 from .metrics import MetricsLogger, truncate_metrics
+from .noise_monitor import NoiseMonitor
 from .run_folder import open_run_folder
 from .schedules import build_scheduler, restore_scheduler
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..fileio import StorageError, atomic_write_text, describe_os_error, warn
 from ..extras import require
+from ..fileio import StorageError, atomic_write_text, describe_os_error, warn
 from .config import resume_command
 
 
