@@ -294,7 +294,7 @@ def _theory(args: argparse.Namespace) -> int:
 
 
 def _noise(args: argparse.Namespace) -> int:
-    from .diagnostics.noise import run_noise
+    from .experiments.noise import run_noise
     from .experiments.spec import parse_value
     from .train.config import TrainConfig
 
@@ -346,9 +346,9 @@ BAD_INPUT = (ValueError, FileNotFoundError)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .experiments import report
+    from .experiments import rebuild_report
 
-    print(report(args.dir, args.baseline))
+    print(rebuild_report(args.dir, args.baseline))
     return 0
 
 

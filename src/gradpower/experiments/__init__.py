@@ -8,13 +8,14 @@ numbers), figures in :mod:`.plots`.
 from pathlib import Path
 
 from .compare import default_spec, run_compare
-from .report import compare_report, read_experiment
+from .folder import read_experiment
+from .report import compare_report
 from .runs import Run, RunReadError, load_run
 from .spec import Arm, ExperimentSpec, load_experiment, parse_arm, parse_grid_axis
 from .sweep import run_sweep, sweep_report
 
 
-def report(out: str | Path, baseline: str | None = None) -> str:
+def rebuild_report(out: str | Path, baseline: str | None = None) -> str:
     """Rebuild the tables and figures of a compare or sweep folder from its runs (no training)."""
     folder = Path(out)
     kind = read_experiment(folder).get("kind")
@@ -36,7 +37,7 @@ __all__ = [
     "load_run",
     "parse_arm",
     "parse_grid_axis",
-    "report",
+    "rebuild_report",
     "run_compare",
     "run_sweep",
     "sweep_report",

@@ -9,16 +9,15 @@ tables, figures and report come from :func:`.report.compare_report`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..train.config import TrainConfig
 from ..train.loop import check_before_start
 from .execute import PlannedRun, execute, place
-from .report import choose_lrs, compare_report, write_experiment
-from .spec import Arm, ExperimentSpec
+from .folder import write_experiment
+from .report import choose_lrs, compare_report
+from .spec import Arm, ExperimentSpec, with_run_defaults
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
 #: documented in the README ("How the default was chosen"): Qwen2-MoE, warmup-stable-decay, a small batch.
@@ -26,22 +25,8 @@ DEFAULT_BASE: dict[str, Any] = {
     "preset": "qwen2moe-tiny", "schedule": "wsd", "batch_size": 4, "seq_len": 64, "steps": 600, "eval_batches": 8,
 }
 DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
-#: Settings every compare run gets unless the experiment sets them: a per-step loss for spike counts and
-#: smoothed curves, evaluations for the curves, and checkpoints to resume from.
-RUN_DEFAULTS: dict[str, Any] = {"log_every": 1, "keep_ckpts": 1}
-
-
 def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=3)
-
-
-def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:
-    """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset."""
-    base = {**RUN_DEFAULTS, **spec.base}
-    steps = TrainConfig(**base).steps
-    base.setdefault("eval_every", max(1, steps // 10))
-    base.setdefault("ckpt_every", max(1, steps // 4))
-    return dataclasses.replace(spec, base=base)
 
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,

@@ -3,13 +3,12 @@
 ``gradpower compare`` calls :func:`compare_report` after training, and
 ``gradpower report DIR`` calls it (or :func:`gradpower.experiments.sweep.sweep_report`)
 on an existing folder: every number comes from the run folders listed in
-``experiment.json``, read through :func:`load_run`.
+``experiment.json``, read through :func:`load_run` (:mod:`.folder` reads and
+writes the folder's files).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .runs import Run, RunReadError, load_run
+from .folder import load_listed_runs, read_experiment, write_csv
+from .runs import Run
 from .spec import ExperimentSpec
 from .stats import paired_difference, speedup, verdict
 
@@ -27,51 +27,6 @@ RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps",
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
                    "wall_s"]
-EXPERIMENT_FILE = "experiment.json"
-
-
-def write_experiment(out: Path, record: dict[str, Any]) -> None:
-    """``experiment.json``: the spec and the runs that belong to the experiment (written atomically)."""
-    tmp = out / f".{EXPERIMENT_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out / EXPERIMENT_FILE)
-
-
-def read_experiment(out: Path) -> dict[str, Any]:
-    path = out / EXPERIMENT_FILE
-    if not path.is_file():
-        raise ValueError(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
-
-
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
-    def cell(value: Any) -> Any:
-        if isinstance(value, float):
-            return "" if not math.isfinite(value) else f"{value:.6g}"
-        return "" if value is None else value
-
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: cell(row.get(c)) for c in columns})
-    return path
-
-
-def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
-    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable."""
-    loaded = []
-    for entry in entries:
-        try:
-            loaded.append((entry, load_run(out / entry["dir"])))
-        except RunReadError:
-            loaded.append((entry, None))
-    return loaded
-
-
 @dataclass
 class ArmRuns:
     """The finished final-phase runs of one arm, by seed."""

@@ -21,6 +21,9 @@ from ..train.config import TrainConfig, check_type, config_fields, field_type
 #: Keys of an experiment file that are not TrainConfig fields.
 EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "arm", "grid")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+#: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
+#: smoothed curves, evaluations for the curves, and checkpoints to resume from.
+RUN_DEFAULTS: dict[str, Any] = {"log_every": 1, "keep_ckpts": 1}
 
 
 @dataclass
@@ -73,6 +76,15 @@ class ExperimentSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         return cls(**{**data, "arms": [Arm(**a) for a in data.get("arms", [])]})
+
+
+def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:
+    """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset."""
+    base = {**RUN_DEFAULTS, **spec.base}
+    steps = TrainConfig(**base).steps
+    base.setdefault("eval_every", max(1, steps // 10))
+    base.setdefault("ckpt_every", max(1, steps // 4))
+    return dataclasses.replace(spec, base=base)
 
 
 def parse_value(key: str, raw: str) -> Any:

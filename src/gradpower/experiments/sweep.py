@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .compare import with_run_defaults
 from .execute import PlannedRun, check_planned, execute, place
-from .report import load_listed_runs, read_experiment, write_csv, write_experiment
-from .spec import ExperimentSpec
+from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
+from .spec import ExperimentSpec, with_run_defaults
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -232,6 +232,19 @@ def restore_model_and_optimizer(path: Path, ckpt: dict[str, Any], model: torch.n
                    options=StateDictOptions(full_state_dict=True))
 
 
+def restore_model(path: Path, ckpt: dict[str, Any], model: torch.nn.Module) -> None:
+    """Load only the model weights of a checkpoint (``step_N.pt`` or a DCP folder) into one process's model."""
+    if path.is_dir():
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        state = {"model": get_model_state_dict(model)}
+        dcp.load(state, checkpoint_id=str(path))
+        set_model_state_dict(model, state["model"])
+        return
+    model.load_state_dict(ckpt["model"])
+
+
 def _by_name(optim_state: dict[str, Any]) -> dict[str, Any]:
     """torch's id-keyed optimizer state dict, keyed by parameter name (the format DCP's helpers use)."""
     names: dict[int, str] = {}

@@ -6,28 +6,28 @@ checkpoint with ``--from``) it draws ``micro_batches`` micro-batches of
 and estimates per coordinate the mean gradient and the micro-batch noise. The
 noise of a mini-batch of B sequences is sigma_micro sqrt(micro / B), so one
 measurement serves every batch size; p* per batch size follows from
-:mod:`.predict`.
+:mod:`gradpower.diagnostics.predict`. This module runs things (training,
+files, figures); the statistics it uses are :mod:`gradpower.diagnostics`'.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.pipeline import DataConfig, build_data
+from ..data.pipeline import build_data
+from ..diagnostics import P_GRID, Measurement, MicroBatchProbe, loss_decrease, summary_rows
 from ..models import build_model, config_from_dict
 from ..theory.toy import update_limit
 from ..train import TrainConfig, train
-from ..train.checkpoint import load_latest
-from ..train.distributed import resolve_device
-from ..train.loop import model_config_for
-from .gradstats import Measurement, MicroBatchProbe
-from .predict import P_GRID, loss_decrease, summary_rows
+from ..train.checkpoint import load_latest, restore_model
+from ..train.distributed import Runtime, resolve_device
+from ..train.loop import accumulate_gradients, data_config, model_config_for
+from .runs import RunReadError, load_run
 
 NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",
                  "noise_ratio_q50", "noise_ratio_q90", "frac_below_eps", "b_simple", "p_star_uniform",
@@ -36,18 +36,15 @@ NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs
 
 def measure(model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device, sample: int = 2048,
             seed: int = 0) -> Measurement:
-    """Per-micro-batch gradients of ``model`` on ``batches`` (same weights), pooled into a Measurement."""
+    """Per-micro-batch gradients of ``model`` on ``batches`` (same weights), pooled into a Measurement.
+
+    The backward pass is the training loop's own (:func:`accumulate_gradients`, MoE aux loss included);
+    no update happens.
+    """
     probe = MicroBatchProbe(model.named_parameters(), sample=sample, seed=seed)
     model.zero_grad(set_to_none=True)
-    k = len(batches)
-    probe.start_step(k, batches[0].shape[0])
-    for batch in batches:
-        x = batch.to(device)
-        out = model(x, labels=x)
-        loss = out.loss if out.aux_loss is None else out.loss + getattr(model.config, "aux_loss_coef", 0.0) * out.aux_loss
-        (loss / k).backward()
-        probe.after_backward()
-    probe.end_step()
+    aux_coef = float(getattr(model.config, "aux_loss_coef", 0.0))
+    accumulate_gradients(model, batches, Runtime(device), aux_coef, probe)
     model.zero_grad(set_to_none=True)
     return probe.measurement()
 
@@ -56,29 +53,26 @@ def _model_and_config(cfg: TrainConfig, steps_before: int, from_run: str | None,
                       ) -> tuple[torch.nn.Module | None, TrainConfig]:
     """The weights to measure: a run's newest checkpoint, or a fresh/briefly trained model."""
     if from_run is not None:
-        run = Path(from_run)
-        try:
-            saved = json.loads((run / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{run / 'config.json'}: cannot read the run's config ({exc})") from None
-        found = load_latest(run / "checkpoints")
-        if found is None:
-            raise ValueError(f"--from {run}: no checkpoint to measure")
-        path, ckpt = found
-        if path.is_dir():
-            raise ValueError(f"--from {run}: {path} is an FSDP2 checkpoint; measure a single-process or DDP run")
-        model = build_model(config_from_dict(saved["model"]))
-        model.load_state_dict(ckpt["model"])
-        return model, TrainConfig.from_dict(saved["train"])
+        return _trained_model(Path(from_run), f"--from {from_run}")
     if steps_before > 0:
         result = train(dataclasses.replace(cfg, steps=steps_before, out=str(out / "train"), overwrite=True))
-        found = load_latest(result.run_dir / "checkpoints")
-        assert found is not None
-        model = build_model(config_from_dict(json.loads((result.run_dir / "config.json").read_text())["model"]))
-        model.load_state_dict(found[1]["model"])
-        return model, cfg
+        return _trained_model(result.run_dir, "--steps-before")[0], cfg
     torch.manual_seed(cfg.model_seed)
     return None, cfg  # built below, once the tokenizer's vocabulary is known
+
+
+def _trained_model(run_dir: Path, what: str) -> tuple[torch.nn.Module, TrainConfig]:
+    """The model of a run folder at its newest checkpoint (any format), and the run's config."""
+    try:
+        run = load_run(run_dir)
+    except RunReadError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    found = load_latest(run_dir / "checkpoints")
+    if found is None:
+        raise ValueError(f"{what}: {run_dir} has no checkpoint to measure")
+    model = build_model(config_from_dict(run.model))
+    restore_model(*found, model)
+    return model, TrainConfig.from_dict(run.config)
 
 
 def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_before: int = 0,
@@ -94,8 +88,7 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
     model, cfg = _model_and_config(cfg, steps_before, from_run, out)
     base = model_config_for(cfg)
     data = build_data(
-        DataConfig(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.val_fraction, 1, cfg.cache_dir),
-        seq_len=base.max_seq_len, micro_batch_size=micro, seed=seed, vocab_size=base.vocab_size,
+        dataclasses.replace(data_config(cfg), eval_batches=1), seq_len=base.max_seq_len, micro_batch_size=micro, seed=seed, vocab_size=base.vocab_size,
     )
     if model is None:
         model = build_model(model_config_for(cfg, data.tokenizer.vocab_size))

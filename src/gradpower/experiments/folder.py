@@ -1,0 +1,60 @@
+"""An experiment folder's files: ``experiment.json`` (what belongs to it), its CSV tables, its listed runs.
+
+``compare`` and ``sweep`` write the record before they train, so an
+interrupted experiment still lists its runs; reports read everything back
+from here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .runs import Run, RunReadError, load_run
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+def write_experiment(out: Path, record: dict[str, Any]) -> None:
+    """``experiment.json``: the spec and the runs that belong to the experiment (written atomically)."""
+    tmp = out / f".{EXPERIMENT_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / EXPERIMENT_FILE)
+
+
+def read_experiment(out: Path) -> dict[str, Any]:
+    path = out / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
+    def cell(value: Any) -> Any:
+        if isinstance(value, float):
+            return "" if not math.isfinite(value) else f"{value:.6g}"
+        return "" if value is None else value
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: cell(row.get(c)) for c in columns})
+    return path
+
+
+def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
+    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable."""
+    loaded = []
+    for entry in entries:
+        try:
+            loaded.append((entry, load_run(out / entry["dir"])))
+        except RunReadError:
+            loaded.append((entry, None))
+    return loaded
