@@ -3,9 +3,10 @@
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig, config_from_dict
 from .decoder import CausalLM, CausalLMOutput
 from .fold import fold_gpas
-from .gpas import GPAS, NORM_SCHEMES
+from .gpas import GPAS
 from .hf import from_hf, to_hf
 from .llama import Llama
+from .norms import NORM_SCHEMES
 from .presets import PRESETS, ParamCount, build_model, count_params, preset, preset_lr
 from .qwen2moe import Qwen2Moe
 

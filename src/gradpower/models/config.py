@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .gpas import check_norm
+from .norms import check_norm
 
 #: ``init=`` values: torch-style N(0, init_std), or the GPAS authors' scheme.
 INIT_SCHEMES = ("normal", "gpas")
@@ -16,7 +16,7 @@ class TransformerConfig:
     """Decoder-only transformer shape (Hugging Face LLaMA conventions).
 
     ``norm`` selects the normalisation scheme and whether GPAS is on (see
-    :data:`gradpower.models.gpas.NORM_SCHEMES`). ``init`` is ``"normal"``
+    :data:`gradpower.models.norms.NORM_SCHEMES`). ``init`` is ``"normal"``
     (every matrix and embedding N(0, init_std)) or ``"gpas"``, the GPAS
     authors' initialisation (see :meth:`CausalLM.init_weights`).
     ``mix_post_layers`` is the number of Post-LN layers of Mix-LN (default

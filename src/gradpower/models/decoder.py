@@ -2,7 +2,7 @@
 
 A model is ``model.embed_tokens -> model.layers[i] -> model.norm -> lm_head``
 (Hugging Face names). Each layer places its RMSNorms and its GPAS gate by the
-config's ``norm`` (see :mod:`gradpower.models.gpas`):
+config's ``norm`` (see :mod:`gradpower.models.norms`):
 
 - pre:       h = R(x + attn(ln1(x)));           y = R(h + mlp(ln2(h)))
 - sandwich:  h = R(x + ln_a(attn(ln1(x))));     y = R(h + ln_m(mlp(ln2(h))))
@@ -24,8 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import TransformerConfig
-from .gpas import GPAS, deepnorm_alpha, layer_placement, norm_init_value, uses_gpas
+from .gpas import GPAS
 from .layers import Attention, RotaryEmbedding
+from .norms import deepnorm_alpha, layer_placement, norm_init_value, uses_gpas
 
 
 @dataclass

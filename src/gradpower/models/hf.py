@@ -18,7 +18,7 @@ import torch
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig
 from .decoder import CausalLM
 from .fold import fold_gpas
-from .gpas import uses_gpas
+from .norms import uses_gpas
 from .presets import build_model
 
 _WEIGHTS = "model.safetensors"

@@ -35,6 +35,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
+
 import torch
 
 #: Devices of the kernel (TorchInductor: C++ on CPU, Triton on CUDA), which are also torch's fused AdamW's.

@@ -10,7 +10,7 @@ import torch
 
 from gradpower.cli import main
 from gradpower.models import build_model, preset
-from gradpower.models.gpas import layer_placement
+from gradpower.models.norms import layer_placement
 from gradpower.train import TrainConfig
 from gradpower.train.loop import clip_gradients
 
