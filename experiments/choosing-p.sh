@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/gradpower noise --preset llama-tiny --set seq_len=64 --steps-before 50 --set batch_size=8 \
-    --batch-sizes 2,8,32 --micro-batch 2 --micro-batches 32 --out runs/choosing-p/noise
+    --batch-sizes 2,8,32 --micro-batch-size 2 --micro-batches 32 --out runs/choosing-p/noise
 .venv/bin/gradpower sweep --preset llama-tiny --set seq_len=64 --steps 150 --set optim=adampower \
     --grid "batch_size=2,8,32" --grid "p=0.8,1.0,1.2,1.4" --seeds 2 --out runs/choosing-p/sweep

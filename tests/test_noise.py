@@ -120,7 +120,7 @@ def test_p_auto_chooses_logs_and_resumes_exactly(tmp_path):
     chosen = [r for r in straight if "p_auto" in r]
     assert len(chosen) == 1 and chosen[0]["step"] == 4 and 0.5 <= chosen[0]["p_auto"] <= 2.5
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
-    assert config["resolved"]["p"] == chosen[0]["p_auto"] and config["train"]["p"] == "auto"
+    assert config["resolved"]["p"] == chosen[0]["p_auto"] and config["train"]["p_auto"] is True
     for stop in (3, 6):  # interrupted during the measurement, and after the choice
         out = tmp_path / f"cut{stop}"
         train(dataclasses.replace(cfg, out=str(out), stop_after=stop))

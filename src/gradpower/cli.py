@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--batch-sizes", default="8,32,128", help="batch sizes to predict p* for (default 8,32,128)")
     noise.add_argument("--steps-before", type=int, default=0, help="train this many steps first (default 0)")
     noise.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="measure this run's newest checkpoint")
-    noise.add_argument("--micro-batch", type=int, default=None, help="sequences per measured micro-batch "
+    noise.add_argument("--micro-batch-size", "--micro-batch", type=int, default=None, help="sequences per measured micro-batch "
                        "(default: the smallest batch size)")
     noise.add_argument("--micro-batches", type=int, default=16, help="micro-batches measured (default 16)")
     noise.add_argument("--p", type=float, default=1.2, help="p for the share of |g|^p below eps (default 1.2)")
@@ -235,11 +235,11 @@ def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
 def _compare(args: argparse.Namespace, command: str) -> int:
     from .experiments import default_spec, parse_arm, run_compare
     from .experiments.execute import default_jobs
-    from .experiments.spec import parse_lr_grid
+    from .experiments.spec import parse_numbers
 
     spec = _experiment_spec(args, default_spec())
     arms = [parse_arm(text) for text in args.arm] or spec.arms
-    tune = parse_lr_grid(args.tune_lr) if args.tune_lr else spec.tune_lr
+    tune = parse_numbers(args.tune_lr, "--tune-lr") if args.tune_lr else spec.tune_lr
     spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds)
     table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command)
     print(f"\n{table}\n\nwritten to {args.out}: runs.csv, results.csv, report.md and the figures")
@@ -264,20 +264,14 @@ def _jobs(args: argparse.Namespace, default: Any) -> int:
     return args.jobs or default()
 
 
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what} expects comma-separated numbers, got {text!r}") from None
-
-
 def _theory(args: argparse.Namespace) -> int:
+    from .experiments.spec import parse_numbers
     from .theory import run_adagrad_comparison, run_toy
     from .theory.run import p_grid
 
     out = Path(args.out)
     if args.which == "adagrad":
-        ps = _floats(args.p_grid, "--p-grid") if "," in args.p_grid else [0.8, 1.0, 1.2, 1.5]
+        ps = parse_numbers(args.p_grid, "--p-grid") if "," in args.p_grid else [0.8, 1.0, 1.2, 1.5]
         text = run_adagrad_comparison(out, tuple(ps), seeds=args.seeds, steps=args.steps or 500)
         print(f"{text}\n\nwritten to {out}: adagrad.csv, adagrad.png")
         return 0
@@ -285,8 +279,8 @@ def _theory(args: argparse.Namespace) -> int:
         start, stop, step = (float(v) for v in args.p_grid.split(":"))
         ps = p_grid(start, stop, step)
     else:
-        ps = sorted(_floats(args.p_grid, "--p-grid"))
-    text = run_toy(out, args.mu, args.eps, args.beta1, args.beta2, tuple(_floats(args.ratios, "--ratios")), ps,
+        ps = sorted(parse_numbers(args.p_grid, "--p-grid"))
+    text = run_toy(out, args.mu, args.eps, args.beta1, args.beta2, tuple(parse_numbers(args.ratios, "--ratios")), ps,
                    steps=args.steps or 20000)
     print(f"AdamPower update in the toy model (mu={args.mu:g}, eps={args.eps:g}):\n{text}\n\n"
           f"written to {out}: theory.csv, optimal_p.csv, theory.png")
@@ -295,7 +289,7 @@ def _theory(args: argparse.Namespace) -> int:
 
 def _noise(args: argparse.Namespace) -> int:
     from .experiments.noise import run_noise
-    from .experiments.spec import parse_value
+    from .experiments.spec import parse_numbers, parse_value
     from .train.config import TrainConfig
 
     values: dict[str, Any] = {}
@@ -306,8 +300,8 @@ def _noise(args: argparse.Namespace) -> int:
     if args.steps_before < 0:
         raise ValueError(f"--steps-before must be >= 0, got {args.steps_before}")
     cfg = TrainConfig(**{"steps": max(1, args.steps_before), **values})
-    sizes = [int(v) for v in _floats(args.batch_sizes, "--batch-sizes")]
-    text = run_noise(cfg, sizes, Path(args.out), steps_before=args.steps_before, micro=args.micro_batch,
+    sizes = [int(v) for v in parse_numbers(args.batch_sizes, "--batch-sizes")]
+    text = run_noise(cfg, sizes, Path(args.out), steps_before=args.steps_before, micro_batch_size=args.micro_batch_size,
                      micro_batches=args.micro_batches, from_run=args.from_run, p=args.p)
     print(f"{text}\n\nwritten to {args.out}: noise.csv, noise_dp.png, noise_map.png")
     return 0

@@ -70,7 +70,7 @@ def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, voca
     return train_bpe(corpus.documents(), size, path)
 
 
-def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_size: int, rank: int, world: int) -> Data:
+def _local_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int, world: int) -> Data:
     corpus = open_local(cfg.data)
     fingerprint = corpus.fingerprint()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{fingerprint}"
@@ -86,10 +86,10 @@ def _local_data(cfg: DataConfig, seq_len: int, micro_bs: int, seed: int, vocab_s
         folder = cache / f"shards-{tokenizer.label}"
         build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=fingerprint,
                      verify=cfg.verify_cache)
-    train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_bs, seed, rank, world)
+    train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_batch_size, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
-    n_val = min(len(val_tokens), cfg.eval_batches * micro_bs)
-    val = [val_tokens.get(range(i, min(i + micro_bs, n_val))) for i in range(0, n_val, micro_bs)]
+    n_val = min(len(val_tokens), cfg.eval_batches * micro_batch_size)
+    val = [val_tokens.get(range(i, min(i + micro_batch_size, n_val))) for i in range(0, n_val, micro_batch_size)]
     return Data(train, val, tokenizer)
 
 
@@ -117,7 +117,7 @@ def needed_packages(cfg: DataConfig) -> list[tuple[str, str]]:
     return needs
 
 
-def _stream_data(cfg: DataConfig, seq_len: int, micro_bs: int, rank: int, world: int) -> Data:
+def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int, world: int) -> Data:
     name = pretrained_tokenizer(cfg)
     assert name is not None  # pretrained_tokenizer refuses a streamed corpus without one
     tokenizer = load_pretrained(name)
@@ -138,8 +138,8 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_bs: int, rank: int, world:
         held_out = True
     keep_train: Callable[[int], bool] = (lambda i: not is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
     keep_val: Callable[[int], bool] = (lambda i: is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
-    train = StreamBatches(train_open, tokenizer, seq_len, micro_bs, keep=keep_train, rank=rank, world_size=world)
-    val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_bs, keep=keep_val)
+    train = StreamBatches(train_open, tokenizer, seq_len, micro_batch_size, keep=keep_train, rank=rank, world_size=world)
+    val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_batch_size, keep=keep_val)
     val = [val_stream.next() for _ in range(cfg.eval_batches)]
     return Data(train, val, tokenizer)
 

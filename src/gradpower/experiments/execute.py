@@ -27,7 +27,7 @@ import torch
 from .. import interrupts
 from ..train import InterruptedRun
 from ..train.checkpoint import latest_checkpoint
-from ..train.config import TrainConfig, run_name
+from ..train.config import TrainConfig, config_differences, run_name
 from ..train.loop import check_before_start
 from .runs import RunReadError, load_run
 
@@ -69,10 +69,9 @@ def state_of(run: PlannedRun) -> str:
         except RunReadError:
             existing = None
         if existing is not None:
-            saved = TrainConfig.from_dict(existing.config).defining()
-            if saved != run.cfg.defining():
-                changed = sorted(k for k in saved if saved[k] != run.cfg.defining()[k])
-                raise ValueError(f"{folder} holds a run of another configuration (differs in {', '.join(changed)}); "
+            changed = config_differences(TrainConfig.from_dict(existing.config).defining(), run.cfg.defining())
+            if changed:
+                raise ValueError(f"{folder} holds a run of another configuration ({'; '.join(changed)}); "
                                  "move it away or use another --out")
             if existing.finished:
                 return "done"

@@ -2,9 +2,9 @@
 
 On one set of weights (after ``--steps-before`` training steps, or a run's
 checkpoint with ``--from``) it draws ``micro_batches`` micro-batches of
-``micro`` sequences, records each micro-batch gradient (no update happens),
+``micro_batch_size`` sequences, records each micro-batch gradient (no update happens),
 and estimates per coordinate the mean gradient and the micro-batch noise. The
-noise of a mini-batch of B sequences is sigma_micro sqrt(micro / B), so one
+noise of a mini-batch of B sequences is sigma_micro sqrt(micro_batch_size / B), so one
 measurement serves every batch size; p* per batch size follows from
 :mod:`gradpower.diagnostics.predict`. This module runs things (training,
 files, figures); the statistics it uses are :mod:`gradpower.diagnostics`'.
@@ -57,7 +57,7 @@ def _model_and_config(cfg: TrainConfig, steps_before: int, from_run: str | None,
     if steps_before > 0:
         result = train(dataclasses.replace(cfg, steps=steps_before, out=str(out / "train"), overwrite=True))
         return _trained_model(result.run_dir, "--steps-before")[0], cfg
-    torch.manual_seed(cfg.model_seed)
+    torch.manual_seed(cfg.effective_init_seed)
     return None, cfg  # built below, once the tokenizer's vocabulary is known
 
 
@@ -76,19 +76,20 @@ def _trained_model(run_dir: Path, what: str) -> tuple[torch.nn.Module, TrainConf
 
 
 def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_before: int = 0,
-              micro: int | None = None, micro_batches: int = 16, from_run: str | None = None, p: float = 1.2,
+              micro_batch_size: int | None = None, micro_batches: int = 16, from_run: str | None = None, p: float = 1.2,
               eps: float = 1e-8, sample: int = 2048, seed: int = 1234) -> str:
     """Write noise.csv, noise_dp.png and noise_map.png into ``out``; return the p* table."""
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"--batch-sizes must be positive integers, got {batch_sizes}")
     if micro_batches < 2:
         raise ValueError("--micro-batches must be at least 2 (the noise is their spread)")
-    micro = micro or min(batch_sizes)
+    micro_batch_size = micro_batch_size or min(batch_sizes)
     out.mkdir(parents=True, exist_ok=True)
     model, cfg = _model_and_config(cfg, steps_before, from_run, out)
     base = model_config_for(cfg)
     data = build_data(
-        dataclasses.replace(data_config(cfg), eval_batches=1), seq_len=base.max_seq_len, micro_batch_size=micro, seed=seed, vocab_size=base.vocab_size,
+        dataclasses.replace(data_config(cfg), eval_batches=1), seq_len=base.max_seq_len,
+        micro_batch_size=micro_batch_size, seed=seed, vocab_size=base.vocab_size,
     )
     if model is None:
         model = build_model(model_config_for(cfg, data.tokenizer.vocab_size))
@@ -103,7 +104,7 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     _figures(meas, batch_sizes, out, eps)
-    lines = [f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro} sequences, "
+    lines = [f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro_batch_size} sequences, "
              f"B_simple = {meas.noise_scale():.3g} sequences",
              "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps |",
              "|---|---|---|---|---|"]

@@ -11,12 +11,11 @@ optional ``name``) or a ``[grid]`` table of lists.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..train.config import TrainConfig, check_type, config_fields, field_type
+from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
 
 #: Keys of an experiment file that are not TrainConfig fields.
 EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "arm", "grid")
@@ -154,38 +153,25 @@ def parse_grid_axis(text: str) -> tuple[str, list[Any]]:
     return key, values
 
 
-def parse_lr_grid(text: str) -> list[float]:
+def parse_numbers(text: str, flag: str) -> list[float]:
+    """``"1e-3,2e-3"`` -> ``[0.001, 0.002]``; a bad entry is refused naming ``flag``."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--tune-lr expects comma-separated numbers, got {text!r}") from None
-    return values
+        raise ValueError(f"{flag} expects comma-separated numbers, got {text!r}") from None
 
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
     """Read an experiment TOML file (shared TrainConfig keys, seeds/tune keys, [[arm]] or [grid])."""
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"{file}: experiment file not found")
-    try:
-        raw = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: invalid TOML ({exc})") from None
-    raw = {k.replace("-", "_"): v for k, v in raw.items()}
+    raw = read_toml(file, "experiment file")
+    base = typed_fields(raw, str(file), also=EXPERIMENT_KEYS)
     names = {f.name for f in config_fields()}
-    unknown = sorted(set(raw) - names - set(EXPERIMENT_KEYS))
-    if unknown:
-        raise ValueError(f"{file}: unknown key(s) {', '.join(unknown)}")
     try:
-        base = {k: check_type(k, v) for k, v in raw.items() if k in names}
         arms = []
         for table in raw.get("arm", []):
-            table = {k.replace("-", "_"): v for k, v in table.items()}
-            name = table.pop("name", None)
-            bad = sorted(set(table) - names)
-            if bad:
-                raise ValueError(f"[[arm]] {name or ''} has unknown key(s) {', '.join(bad)}")
-            overrides = {k: check_type(k, v) for k, v in table.items()}
+            name = table.get("name")
+            overrides = typed_fields({k: v for k, v in table.items() if k != "name"}, f"[[arm]] {name or ''}".strip())
             arms.append(Arm(str(name) if name else arm_label(overrides), overrides))
         grid = {}
         for key, values in raw.get("grid", {}).items():

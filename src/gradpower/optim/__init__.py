@@ -2,7 +2,7 @@
 
 from .adagradpower import AdagradPower
 from .adampower import AdamPower
-from .factory import OPTIMIZERS, OptimizerConfig, build_optimizer
+from .factory import OPTIMIZERS, OptimizerConfig, build_optimizer, is_power_optimizer
 from .muonpower import MuonPower, MuonPowerFactory
 from .param_groups import BLOCKWISE_LR, block_of, build_param_groups, uses_muon
 from .power_hook import PowerTransform
@@ -21,5 +21,6 @@ __all__ = [
     "block_of",
     "build_optimizer",
     "build_param_groups",
+    "is_power_optimizer",
     "uses_muon",
 ]

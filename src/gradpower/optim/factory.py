@@ -19,6 +19,11 @@ from .wrapper import GradPower
 OPTIMIZERS = ("adamw", "adampower", "muon", "muonpower", "adagrad", "adagradpower", "sgd", "sgdpower")
 
 
+def is_power_optimizer(name: str) -> bool:
+    """Whether optimizer ``name`` applies GradPower (the ``*power`` names; their baselines ignore ``p``)."""
+    return name.lower().endswith("power")
+
+
 @dataclass
 class OptimizerConfig:
     """Hyper-parameters shared by every optimizer name (the GradPower paper's defaults).
@@ -71,7 +76,7 @@ def build_optimizer(name: str, named_parameters: Any, **cfg: Any) -> Optimizer:
         blockwise_lr=config.blockwise_lr,
         decay_all=config.decay_all,
     )
-    p = config.p if key.endswith("power") else 1.0
+    p = config.p if is_power_optimizer(key) else 1.0
     if key in ("muon", "muonpower"):
         return MuonPower(
             groups,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..fileio import TMP_MARK, StorageError, atomic_write, os_error_in, remove_stale_tmp, warn
+from .config import config_differences
 
 # ``step_N.pt`` (one process, DDP: rank 0 writes it) or ``step_N/`` (FSDP2: Distributed Checkpoint shards
 # plus ``extra.pt``, the non-tensor training state).
@@ -137,12 +138,6 @@ def load_latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             warn(f"{exc}; trying the previous checkpoint")
     raise CheckpointError(f"no loadable checkpoint in {folder} (all {len(found)} are damaged); start again with "
                           "--overwrite")
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable ``key: saved -> current`` lines for every differing field."""
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
 def check_model_config(ckpt: dict[str, Any], current: dict[str, Any], path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..models import NORM_SCHEMES, PRESETS
 from ..models.config import INIT_SCHEMES
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, is_power_optimizer
 from ..transform import check_p
 from .distributed import PARALLEL_MODES
 from .schedules import SCHEDULES
@@ -45,6 +45,8 @@ class TrainConfig:
     optim: str = _f("adampower", "optimizer: " + ", ".join(OPTIMIZERS))
     p: float = _f(1.2, "GradPower exponent for the *power optimizers, or auto: measure the gradient noise for "
                   "--p-auto-steps steps (training with p = 1), then train with the predicted best p")
+    p_auto: bool = _f(False, "choose p from the measured gradient noise (what --p auto sets; p is then 1 until "
+                      "it is chosen)")
     p_auto_steps: int = _f(20, "--p auto: warm-up steps whose gradients are measured before p is chosen")
     p_auto_noise: str = _f("gaussian", "--p auto: noise model of the prediction, gaussian or uniform")
     noise_every: int = _f(0, "measure gradient noise every N steps and log it in metrics.jsonl (0: off, no cost)")
@@ -103,6 +105,8 @@ class TrainConfig:
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
 
     def __post_init__(self) -> None:
+        if self.p == AUTO:  # --p auto, p=auto in arms and grids, and config.json files of earlier versions
+            self.p, self.p_auto = 1.0, True
         for f in dataclasses.fields(self):
             setattr(self, f.name, check_type(f.name, getattr(self, f.name)))
         for name, label, valid in (("preset", "preset", PRESETS), ("norm", "norm", NORM_SCHEMES),
@@ -111,13 +115,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in valid:
                 raise ValueError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
-        if self.p != AUTO:
-            check_p(self.p)
-        elif not self.optim.endswith("power"):
+        check_p(self.p)
+        if self.p_auto and not is_power_optimizer(self.optim):
             raise ValueError(f"p=auto chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
         if self.p_auto_noise not in ("gaussian", "uniform"):
             raise ValueError(f"p_auto_noise must be gaussian or uniform, got {self.p_auto_noise!r}")
-        if self.p_auto_steps < 1 or (self.p == AUTO and self.p_auto_steps >= self.steps):
+        if self.p_auto_steps < 1 or (self.p_auto and self.p_auto_steps >= self.steps):
             raise ValueError(f"p_auto_steps must be in [1, steps), got {self.p_auto_steps}")
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -159,11 +162,11 @@ class TrainConfig:
         return self.batch_size // world_size // self.micro_batch(world_size)
 
     @property
-    def model_seed(self) -> int:
+    def effective_init_seed(self) -> int:
         return self.seed if self.init_seed is None else self.init_seed
 
     @property
-    def order_seed(self) -> int:
+    def effective_data_seed(self) -> int:
         return self.seed if self.data_seed is None else self.data_seed
 
     @property
@@ -191,6 +194,12 @@ RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel",
 RESUMABLE = RUN_CONTROL + ("steps", "eval_every")
 
 
+def config_differences(before: dict[str, Any], after: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: before -> after`` for every key whose value differs (a key missing on one side counts as None)."""
+    keys = sorted((set(before) | set(after)) - set(ignore))
+    return [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)]
+
+
 def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     """``field: saved -> current`` for every field a resumed run may not change.
 
@@ -201,7 +210,7 @@ def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]
     old = TrainConfig.from_dict(saved)
     before, after = old.to_dict(), current.to_dict()
     before["warmup"], after["warmup"] = old.warmup_steps, current.warmup_steps
-    return [f"{k}: {before[k]!r} -> {after[k]!r}" for k in after if k not in RESUMABLE and before[k] != after[k]]
+    return config_differences(before, after, ignore=RESUMABLE)
 
 
 def micro_batch_for(batch_size: int, micro_batch_size: int | None, world_size: int) -> int:
@@ -236,9 +245,9 @@ def run_name(cfg: TrainConfig) -> str:
     defaults = TrainConfig().defining()
     parts = []
     for key, value in sorted(cfg.defining().items()):
-        if key in ("preset", "optim", "seed") or value == defaults[key]:
+        if key in ("preset", "optim", "seed", "p_auto") or (value == defaults[key] and not (key == "p" and cfg.p_auto)):
             continue
-        text = Path(value).name if key == "data" else value
+        text = Path(value).name if key == "data" else AUTO if key == "p" and cfg.p_auto else value
         parts.append(f"{key}{text}")
     body = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
     if len(body) > 100:
@@ -279,7 +288,7 @@ def check_type(name: str, value: Any) -> Any:
     ``resume = "no"`` are refused instead of compared as strings or read as true.
     """
     if name == "p" and value == AUTO:
-        return value
+        return value  # TrainConfig turns it into p_auto
     kind = float if name == "p" else field_type(name)
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     if value is None and default is None:
@@ -296,21 +305,32 @@ def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(TrainConfig))
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of ``TrainConfig`` keys (dashes or underscores); unknown keys are refused."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file's top-level table, its keys with underscores for dashes; one-line errors naming the file."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"{file}: config file not found")
+        raise ValueError(f"{file}: {what} not found")
     try:
         raw = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{file}: invalid TOML ({exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: invalid TOML ({exc})") from None
+    return {k.replace("-", "_"): v for k, v in raw.items()}
+
+
+def typed_fields(table: dict[str, Any], where: str, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``TrainConfig`` fields of ``table``, type-checked like flags; keys that are neither a field nor in
+    ``also`` are refused, naming ``where``."""
     names = {f.name for f in config_fields()}
-    values = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(values) - names)
+    table = {k.replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(set(table) - names - set(also))
     if unknown:
-        raise ValueError(f"{file}: unknown key(s) {', '.join(unknown)}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
     try:
-        return {key: check_type(key, value) for key, value in values.items()}
+        return {key: check_type(key, value) for key, value in table.items() if key in names}
     except ValueError as exc:
-        raise ValueError(f"{file}: key {exc}") from None
+        raise ValueError(f"{where}: key {exc}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file of ``TrainConfig`` keys (dashes or underscores); unknown keys are refused."""
+    return typed_fields(read_toml(path), str(path))

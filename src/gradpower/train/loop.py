@@ -17,18 +17,20 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import __version__, interrupts
 from ..data.pipeline import Data, DataConfig, build_data, needed_packages
 from ..extras import require
 from ..fileio import atomic_write_text
 from ..models import TransformerConfig, build_model, count_params, preset, preset_lr
-from ..optim import build_optimizer
+from ..optim import build_optimizer, is_power_optimizer
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -38,7 +40,7 @@ from .checkpoint import (
     step_of,
     training_state,
 )
-from .config import AUTO, TrainConfig, resume_command, resume_differences
+from .config import TrainConfig, resume_command, resume_differences
 from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
 from .distributed import runtime as runtime_for
 from .metrics import MetricsLogger, truncate_metrics
@@ -161,6 +163,56 @@ def parameters_finite(model: torch.nn.Module, rt: Runtime) -> bool:
     return not rt.agree(not finite)
 
 
+@dataclass
+class StepResult:
+    """What one training step returns: the mean LM loss and the pre-clip global gradient norm, on the device."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+
+    def to_host(self) -> tuple[float, float]:
+        """Both values as floats, in one host sync."""
+        loss, grad_norm = torch.stack([self.loss.float(), self.grad_norm.float().to(self.loss.device)]).tolist()
+        return loss, grad_norm
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[torch.Tensor], runtime: Runtime, *,
+    clip: float = 1.0, gate_clip: float | None = None, aux_coef: float = 0.0, scheduler: Any = None,
+    probe: Any = None, before_update: Callable[[StepResult], None] | None = None,
+) -> StepResult:
+    """One optimizer step: forward and backward over ``micro_batches`` (their gradients accumulated), the
+    global-norm clip of the raw gradient, ``before_update`` (e.g. the NaN/inf stop), the update (phi_p inside
+    the power optimizers' step), the lr schedule, and ``zero_grad``. No host sync of its own."""
+    loss = accumulate_gradients(model, micro_batches, runtime, aux_coef, probe)
+    result = StepResult(loss, clip_gradients(model, clip, gate_clip))
+    if before_update is not None:
+        before_update(result)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return result
+
+
+@dataclass
+class _Session:
+    """One invocation's bookkeeping of a run: where it stops, its clock, its logger."""
+
+    logger: MetricsLogger
+    stop_at: int
+    tokens_per_step: int
+    start_step: int
+    elapsed_before: float
+    compiling: str
+    start_time: float = dataclasses.field(default_factory=time.perf_counter)
+    first_step_end: float = 0.0
+    final_val: float | None = None
+
+    def __post_init__(self) -> None:
+        self.first_step_end = self.start_time
+
+
 class InterruptedRun(RuntimeError):
     """SIGINT/SIGTERM stopped the run at a step boundary.
 
@@ -185,17 +237,17 @@ class Trainer:
         base_cfg = model_config_for(cfg)
         self.data: Data = build_data(
             data_config(cfg),
-            seq_len=base_cfg.max_seq_len, micro_batch_size=self.micro_batch, seed=cfg.order_seed, vocab_size=base_cfg.vocab_size,
-            rank=runtime.rank, world_size=runtime.world_size,
+            seq_len=base_cfg.max_seq_len, micro_batch_size=self.micro_batch, seed=cfg.effective_data_seed,
+            vocab_size=base_cfg.vocab_size, rank=runtime.rank, world_size=runtime.world_size,
         )
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
         # Arms of one seed start from identical weights, whatever the process count.
-        self.model = parallelize(lambda device: build_model(self.model_config, device), runtime, cfg.model_seed)
+        self.model = parallelize(lambda device: build_model(self.model_config, device), runtime, cfg.effective_init_seed)
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.lr or preset_lr(cfg.preset)
         self.optimizer = build_optimizer(
-            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=1.0 if cfg.p == AUTO else cfg.p,
+            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p,
             weight_decay=cfg.weight_decay,
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
@@ -248,9 +300,49 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Train from the current step to ``steps`` (or ``stop_after`` more): a train step, then the after-step
+        sequence, until done."""
         cfg, runtime = self.cfg, self.runtime
         if cfg.resume:
             self.resume()
+        session = self._start_session()
+        accum = cfg.accumulation_steps(runtime.world_size)
+        with contextlib.closing(session.logger):
+            while self.step < session.stop_at:
+                started, lr, upcoming = time.perf_counter(), self.applied_lr(), self.step + 1
+                checked = self._checks(upcoming, session.stop_at)
+                synced: list[float] = []  # loss, grad_norm on checked steps
+                self.train_step([self.data.train.next() for _ in range(accum)], upcoming,
+                                (lambda result: synced.extend(self._stop_if_not_finite(result))) if checked else None)
+                self.step += 1
+                self._after_step(session, time.perf_counter() - started, lr, synced)
+        return self._end_session(session)
+
+    def train_step(self, micro_batches: list[torch.Tensor], step: int,
+                   before_update: Callable[[StepResult], None] | None = None) -> StepResult:
+        """Step ``step`` of this run on ``micro_batches`` (see :func:`train_step`), noise probes included."""
+        return train_step(self.model, self.optimizer, micro_batches, self.runtime, clip=self.cfg.clip,
+                          gate_clip=self.cfg.gate_clip, aux_coef=self.aux_coef, scheduler=self.scheduler,
+                          probe=self.noise.probe(step), before_update=before_update)
+
+    def _checks(self, step: int, stop_at: int) -> bool:
+        """Whether ``step`` syncs with the host: it is logged, evaluated, checkpointed or reports noise."""
+        return (step % self.cfg.log_every == 0 or step == stop_at or self._evaluates(step)
+                or self._checkpoints(step, stop_at) or self.noise.reports(step))
+
+    def _stop_if_not_finite(self, result: StepResult) -> tuple[float, float]:
+        """The only host sync of a step, on checked steps only (every step with --log-every 1): the NaN/inf
+        stop needs both values before the update. Between checked steps a NaN goes unseen for at most
+        log_every - 1 steps; checkpoints check the parameters first, so a poisoned one is never written."""
+        loss, grad_norm = result.to_host()
+        for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(self._stop_message(what, value))
+        return loss, grad_norm
+
+    def _start_session(self) -> _Session:
+        """Files of this session (metrics truncated on resume, config, environment), the logger, the first line."""
+        cfg, runtime = self.cfg, self.runtime
         elapsed_before = 0.0  # wall time of earlier sessions of this run, so elapsed_s is cumulative
         if runtime.is_main:
             if cfg.resume:
@@ -264,89 +356,66 @@ class Trainer:
             wandb_config=cfg.to_dict(),
         )
         counts = count_params(self.model_config)
-        tokens_per_step = cfg.batch_size * self.model_config.max_seq_len
+        session = _Session(logger=logger, stop_at=cfg.steps if cfg.stop_after is None else min(
+            cfg.steps, self.step + cfg.stop_after), tokens_per_step=cfg.batch_size * self.model_config.max_seq_len,
+            start_step=self.step, elapsed_before=elapsed_before, compiling=self._compiling())
+        power = f" p={cfg.p}" if is_power_optimizer(cfg.optim) else ""
         logger.message(
-            f"{cfg.preset} ({counts.total / 1e6:.1f}M params, norm={self.model_config.norm}) | {cfg.optim} lr={self.lr:g}"
-            f"{f' p={cfg.p}' if cfg.optim.endswith('power') else ''} {cfg.schedule} | {cfg.steps} steps x "
-            f"{tokens_per_step} tokens | data={cfg.data} tokenizer={self.data.tokenizer.label} | {runtime.device}"
+            f"{cfg.preset} ({counts.total / 1e6:.1f}M params, norm={self.model_config.norm}) | {cfg.optim} "
+            f"lr={self.lr:g}{power} {cfg.schedule} | {cfg.steps} steps x {session.tokens_per_step} tokens | "
+            f"data={cfg.data} tokenizer={self.data.tokenizer.label} | {runtime.device}"
             + (f" | resumed at step {self.step}" if cfg.resume else "")
         )
-        final_val = None
-        stop_at = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
-        accum = cfg.accumulation_steps(runtime.world_size)
-        start_time, start_step = time.perf_counter(), self.step
-        first_step_end = start_time
-        compiling = self._compiling()
-        if compiling and self.step < stop_at:
-            logger.message(f"first step: compiling {compiling}; this takes a while once per process "
+        if session.compiling and self.step < session.stop_at:
+            logger.message(f"first step: compiling {session.compiling}; this takes a while once per process "
                            "(later runs reuse TorchInductor's on-disk cache)")
-        with contextlib.closing(logger):
-            while self.step < stop_at:
-                t0 = time.perf_counter()
-                lr = self.applied_lr()
-                upcoming = self.step + 1
-                loss_t = accumulate_gradients(
-                    self.model, [self.data.train.next() for _ in range(accum)], runtime, self.aux_coef,
-                    self.noise.micro_probe(upcoming, accum),
-                )
-                self.noise.after_gradients(upcoming, accum)
-                norm_t = clip_gradients(self.model, cfg.clip, cfg.gate_clip)
-                checked = (upcoming % cfg.log_every == 0 or upcoming == stop_at or self._evaluates(upcoming)
-                           or self._checkpoints(upcoming, stop_at) or self.noise.reports(upcoming))
-                if checked:
-                    # The only host sync of a step, and only on logged steps (every step with --log-every 1):
-                    # the NaN/inf stop needs both values before the update. Between logged steps a NaN goes
-                    # unseen for at most log_every - 1 steps; checkpoints check the parameters first, so a
-                    # poisoned one is never written.
-                    loss, grad_norm = torch.stack([loss_t.float(), norm_t.float().to(loss_t.device)]).tolist()
-                    if not math.isfinite(loss):
-                        raise NonFiniteLossError(self._stop_message("loss", loss))
-                    if not math.isfinite(grad_norm):
-                        raise NonFiniteLossError(self._stop_message("gradient norm", grad_norm))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                step_time = time.perf_counter() - t0
-                first = self.step == start_step + 1
-                if first:
-                    first_step_end = time.perf_counter()
-                    if compiling:
-                        logger.message(f"first step took {step_time:.1f} s (compiling {compiling} included)")
-                record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
-                if "p_auto" in record:
-                    logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
-                                   f"(median noise/signal {record['noise_ratio_median']:.3g})")
-                    self._write_config()
-                if self._evaluates(self.step):
-                    record["val_loss"] = final_val = evaluate(self.model, self.data.val, runtime)
-                if checked:
-                    elapsed = elapsed_before + time.perf_counter() - start_time
-                    logger.log({
-                        "step": self.step, "tokens": self.step * tokens_per_step, "loss": loss, "lr": lr,
-                        # the first step of a session pays compiles and warm-up: it has no throughput figure
-                        "grad_norm": grad_norm, "tokens_per_s": None if first else tokens_per_step / step_time,
-                        "elapsed_s": elapsed, **record,
-                    })
-                if self._checkpoints(self.step, stop_at):
-                    self.save()
-                signal_name = interrupts.requested()
-                # Ranks agree on a stop at logged steps (a collective); one process checks every step.
-                stopping = runtime.agree(signal_name is not None) if (checked or not runtime.distributed) else False
-                if stopping and self.step < stop_at:  # every rank stops together
-                    signal_name = signal_name or "a signal to another rank"
-                    if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
-                        self.save()
-                    raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
-                                         f"{self.last_checkpoint} written", self.run_dir)
-        steps_done = self.step - start_step
-        if runtime.is_main and steps_done:
+        return session
+
+    def _after_step(self, session: _Session, step_time: float, lr: float, synced: list[float]) -> None:
+        """After each step: progress, noise and p auto, evaluation, the metrics record, checkpoint, interrupt."""
+        cfg, logger = self.cfg, session.logger
+        first = self.step == session.start_step + 1
+        if first:
+            session.first_step_end = time.perf_counter()
+            if session.compiling:
+                logger.message(f"first step took {step_time:.1f} s (compiling {session.compiling} included)")
+        record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
+        if "p_auto" in record:
+            logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
+                           f"(median noise/signal {record['noise_ratio_median']:.3g})")
+            self._write_config()
+        if self._evaluates(self.step):
+            record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)
+        if synced:
+            loss, grad_norm = synced
+            logger.log({
+                "step": self.step, "tokens": self.step * session.tokens_per_step, "loss": loss, "lr": lr,
+                # the first step of a session pays compiles and warm-up: it has no throughput figure
+                "grad_norm": grad_norm, "tokens_per_s": None if first else session.tokens_per_step / step_time,
+                "elapsed_s": session.elapsed_before + time.perf_counter() - session.start_time, **record,
+            })
+        if self._checkpoints(self.step, session.stop_at):
+            self.save()
+        signal_name = interrupts.requested()
+        # Ranks agree on a stop at checked steps (a collective); one process checks every step.
+        stopping = self.runtime.agree(signal_name is not None) if (synced or not self.runtime.distributed) else False
+        if stopping and self.step < session.stop_at:  # every rank stops together
+            signal_name = signal_name or "a signal to another rank"
+            if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
+                self.save()
+            raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
+                                 f"{self.last_checkpoint} written", self.run_dir)
+
+    def _end_session(self, session: _Session) -> TrainResult:
+        steps_done = self.step - session.start_step
+        if self.runtime.is_main and steps_done:
             # after the first step (compiles and warm-up excluded), unless that was the only one
-            timed, since = (steps_done - 1, first_step_end) if steps_done > 1 else (1, start_time)
-            rate = timed * tokens_per_step / (time.perf_counter() - since)
-            logger.message(f"done: step {self.step}/{cfg.steps}, {rate:.0f} tokens/s, val_loss "
-                           f"{final_val if final_val is not None else 'n/a'}, checkpoint {self.last_checkpoint}")
-        return TrainResult(self.run_dir, self.step, final_val, self.last_checkpoint)
+            timed, since = (steps_done - 1, session.first_step_end) if steps_done > 1 else (1, session.start_time)
+            rate = timed * session.tokens_per_step / (time.perf_counter() - since)
+            val = session.final_val if session.final_val is not None else "n/a"
+            session.logger.message(f"done: step {self.step}/{self.cfg.steps}, {rate:.0f} tokens/s, val_loss {val}, "
+                                   f"checkpoint {self.last_checkpoint}")
+        return TrainResult(self.run_dir, self.step, session.final_val, self.last_checkpoint)
 
     def _compiling(self) -> str:
         """What the next step compiles ("" for nothing): the model (``--compile``), AdamPower's kernels."""

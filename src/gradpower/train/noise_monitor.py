@@ -25,20 +25,21 @@ import torch
 
 from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
 from ..diagnostics.predict import choose_p, predict_p
-from .config import AUTO, TrainConfig
+from .config import TrainConfig
 
 SAMPLE = 512  # coordinates sampled per tensor
 
 
 class _FanOut:
-    """Feed several micro-batch probes from one backward loop."""
+    """Feed several micro-batch probes from one backward loop; ``after`` runs once the step's gradient is done."""
 
-    def __init__(self, probes: list[MicroBatchProbe]) -> None:
+    def __init__(self, probes: list[MicroBatchProbe], after: list[Any] | None = None) -> None:
         self.probes = probes
+        self.after = after or []
 
-    def start_step(self, k: int, micro: int) -> None:
+    def start_step(self, k: int, micro_batch_size: int) -> None:
         for probe in self.probes:
-            probe.start_step(k, micro)
+            probe.start_step(k, micro_batch_size)
 
     def after_backward(self) -> None:
         for probe in self.probes:
@@ -47,6 +48,8 @@ class _FanOut:
     def end_step(self) -> None:
         for probe in self.probes:
             probe.end_step()
+        for observe in self.after:
+            observe()
 
 
 class NoiseMonitor:
@@ -55,7 +58,7 @@ class NoiseMonitor:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, rt: Any) -> None:
         self.cfg = cfg
         self.model = model
-        self.auto = cfg.p == AUTO
+        self.auto = cfg.p_auto
         self.chosen_p: float | None = None
         if (self.auto or cfg.noise_every) and rt.distributed:
             raise ValueError("--noise-every and --p auto measure one process's gradients: run them without torchrun")
@@ -79,10 +82,13 @@ class NoiseMonitor:
         """Whether ``step`` logs noise statistics or the chosen p (so the loop logs that step)."""
         return self._noise_step(step) or (self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps)
 
-    def micro_probe(self, step: int, accum: int) -> _FanOut | None:
-        """The probe of this step's micro-batches, if any is needed."""
+    def probe(self, step: int) -> _FanOut | None:
+        """What observes this step's backward pass, if anything: the micro-batch probes, or (one
+        micro-batch per step) the moving averages, updated once the step's gradient is complete."""
         if not self.micro_mode:
-            return None
+            averages = [a for a in ((self._warmup if self._warming(step) else None), self._ema) if a is not None]
+            return _FanOut([], after=[lambda a=a: a.observe(self.cfg.batch_size) for a in averages]) \
+                if averages else None
         probes = []
         if self._warming(step):
             probes.append(self._warmup)
@@ -91,22 +97,13 @@ class NoiseMonitor:
             probes.append(self._step_probe)
         return _FanOut(probes) if probes else None
 
-    def after_gradients(self, step: int, accum: int) -> None:
-        """One micro-batch per step: update the moving averages (before the optimizer step)."""
-        if self.micro_mode:
-            return
-        if self._warming(step):
-            self._warmup.observe(self.cfg.batch_size)
-        if self._ema is not None:
-            self._ema.observe(self.cfg.batch_size)
-
     def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Statistics to log at this step; at the end of the warm-up, choose p and set it."""
         record: dict[str, Any] = {}
         if self._noise_step(step):
             meas = (self._step_probe if self.micro_mode else self._ema).measurement()
             self._step_probe = None
-            p = self.chosen_p or (self.cfg.p if self.cfg.p != AUTO else 1.0)
+            p = self.chosen_p or self.cfg.p
             ratio = meas.sigma_at(self.cfg.batch_size) / np.maximum(np.abs(meas.signal), 1e-45)
             record["noise"] = {
                 "b_simple": meas.noise_scale() if meas.tensor_norms else None,
