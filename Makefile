@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (the main job) and `make test` (the suite).
 # Both create .venv idempotently; each stamp is rebuilt when pyproject.toml changes.
-# `demo` installs the harness extra (gradpower[train]); `test` adds the test and framework extras.
+# `demo` installs the harness extra (gradpower[train]); `test` adds the test and framework extras and the linter.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,6 +28,7 @@ demo: $(TRAIN_STAMP)
 	$(BIN)/gradpower compare
 
 test: $(DEV_STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 clean:

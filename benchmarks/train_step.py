@@ -1,7 +1,8 @@
 """A full training step (forward, backward, clip, optimizer step) with AdamW, AdamPower and MuonPower.
 
-Every optimizer trains the same model from the same weights on the same
-batch in this one process; each is printed as the overhead over AdamW
+The step is the harness's own :func:`gradpower.train.loop.train_step` (bf16
+autocast on CUDA, as in training). Every optimizer trains the same model from
+the same weights on the same batch in this one process; each is printed as the overhead over AdamW
 measured in the same run (the paper reports +0.4% per step on GPU), for the
 whole training step and for the optimizer step alone. Defaults: llama-small
 on CPU, llama-0.2b in bf16 autocast on CUDA.
@@ -12,7 +13,6 @@ on CPU, llama-0.2b in bf16 autocast on CUDA.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -20,6 +20,8 @@ import torch
 
 from gradpower import build_optimizer
 from gradpower.models import build_model, preset
+from gradpower.train import Runtime
+from gradpower.train.loop import train_step
 
 
 def sync(device: torch.device) -> None:
@@ -33,22 +35,22 @@ def measure(name: str, model_state: dict, cfg, batch: torch.Tensor, device: torc
     model = build_model(cfg).to(device)
     model.load_state_dict(model_state)
     opt = build_optimizer(name, model.named_parameters(), lr=1e-3, **opt_kw)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    runtime = Runtime(device)
+    aux_coef = float(getattr(cfg, "aux_loss_coef", 0.0))
     steps, opts = [], []
     for i in range(repeats + 2):
+        mid: list[float] = []
+
+        def before_update(result, mid=mid) -> None:  # forward, backward and clip are done
+            sync(device)
+            mid.append(time.perf_counter())
+
         sync(device)
         start = time.perf_counter()
-        with autocast:
-            out = model(batch, labels=batch)
-        loss = out.loss if out.aux_loss is None else out.loss + 0.001 * out.aux_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        sync(device)
-        mid = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, [batch], runtime, clip=1.0, aux_coef=aux_coef, before_update=before_update)
         sync(device)
         end = time.perf_counter()
+        mid = mid[0]
         if i >= 2:
             steps.append(end - start)
             opts.append(end - mid)

@@ -39,7 +39,11 @@ def train(opt_name: str, data: torch.Tensor, val: torch.Tensor, vocab: int, step
     model = make_model(vocab)
     kw = dict(lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
     # The one-line change: AdamW -> AdamPower (p = 1.2), everything else unchanged.
-    opt = torch.optim.AdamW(model.parameters(), **kw) if opt_name == "AdamW" else gradpower.AdamPower(model.parameters(), p=1.2, **kw)
+    opt = (
+        torch.optim.AdamW(model.parameters(), **kw)
+        if opt_name == "AdamW"
+        else gradpower.AdamPower(model.parameters(), p=1.2, **kw)
+    )
     gen = torch.Generator().manual_seed(1)
     for step in range(steps):
         x, y = windows(data, torch.randint(0, len(data) - CONTEXT - 1, (64,), generator=gen))
@@ -67,7 +71,8 @@ def main() -> None:
     results = {name: train(name, data, val, len(chars), args.steps) for name in ("AdamW", "AdamPower")}
     for name, loss in results.items():
         print(f"{name:9s} held-out loss {loss:.4f}")
-    print(f"AdamPower - AdamW: {results['AdamPower'] - results['AdamW']:+.4f} (one seed: a single run is no evidence either way)")
+    diff = results["AdamPower"] - results["AdamW"]
+    print(f"AdamPower - AdamW: {diff:+.4f} (one seed: a single run is no evidence either way)")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,16 @@ def test_shipped_configs_are_valid(path):
 
 def test_paper_configs_cover_every_preset_and_schedule():
     names = {p.stem for p in CONFIGS}
-    for preset in ("llama-66m", "llama-0.2b", "llama-0.4b", "llama-1b", "llama-2b", "qwen2moe-0.5b", "qwen2moe-1b", "qwen2moe-2b"):
+    for preset in (
+        "llama-66m",
+        "llama-0.2b",
+        "llama-0.4b",
+        "llama-1b",
+        "llama-2b",
+        "qwen2moe-0.5b",
+        "qwen2moe-1b",
+        "qwen2moe-2b",
+    ):
         assert {f"{preset}-c4-cos", f"{preset}-c4-wsd"} <= names
     assert "llama-0.25b-owt" in names
 
@@ -40,7 +49,9 @@ def test_paper_configs_cover_every_preset_and_schedule():
 def test_flags_override_the_config_file(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "qwen2moe-tiny"\nsteps = 50\nwarmup = 2\nbatch-size = 4\nblockwise_lr = true\n')
-    args = build_parser().parse_args(["train", "--config", str(toml), "--steps", "7", "--no-blockwise-lr", "--p", "1.5"])
+    args = build_parser().parse_args(
+        ["train", "--config", str(toml), "--steps", "7", "--no-blockwise-lr", "--p", "1.5"]
+    )
     cfg = config_from_args(args)
     assert (cfg.preset, cfg.steps, cfg.batch_size, cfg.blockwise_lr, cfg.p) == ("qwen2moe-tiny", 7, 4, False, 1.5)
 

@@ -88,7 +88,9 @@ def test_a_batch_the_processes_do_not_divide_is_refused(tmp_path, cache):
     assert proc.returncode != 0
     assert "batch_size 7 does not divide over 2 processes" in proc.stderr and "(e.g. 6 or 8)" in proc.stderr
     assert not (tmp_path / "r").exists()
-    assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr  # (torchrun's own summary has one)
+    assert (
+        "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
+    )  # (torchrun's own summary has one)
 
 
 def test_parallel_modes_need_the_right_launcher(tmp_path, cache, capsys, monkeypatch):

@@ -193,9 +193,11 @@ def test_arm_and_grid_parsing():
 
 def test_experiment_file_with_arm_tables(tmp_path, cache, capsys):
     toml = tmp_path / "exp.toml"
-    toml.write_text(f'preset = "llama-tiny"\nsteps = 4\nbatch_size = 2\nseq_len = 16\nbpe_vocab_size = 300\n'
-                    f'eval_batches = 1\ncache_dir = "{cache}"\ndevice = "cpu"\nseeds = 1\n\n'
-                    '[[arm]]\nname = "base"\noptim = "adamw"\n\n[[arm]]\nname = "power"\noptim = "adampower"\np = 1.3\n')
+    toml.write_text(
+        f'preset = "llama-tiny"\nsteps = 4\nbatch_size = 2\nseq_len = 16\nbpe_vocab_size = 300\n'
+        f'eval_batches = 1\ncache_dir = "{cache}"\ndevice = "cpu"\nseeds = 1\n\n'
+        '[[arm]]\nname = "base"\noptim = "adamw"\n\n[[arm]]\nname = "power"\noptim = "adampower"\np = 1.3\n'
+    )
     assert main(["compare", "--config", str(toml), "--out", str(tmp_path / "o")]) == 0
     results = read_csv(tmp_path / "o" / "results.csv")
     assert [r["arm"] for r in results] == ["base", "power"] and results[1]["diff_ci_low"] == ""  # one seed

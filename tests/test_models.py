@@ -24,11 +24,15 @@ PAPER_SIZES = {name: p for name, p in PRESETS.items() if p.reported_params}
 
 
 def tiny_llama(norm="pre", **kw):
-    return Llama(LlamaConfig(vocab_size=64, d_model=32, n_layers=4, n_heads=4, d_ff=64, max_seq_len=32, norm=norm, **kw))
+    return Llama(
+        LlamaConfig(vocab_size=64, d_model=32, n_layers=4, n_heads=4, d_ff=64, max_seq_len=32, norm=norm, **kw)
+    )
 
 
 def tiny_moe(norm="pre", **kw):
-    cfg = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=32, n_experts=6, top_k=2, norm=norm)
+    cfg = dict(
+        vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_seq_len=32, n_experts=6, top_k=2, norm=norm
+    )
     cfg.update(kw)
     return Qwen2Moe(Qwen2MoeConfig(**cfg))
 
@@ -50,7 +54,9 @@ def test_count_params_matches_a_materialised_model():
     model = build_model(cfg)
     assert count_params(cfg).total == sum(p.numel() for p in model.parameters())
     per_expert = 3 * cfg.d_model * cfg.expert_d_ff
-    assert count_params(cfg).activated == count_params(cfg).total - (cfg.n_experts - cfg.top_k) * per_expert * cfg.n_layers
+    assert (
+        count_params(cfg).activated == count_params(cfg).total - (cfg.n_experts - cfg.top_k) * per_expert * cfg.n_layers
+    )
 
 
 def test_unknown_preset_lists_valid_names():
@@ -70,11 +76,19 @@ def test_preset_vocab_override_and_meta_build():
 def test_hf_parameter_names():
     names = {n for n, _ in tiny_moe("pre_gpas").named_parameters()}
     for expected in [
-        "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.bias",
-        "model.layers.1.self_attn.o_proj.weight", "model.layers.0.mlp.gate.weight",
-        "model.layers.0.mlp.experts.5.down_proj.weight", "model.layers.0.mlp.shared_expert.up_proj.weight",
-        "model.layers.0.mlp.shared_expert_gate.weight", "model.layers.0.input_layernorm.weight",
-        "model.layers.0.post_attention_layernorm.weight", "model.layers.1.gpas.gate", "model.norm.weight", "lm_head.weight",
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.bias",
+        "model.layers.1.self_attn.o_proj.weight",
+        "model.layers.0.mlp.gate.weight",
+        "model.layers.0.mlp.experts.5.down_proj.weight",
+        "model.layers.0.mlp.shared_expert.up_proj.weight",
+        "model.layers.0.mlp.shared_expert_gate.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.1.gpas.gate",
+        "model.norm.weight",
+        "lm_head.weight",
     ]:
         assert expected in names
     llama_names = {n for n, _ in tiny_llama().named_parameters()}
@@ -140,7 +154,10 @@ def _set_random_gates(model, seed=0):
             layer.gpas.gate.copy_(torch.rand((), generator=gen) * 1.5 - 0.5)
 
 
-@pytest.mark.parametrize("make, norm", [(tiny_llama, "pre_gpas"), (tiny_llama, "lns_gpas"), (tiny_llama, "sandwich_gpas"), (tiny_moe, "pre_gpas")])
+@pytest.mark.parametrize(
+    "make, norm",
+    [(tiny_llama, "pre_gpas"), (tiny_llama, "lns_gpas"), (tiny_llama, "sandwich_gpas"), (tiny_moe, "pre_gpas")],
+)
 def test_fold_gpas_preserves_logits(make, norm):
     # RMSNorm's eps is the only thing that breaks exact scale invariance: make it negligible.
     model = make(norm, rms_eps=1e-12).eval()

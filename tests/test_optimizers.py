@@ -104,8 +104,14 @@ def test_wrapper_matches_base_on_transformed_grads(base):
 def test_param_groups_with_different_p():
     a = TinyNet()
     b = twin(a)
-    groups_a = [{"params": a.q_proj.parameters(), "p": 2.0}, {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]}]
-    groups_b = [{"params": b.q_proj.parameters(), "p": 2.0}, {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 1.2}]
+    groups_a = [
+        {"params": a.q_proj.parameters(), "p": 2.0},
+        {"params": [p for n, p in a.named_parameters() if "q_proj" not in n]},
+    ]
+    groups_b = [
+        {"params": b.q_proj.parameters(), "p": 2.0},
+        {"params": [p for n, p in b.named_parameters() if "q_proj" not in n], "p": 1.2},
+    ]
     run_ours(a, AdamPower(groups_a, p=1.2, **ADAM_KW), batches(10))
     run_reference(b, torch.optim.AdamW(groups_b, **ADAM_KW), batches(10), lambda g: g["p"])
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
@@ -265,9 +271,10 @@ def test_grad_scaler_unscales_before_transform(kind):
 
 def test_step_hooks_fire_once():
     model = TinyNet()
-    for opt in (AdamPower(model.parameters()), AdamPower(model.parameters()), GradPower(torch.optim.SGD(model.parameters(), lr=0.1))):
+    for opt in (AdamPower(model.parameters()), AdamPower(model.parameters()),
+                GradPower(torch.optim.SGD(model.parameters(), lr=0.1))):
         calls = []
-        opt.register_step_pre_hook(lambda *a: calls.append(1))
+        opt.register_step_pre_hook(lambda *a, calls=calls: calls.append(1))
         run_ours(model, opt, batches(2))
         assert len(calls) == 2
 

@@ -10,7 +10,9 @@ from gradpower.cli import main
 from gradpower.theory import best_p, simulate_update, uniform_moments, update_limit
 
 
-@pytest.mark.parametrize("mu, sigma", [(1e-6, 0.0), (1e-6, 5e-7), (1e-6, 2e-6), (1e-6, 5e-5), (-2e-6, 3e-6), (0.3, 0.1)])
+@pytest.mark.parametrize(
+    "mu, sigma", [(1e-6, 0.0), (1e-6, 5e-7), (1e-6, 2e-6), (1e-6, 5e-5), (-2e-6, 3e-6), (0.3, 0.1)]
+)
 @pytest.mark.parametrize("p", [0.5, 1.0, 1.2, 2.3])
 def test_closed_forms_match_numerical_integration(mu, sigma, p):
     first, second = uniform_moments(p, mu, sigma)

@@ -12,7 +12,7 @@ from gradpower.models import CausalLM, build_model, preset
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from gradpower.train.distributed import Runtime
-from gradpower.train.loop import accumulate_gradients
+from gradpower.train.loop import accumulate_gradients, train_step
 from gradpower.train.run_folder import RunFolderError
 
 FIELDS = {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
@@ -46,7 +46,10 @@ def test_end_to_end_loss_falls_and_run_folder_is_complete(tmp_path, cache):
     assert rows[-1]["tokens"] == 40 * 8 * 32
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
     assert result.final_val_loss == rows[-1]["val_loss"] < rows[19]["val_loss"] + 0.05
-    assert [p.name for p in list_checkpoints(result.run_dir / "checkpoints")] == ["step_00000020.pt", "step_00000040.pt"]
+    assert [p.name for p in list_checkpoints(result.run_dir / "checkpoints")] == [
+        "step_00000020.pt",
+        "step_00000040.pt",
+    ]
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["train"]["optim"] == "adampower" and config["model"]["arch"] == "llama"
     env = json.loads((result.run_dir / "env.json").read_text())
@@ -183,3 +186,33 @@ def test_tensorboard_logging_writes_events(tmp_path, cache):
     events.Reload()
     assert {"loss", "lr", "grad_norm", "val_loss"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+
+
+def test_train_step_is_backward_clip_update_schedule_against_a_hand_written_step():
+    torch.manual_seed(0)
+    ours = build_model(preset("llama-tiny", vocab_size=128, max_seq_len=16))
+    theirs = build_model(preset("llama-tiny", vocab_size=128, max_seq_len=16))
+    theirs.load_state_dict(ours.state_dict())
+    opt_a, opt_b = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (ours, theirs))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda s: 0.5 ** s)
+    sched_b = torch.optim.lr_scheduler.LambdaLR(opt_b, lambda s: 0.5 ** s)
+    runtime = Runtime(torch.device("cpu"))
+    for step in range(3):
+        batch = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(step))
+        seen = []
+        result = train_step(ours, opt_a, list(batch.split(2)), runtime, clip=0.5, scheduler=sched,
+                            before_update=lambda r, seen=seen: seen.append(r.to_host()))
+        halves = [theirs(half, labels=half).loss for half in batch.split(2)]
+        for half_loss in halves:
+            (half_loss / 2).backward()
+        loss = sum(halves) / 2
+        norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
+        opt_b.step()
+        sched_b.step()
+        opt_b.zero_grad()
+        assert seen[0] == result.to_host()
+        assert result.loss.item() == pytest.approx(loss.item(), rel=1e-5)
+        assert result.grad_norm.item() == pytest.approx(norm.item(), rel=1e-4)
+        assert all(p.grad is None for p in ours.parameters())
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

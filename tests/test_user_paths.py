@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import shlex
 import sys
 import tomllib
@@ -232,7 +233,9 @@ def test_help_states_each_default_once_and_the_real_folder_name(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    train_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    train_parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "train"
+    ]
     for action in train_parser._actions:
         assert (action.help or "").count("(default") <= 1, action.help
     assert f"runs/{run_name(TrainConfig())}" in text.replace("- ", "-")
@@ -286,3 +289,10 @@ def test_mean_throughput_is_measured_after_the_first_step(tmp_path):
                for s in range(1, 11)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert load_run(run).mean_tokens_per_s == pytest.approx(900 / 9)
+
+
+def test_the_readme_speaks_of_the_project_not_of_how_it_was_made():
+    readme = (ROOT / "README.md").read_text()
+    for history in ("this session", "the issue's", "ticket", "no GPU was available"):
+        assert history not in readme, history
+    assert not re.search(r"commit [0-9a-f]{7}", readme)

@@ -149,10 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="a grid axis (repeatable)")
     _add_experiment_flags(sweep, "runs/sweep")
 
-    theory = sub.add_parser("theory", help="the toy model of AdamPower's update, or AdagradPower on a noisy problem",
-                            description="'gradpower theory' (or 'theory adam'): AdamPower's update on g = mu + sigma*xi, "
-                            "xi ~ U[-1, 1], simulated and in closed form, with the optimal p per noise level. "
-                            "'gradpower theory adagrad': AdagradPower vs Adagrad on a noisy non-convex problem.")
+    theory = sub.add_parser(
+        "theory",
+        help="the toy model of AdamPower's update, or AdagradPower on a noisy problem",
+        description="'gradpower theory' (or 'theory adam'): AdamPower's update on g = mu + sigma*xi, "
+        "xi ~ U[-1, 1], simulated and in closed form, with the optimal p per noise level. "
+        "'gradpower theory adagrad': AdagradPower vs Adagrad on a noisy non-convex problem.",
+    )
     theory.add_argument("which", nargs="?", choices=("adam", "adagrad"), default="adam")
     theory.add_argument("--mu", type=float, default=1e-6, help="mean gradient (default 1e-6)")
     theory.add_argument("--eps", type=float, default=1e-8, help="Adam eps (default 1e-8)")
@@ -171,8 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--batch-sizes", default="8,32,128", help="batch sizes to predict p* for (default 8,32,128)")
     noise.add_argument("--steps-before", type=int, default=0, help="train this many steps first (default 0)")
     noise.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="measure this run's newest checkpoint")
-    noise.add_argument("--micro-batch-size", "--micro-batch", type=int, default=None, help="sequences per measured micro-batch "
-                       "(default: the smallest batch size)")
+    noise.add_argument(
+        "--micro-batch-size",
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="sequences per measured micro-batch (default: the smallest batch size)",
+    )
     noise.add_argument("--micro-batches", type=int, default=16, help="micro-batches measured (default 16)")
     noise.add_argument("--p", type=float, default=1.2, help="p for the share of |g|^p below eps (default 1.2)")
     noise.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -70,7 +70,9 @@ def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, voca
     return train_bpe(corpus.documents(), size, path)
 
 
-def _local_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int, world: int) -> Data:
+def _local_data(
+    cfg: DataConfig, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int, world: int
+) -> Data:
     corpus = open_local(cfg.data)
     fingerprint = corpus.fingerprint()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{fingerprint}"
@@ -102,8 +104,10 @@ def pretrained_tokenizer(cfg: DataConfig) -> str | None:
     """The pretrained tokenizer ``cfg`` loads (``None``: a BPE trained on the local corpus)."""
     name = cfg.tokenizer or (HUB_CORPORA[cfg.data].tokenizer if cfg.data in HUB_CORPORA else None)
     if is_streamed(cfg.data) and name in (None, "bpe"):
-        raise DataError(f"--data {cfg.data} is streamed, so it needs a pretrained tokenizer (--tokenizer NAME_OR_PATH); "
-                        "a BPE is trained only on local corpora")
+        raise DataError(
+            f"--data {cfg.data} is streamed, so it needs a pretrained tokenizer (--tokenizer NAME_OR_PATH); "
+            "a BPE is trained only on local corpora"
+        )
     return None if name == "bpe" else name
 
 
@@ -134,18 +138,32 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int
         if not Path(path).is_file():
             raise DataError(f"{path}: no such file for streaming")
         fmt = "parquet" if path.endswith(".parquet") else "json"
-        train_open = val_open = lambda skip: local_stream(path, fmt).skip(skip)  # noqa: E731
+        def train_open(skip: int) -> Any:
+            return local_stream(path, fmt).skip(skip)
+
+        val_open = train_open
         held_out = True
-    keep_train: Callable[[int], bool] = (lambda i: not is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
+    keep_train: Callable[[int], bool] = (
+        (lambda i: not is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
+    )
     keep_val: Callable[[int], bool] = (lambda i: is_validation(i, cfg.val_fraction)) if held_out else (lambda i: True)
-    train = StreamBatches(train_open, tokenizer, seq_len, micro_batch_size, keep=keep_train, rank=rank, world_size=world)
+    train = StreamBatches(
+        train_open, tokenizer, seq_len, micro_batch_size, keep=keep_train, rank=rank, world_size=world
+    )
     val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_batch_size, keep=keep_val)
     val = [val_stream.next() for _ in range(cfg.eval_batches)]
     return Data(train, val, tokenizer)
 
 
 def build_data(
-    cfg: DataConfig, *, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int = 0, world_size: int = 1
+    cfg: DataConfig,
+    *,
+    seq_len: int,
+    micro_batch_size: int,
+    seed: int,
+    vocab_size: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Data:
     """Resolve ``cfg.data`` into train batches, validation batches and the tokenizer."""
     if not 0 < cfg.val_fraction < 1:

@@ -69,7 +69,12 @@ def cache_problem(folder: Path, tokenizer: TextTokenizer, source: str, val_fract
     try:
         meta = json.loads(meta_path.read_text())
         files = meta["files"]
-        fingerprint, meta_source, fraction, dtype = meta["tokenizer"], meta["source"], meta["val_fraction"], meta["dtype"]
+        fingerprint, meta_source, fraction, dtype = (
+            meta["tokenizer"],
+            meta["source"],
+            meta["val_fraction"],
+            meta["dtype"],
+        )
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         return f"{meta_path} is damaged or from an older version ({type(exc).__name__})"
     if fingerprint != tokenizer.fingerprint:

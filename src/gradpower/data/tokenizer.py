@@ -20,7 +20,7 @@ from ..fileio import StorageError, atomic_write_text, describe_os_error
 
 EOT = "<|endoftext|>"
 _MAX_WORD = 1000
-_LONG_RUN = re.compile(r"\S{%d,}" % (_MAX_WORD + 1))
+_LONG_RUN = re.compile(rf"\S{{{_MAX_WORD + 1},}}")
 
 
 class TokenizerFileError(ValueError):

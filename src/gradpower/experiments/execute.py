@@ -96,7 +96,9 @@ def _format_eta(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _train_one(cfg_dict: dict[str, Any], log_path: str | None, threads: int | None, device: str | None) -> tuple[str, str]:
+def _train_one(
+    cfg_dict: dict[str, Any], log_path: str | None, threads: int | None, device: str | None
+) -> tuple[str, str]:
     """Train one run (in this process or a spawned one); returns (status, message)."""
     from ..data.corpus import DataError
     from ..train import CheckpointError, NonFiniteLossError, train
@@ -193,7 +195,9 @@ def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> No
                 echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | "
                      f"{'resuming' if cfg.resume else 'training'} -> {run.run_dir} (log: train.log) | "
                      f"{eta(total - counter + 1)}")
-                future = pool.submit(_train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device)
+                future = pool.submit(
+                    _train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device
+                )
                 pending[future] = (run, time.perf_counter(), slot)
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -104,10 +104,12 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     _figures(meas, batch_sizes, out, eps)
-    lines = [f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro_batch_size} sequences, "
-             f"B_simple = {meas.noise_scale():.3g} sequences",
-             "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro_batch_size} sequences, "
+        f"B_simple = {meas.noise_scale():.3g} sequences",
+        "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         if row["block"] == "all":
             lines.append(f"| {row['batch_size']} | {row['p_star_uniform']:g} | {row['p_star_gaussian']:g} | "

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - the Agg backend must be chosen before pyplot is imported
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

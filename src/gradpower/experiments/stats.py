@@ -110,7 +110,9 @@ def speedup(
         ratios.append(steps_to_target(steps, b, float(b[-1])) / reached if reached > 0 else math.nan)
     point = base_steps / arm_steps if arm_steps > 0 else math.nan
     # A seed that never reaches its target has no ratio: no interval is honest then.
-    interval = t_interval(ratios) if all(math.isfinite(r) for r in ratios) else Interval(math.nan, math.nan, math.nan, 0)
+    interval = (
+        t_interval(ratios) if all(math.isfinite(r) for r in ratios) else Interval(math.nan, math.nan, math.nan, 0)
+    )
     return Speedup(arm_steps, point, interval)
 
 

@@ -62,11 +62,18 @@ def sweep_report(out: Path) -> str:
     rows = []
     for entry, run in load_listed_runs(out, record["runs"]):
         done = run is not None and run.finished
-        rows.append({**entry["point"], "seed": entry["seed"],
-                     "final_val_loss": run.final_val_loss if done else math.nan,
-                     "best_val_loss": run.best_val_loss if run is not None else math.nan,
-                     "steps": run.steps if run is not None else 0, "wall_s": run.wall_s if run is not None else math.nan,
-                     "spikes": run.spikes if done else "", "run_dir": entry["dir"]})
+        rows.append(
+            {
+                **entry["point"],
+                "seed": entry["seed"],
+                "final_val_loss": run.final_val_loss if done else math.nan,
+                "best_val_loss": run.best_val_loss if run is not None else math.nan,
+                "steps": run.steps if run is not None else 0,
+                "wall_s": run.wall_s if run is not None else math.nan,
+                "spikes": run.spikes if done else "",
+                "run_dir": entry["dir"],
+            }
+        )
     write_csv(out / "sweep.csv", fields + ["seed", "final_val_loss", "best_val_loss", "steps", "wall_s", "spikes",
                                           "run_dir"], rows)
     summary = []

@@ -110,7 +110,8 @@ class CausalLM(nn.Module):
         super().__init__()
         self.config = config
         layers = [
-            DecoderLayer(config, i, self.make_mlp(config), qkv_bias=self.qkv_bias(config)) for i in range(config.n_layers)
+            DecoderLayer(config, i, self.make_mlp(config), qkv_bias=self.qkv_bias(config))
+            for i in range(config.n_layers)
         ]
         self.model = Backbone(config, layers)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -164,7 +165,9 @@ class CausalLM(nn.Module):
 
     def _check_input(self, input_ids: torch.Tensor) -> None:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be an integer tensor (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be an integer tensor (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}"
+            )
         seq = input_ids.shape[1]
         if seq > self.config.max_seq_len:
             raise ValueError(f"sequence length {seq} exceeds the configured max_seq_len {self.config.max_seq_len}")

@@ -30,7 +30,9 @@ def _llama(d: int, ff: int, heads: int, layers: int, vocab: int = T5_VOCAB, seq:
     return LlamaConfig(vocab_size=vocab, d_model=d, d_ff=ff, n_heads=heads, n_layers=layers, max_seq_len=seq)
 
 
-def _moe(d: int, ff: int, heads: int, layers: int, experts: int, vocab: int = T5_VOCAB, top_k: int = 4) -> Qwen2MoeConfig:
+def _moe(
+    d: int, ff: int, heads: int, layers: int, experts: int, vocab: int = T5_VOCAB, top_k: int = 4
+) -> Qwen2MoeConfig:
     return Qwen2MoeConfig(
         vocab_size=vocab, d_model=d, d_ff=ff, n_heads=heads, n_layers=layers, n_experts=experts, top_k=top_k,
         max_seq_len=256,

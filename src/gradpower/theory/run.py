@@ -43,7 +43,9 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
         writer.writerow(["p", "mu", "sigma", "eps", "update_sim", "update_limit"])
         for i, sigma in enumerate(sigmas[:, 0]):
             for j, p in enumerate(ps):
-                writer.writerow([f"{p:g}", f"{mu:g}", f"{sigma:g}", f"{eps:g}", f"{sim[i, j]:.6g}", f"{limit[i, j]:.6g}"])
+                writer.writerow(
+                    [f"{p:g}", f"{mu:g}", f"{sigma:g}", f"{eps:g}", f"{sim[i, j]:.6g}", f"{limit[i, j]:.6g}"]
+                )
     best_limit, best_sim = best_p(ps, limit), best_p(ps, sim)
     with open(out / "optimal_p.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -66,7 +68,9 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
         ax.legend(fontsize=8)
     ax_rel.set(xlabel="p", ylabel="u(p) / max over p", ylim=(0.0, 1.05),
                title="relative update (solid: limit, dashed: simulated; *: optimum)")
-    ax_log.set(xlabel="p", ylabel="u(p)", yscale="log", title=f"update, mu={mu:g}, eps={eps:g}, beta=({beta1}, {beta2})")
+    ax_log.set(
+        xlabel="p", ylabel="u(p)", yscale="log", title=f"update, mu={mu:g}, eps={eps:g}, beta=({beta1}, {beta2})"
+    )
     fig.tight_layout()
     fig.savefig(out / "theory.png", dpi=120)
     plt.close(fig)

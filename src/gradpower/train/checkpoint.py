@@ -247,6 +247,8 @@ def _by_name(optim_state: dict[str, Any]) -> dict[str, Any]:
         names.update(zip(group["params"], group["param_names"]))
     return {
         "state": {names[i]: value for i, value in optim_state["state"].items()},
-        "param_groups": [{**{k: v for k, v in g.items() if k != "param_names"}, "params": [names[i] for i in g["params"]]}
-                         for g in optim_state["param_groups"]],
+        "param_groups": [
+            {**{k: v for k, v in g.items() if k != "param_names"}, "params": [names[i] for i in g["params"]]}
+            for g in optim_state["param_groups"]
+        ],
     }

@@ -73,11 +73,15 @@ class TrainConfig:
     seq_len: int | None = _f(None, "tokens per sequence (default: the preset's max_seq_len)")
     # data
     data: str = _f("shakespeare", "shakespeare (bundled), c4, openwebtext, a local file/folder, or stream:FILE.jsonl")
-    tokenizer: str | None = _f(None, "bpe (train one) or a pretrained name/folder (default: t5-base for c4, gpt2 for openwebtext, else bpe)")
+    tokenizer: str | None = _f(
+        None, "bpe (train one) or a pretrained name/folder (default: t5-base for c4, gpt2 for openwebtext, else bpe)"
+    )
     bpe_vocab_size: int | None = _f(None, "vocab size of a trained BPE (default: the model's)")
     val_fraction: float = _f(0.02, "fraction of documents held out for validation")
     eval_batches: int = _f(8, "validation micro-batches per evaluation (the same ones every time)")
-    cache_dir: str | None = _f(None, "where tokenizers and token shards are kept (default: $GRADPOWER_CACHE or ~/.cache/gradpower)")
+    cache_dir: str | None = _f(
+        None, "where tokenizers and token shards are kept (default: $GRADPOWER_CACHE or ~/.cache/gradpower)"
+    )
     verify_cache: bool = _f(False, "check the full sha256 of every cached token shard before training (default: "
                             "sizes and a checksum of each file's ends)")
     # run

@@ -169,11 +169,14 @@ class StepResult:
 
     loss: torch.Tensor
     grad_norm: torch.Tensor
+    host: tuple[float, float] | None = None  # both as floats, once :meth:`to_host` has synced
 
     def to_host(self) -> tuple[float, float]:
-        """Both values as floats, in one host sync."""
-        loss, grad_norm = torch.stack([self.loss.float(), self.grad_norm.float().to(self.loss.device)]).tolist()
-        return loss, grad_norm
+        """Both values as floats, in one host sync (the first call only)."""
+        if self.host is None:
+            loss, grad_norm = torch.stack([self.loss.float(), self.grad_norm.float().to(self.loss.device)]).tolist()
+            self.host = (loss, grad_norm)
+        return self.host
 
 
 def train_step(
@@ -242,7 +245,9 @@ class Trainer:
         )
         self.model_config = model_config_for(cfg, self.data.tokenizer.vocab_size)
         # Arms of one seed start from identical weights, whatever the process count.
-        self.model = parallelize(lambda device: build_model(self.model_config, device), runtime, cfg.effective_init_seed)
+        self.model = parallelize(
+            lambda device: build_model(self.model_config, device), runtime, cfg.effective_init_seed
+        )
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.lr or preset_lr(cfg.preset)
@@ -251,7 +256,9 @@ class Trainer:
             weight_decay=cfg.weight_decay,
             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
         )
-        schedule = dict(warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac)
+        schedule = dict(
+            warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac
+        )
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, **schedule)
         self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
         self.step = 0
@@ -311,11 +318,10 @@ class Trainer:
             while self.step < session.stop_at:
                 started, lr, upcoming = time.perf_counter(), self.applied_lr(), self.step + 1
                 checked = self._checks(upcoming, session.stop_at)
-                synced: list[float] = []  # loss, grad_norm on checked steps
-                self.train_step([self.data.train.next() for _ in range(accum)], upcoming,
-                                (lambda result: synced.extend(self._stop_if_not_finite(result))) if checked else None)
+                result = self.train_step([self.data.train.next() for _ in range(accum)], upcoming,
+                                         self._stop_if_not_finite if checked else None)
                 self.step += 1
-                self._after_step(session, time.perf_counter() - started, lr, synced)
+                self._after_step(session, time.perf_counter() - started, lr, result.host)
         return self._end_session(session)
 
     def train_step(self, micro_batches: list[torch.Tensor], step: int,
@@ -330,7 +336,7 @@ class Trainer:
         return (step % self.cfg.log_every == 0 or step == stop_at or self._evaluates(step)
                 or self._checkpoints(step, stop_at) or self.noise.reports(step))
 
-    def _stop_if_not_finite(self, result: StepResult) -> tuple[float, float]:
+    def _stop_if_not_finite(self, result: StepResult) -> None:
         """The only host sync of a step, on checked steps only (every step with --log-every 1): the NaN/inf
         stop needs both values before the update. Between checked steps a NaN goes unseen for at most
         log_every - 1 steps; checkpoints check the parameters first, so a poisoned one is never written."""
@@ -338,7 +344,6 @@ class Trainer:
         for what, value in (("loss", loss), ("gradient norm", grad_norm)):
             if not math.isfinite(value):
                 raise NonFiniteLossError(self._stop_message(what, value))
-        return loss, grad_norm
 
     def _start_session(self) -> _Session:
         """Files of this session (metrics truncated on resume, config, environment), the logger, the first line."""
@@ -371,7 +376,7 @@ class Trainer:
                            "(later runs reuse TorchInductor's on-disk cache)")
         return session
 
-    def _after_step(self, session: _Session, step_time: float, lr: float, synced: list[float]) -> None:
+    def _after_step(self, session: _Session, step_time: float, lr: float, synced: tuple[float, float] | None) -> None:
         """After each step: progress, noise and p auto, evaluation, the metrics record, checkpoint, interrupt."""
         cfg, logger = self.cfg, session.logger
         first = self.step == session.start_step + 1

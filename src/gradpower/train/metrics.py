@@ -102,8 +102,10 @@ class MetricsLogger:
             if written != len(line):
                 raise OSError(28, "No space left on device")
         except OSError as exc:
-            raise StorageError(f"{describe_os_error(exc, self.path, 'writing')} at step {record['step']}; the last "
-                               f"checkpoint is intact: free space, then continue with: {resume_command(self.path.parent)}") from None
+            raise StorageError(
+                f"{describe_os_error(exc, self.path, 'writing')} at step {record['step']}; the last "
+                f"checkpoint is intact: free space, then continue with: {resume_command(self.path.parent)}"
+            ) from None
         step = record["step"]
         if self._tb is not None:
             for key, value in record.items():
@@ -121,7 +123,13 @@ class MetricsLogger:
     @staticmethod
     def _summary(record: dict[str, Any]) -> str:
         parts = []
-        for key, fmt in (("loss", ".4f"), ("val_loss", ".4f"), ("lr", ".2e"), ("grad_norm", ".3f"), ("tokens_per_s", ".0f")):
+        for key, fmt in (
+            ("loss", ".4f"),
+            ("val_loss", ".4f"),
+            ("lr", ".2e"),
+            ("grad_norm", ".3f"),
+            ("tokens_per_s", ".0f"),
+        ):
             if key in record and record[key] is not None:
                 parts.append(f"{key} {record[key]:{fmt}}")
         return " ".join(parts)
