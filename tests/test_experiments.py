@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy.stats import t as scipy_t
 
 from gradpower.cli import main
 from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_grid_axis
@@ -52,6 +53,23 @@ def test_compare_writes_every_table_and_figure_and_reruns_nothing(tmp_path, cach
     finals = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
     diff = np.mean([finals[("adampower p=1.2", s)] - finals[("adamw", s)] for s in "01"])
     assert float(results[1]["diff_mean"]) == pytest.approx(diff, abs=1e-5)
+    # the design columns, by hand: sd of the per-seed differences, the t half-width, and the 80%-power MDE
+    per_seed = [finals[("adampower p=1.2", s)] - finals[("adamw", s)] for s in "01"]
+    sd = float(np.std(per_seed, ddof=1))
+    slack = 2e-5  # runs.csv rounds each loss to 6 significant digits
+    factor_ci = scipy_t.ppf(0.975, 1) / np.sqrt(2)
+    factor_mde = (scipy_t.ppf(0.975, 1) + scipy_t.ppf(0.8, 1)) / np.sqrt(2)
+    assert float(results[1]["diff_sd"]) == pytest.approx(sd, abs=slack)
+    assert float(results[1]["diff_halfwidth"]) == pytest.approx(factor_ci * sd, abs=factor_ci * slack)
+    assert float(results[1]["mde_80"]) == pytest.approx(factor_mde * sd, abs=factor_mde * slack)
+    needed = int(results[1]["seeds_needed"])
+
+    def mde(n, s):
+        return (scipy_t.ppf(0.975, n - 1) + scipy_t.ppf(0.8, n - 1)) * s / np.sqrt(n)
+
+    reported = float(results[1]["diff_sd"])
+    assert needed == 2 or mde(needed, reported) <= 0.01 * (1 + 1e-4) and mde(needed - 1, reported) > 0.01 * (1 - 1e-4)
+    assert "written to" in first and "loss.png" in first.splitlines()[-1]
     report = (out / "report.md").read_text()
     assert "95% Student-t interval" in report and "![loss.png](loss.png)" in report
     for png in ("loss.png", "difference.png", "lr.png"):
@@ -219,3 +237,15 @@ def test_parallel_jobs_write_logs_and_the_same_tables(tmp_path, cache, capsys):
     results = read_csv(out / "results.csv")
     assert [r["n_seeds"] for r in results] == ["1", "1"] and all(float(r["val_loss_mean"]) > 0 for r in results)
     assert main(argv[:-6] + ["--jobs", "0"]) == 2
+
+
+def test_a_compare_whose_runs_fail_exits_1_naming_them(tmp_path, cache, capsys):
+    corpus = tmp_path / "one-line.txt"
+    corpus.write_text("too small to hold out a validation split\n")  # every run fails when it builds its data
+    own_cache = str(tmp_path / "cache")  # not the module's: this corpus must not touch its shards
+    argv = ["compare", *micro(own_cache), "--seeds", "1", "--set", f"data={corpus}", "--out", str(tmp_path / "c")]
+    assert main(argv) == 1
+    err = capsys.readouterr()
+    assert "2 run(s) failed: adamw seed 0 (val split is empty" in err.err and "adampower p=1.2 seed 0" in err.err
+    captured = err
+    assert "figures" not in captured.out and ".png" not in captured.out

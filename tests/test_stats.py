@@ -89,3 +89,26 @@ def test_verdict_follows_the_interval():
     mixed = verdict("b", "a", paired_difference([1.0, 1.3, 1.1], [1.1, 1.1, 1.1]))
     assert "no difference detectable with 3 seeds at this scale" in mixed
     assert "no interval" in verdict("b", "a", paired_difference([1.0], [1.1]))
+
+
+def test_mde_and_seeds_needed_against_the_formula():
+    from scipy.stats import t
+
+    from gradpower.experiments.stats import mde_80, sd, seeds_needed
+
+    diffs = [-0.014, -0.003, -0.066]
+    s = float(np.std(diffs, ddof=1))
+    assert sd(diffs) == pytest.approx(s)
+    assert mde_80(s, 3) == pytest.approx((t.ppf(0.975, 2) + t.ppf(0.8, 2)) * s / math.sqrt(3))
+    assert math.isnan(mde_80(s, 1)) and math.isnan(mde_80(math.nan, 3))
+    n = seeds_needed(s, 0.01)
+    by_hand = next(k for k in range(2, 10_000) if (t.ppf(0.975, k - 1) + t.ppf(0.8, k - 1)) * s / math.sqrt(k) <= 0.01)
+    assert n == by_hand
+    assert seeds_needed(0.0, 0.01) == 2 and seeds_needed(math.nan, 0.01) is None
+
+
+def test_a_no_difference_verdict_says_what_the_design_could_detect():
+    diff = t_interval([-0.014, -0.003, -0.066])
+    line = verdict("adampower", "adamw", diff, diff_sd=0.0336, effect=0.01)
+    assert "no difference detectable with 3 seeds" in line
+    assert "this design detects differences above 0.1" in line and "seeds would resolve 0.01" in line

@@ -17,6 +17,7 @@ import difflib
 import importlib.metadata
 import shlex
 import sys
+import time
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tune-lr", metavar="LR1,LR2,...", help="tune lr per arm over this grid first")
     compare.add_argument("--tune-seeds", action="store_true", help="tune on every seed (default: seed 0 only)")
     compare.add_argument("--baseline", metavar="ARM", help="the arm the others are compared with (default: first)")
+    compare.add_argument("--effect", type=float, default=None, metavar="NATS",
+                         help="the difference to size the design for: the report gives the seeds that would resolve "
+                         "it (default 0.01)")
     _add_experiment_flags(compare, "runs/compare")
 
     sweep = sub.add_parser("sweep", help="a grid over TrainConfig fields, each point over seeds",
@@ -248,9 +252,11 @@ def _compare(args: argparse.Namespace, command: str) -> int:
     spec = _experiment_spec(args, default_spec())
     arms = [parse_arm(text) for text in args.arm] or spec.arms
     tune = parse_numbers(args.tune_lr, "--tune-lr") if args.tune_lr else spec.tune_lr
-    spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds)
+    spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds,
+                               effect=args.effect if args.effect is not None else spec.effect)
+    started = time.time()
     table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command)
-    print(f"\n{table}\n\nwritten to {args.out}: runs.csv, results.csv, report.md and the figures")
+    print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
 
@@ -261,9 +267,18 @@ def _sweep(args: argparse.Namespace, command: str) -> int:
     spec = _experiment_spec(args, ExperimentSpec())
     grid = dict(parse_grid_axis(text) for text in args.grid) or spec.grid
     spec = dataclasses.replace(spec, grid=grid)
+    started = time.time()
     table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command)
-    print(f"\n{table}\n\nwritten to {args.out}: sweep.csv, summary.csv, best.csv, report.md and the figures")
+    print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
+
+
+def _written(out: Path, since: float) -> str:
+    """``written to OUT: runs.csv, ...``: the tables, report and figures this command wrote (or that none were)."""
+    order = {".csv": 0, ".md": 1, ".png": 2}
+    files = sorted((f for f in out.glob("*") if f.suffix in order and f.stat().st_mtime >= since - 1),
+                   key=lambda f: (order[f.suffix], f.name))
+    return f"written to {out}: {', '.join(f.name for f in files)}" if files else f"nothing written to {out}"
 
 
 def _jobs(args: argparse.Namespace, default: Any) -> int:
@@ -316,8 +331,9 @@ def _noise(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: one-line errors; exit codes 2 (bad input), 3 (non-finite loss), 4 (storage, locks),
-    5 (another process of a distributed run died), 130 (interrupted).
+    """Entry point: one-line errors; exit codes 1 (runs of a compare or sweep failed; also an unexpected error,
+    with its traceback), 2 (bad input), 3 (non-finite loss), 4 (storage, locks), 5 (another process of a
+    distributed run died), 130 (interrupted).
 
     A missing harness dependency names the extra that provides it; Ctrl-C at
     any moment (start-up included) ends with a hint instead of a traceback.
@@ -363,6 +379,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run(argv: list[str], command: str) -> int:
     from . import interrupts
+    from .experiments.execute import RunsFailedError
     from .fileio import StorageError
     from .train import InterruptedRun, NonFiniteLossError
     from .train.distributed import PeerLostError
@@ -376,12 +393,18 @@ def _run(argv: list[str], command: str) -> int:
     }
     # The exit code tells scripts the kind (README, "When things go wrong").
     stops = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4), PeerLostError: ("stopped", 5)}
+    started = time.time()
     try:
         return handlers[args.command]()
     except (*BAD_INPUT, *stops) as exc:
         word, code = stops.get(type(exc), ("error", 2))
         print(f"gradpower: {word}: {exc}", file=sys.stderr)
         return code
+    except RunsFailedError as exc:  # the report of the other runs is written; the command still fails
+        if exc.report:
+            print(f"\n{exc.report}\n\n{_written(Path(args.out), started)}")
+        print(f"gradpower: error: {exc}; each run's own message is above (or in its train.log)", file=sys.stderr)
+        return 1
     except InterruptedRun as exc:
         if args.command in ("compare", "sweep"):  # the same command resumes an experiment
             print(f"gradpower: interrupted by {exc.what}; run the same command again to continue (finished runs "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..train.loop import check_before_start
-from .execute import PlannedRun, execute, place
+from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, place
 from .folder import write_experiment
 from .report import choose_lrs, compare_report
 from .spec import Arm, ExperimentSpec, with_run_defaults
@@ -31,7 +31,10 @@ def default_spec() -> ExperimentSpec:
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
                 command: str = "gradpower compare", echo: Callable[[str], None] = print) -> str:
-    """Train (or reuse) every run of the comparison, then write its tables, figures and report."""
+    """Train (or reuse) every run of the comparison, then write its tables, figures and report.
+
+    Raises :class:`RunsFailedError` (after the report of the other runs is written) when a run failed.
+    """
     if len(spec.arms) < 1:
         raise ValueError("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")
     names = [arm.name for arm in spec.arms]
@@ -50,6 +53,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
                  "dir": str(p.run_dir.relative_to(out))} for p in planned]
 
     chosen: dict[str, float] = {}
+    failed: list[Outcome] = []
     if spec.tune_lr:
         tune_seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
         tuning = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides, lr=lr), runs_root))
@@ -57,10 +61,12 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
         write_experiment(out, record)
         echo(f"== tuning lr: {len(spec.arms)} arm(s) x {len(spec.tune_lr)} lr(s) x {len(tune_seeds)} seed(s)")
-        execute(tuning, jobs, echo)
+        failed = failures(execute(tuning, jobs, echo))
         chosen = choose_lrs(out, record)
         for arm in spec.arms:
             if arm.name not in chosen:
+                if failed:
+                    raise RunsFailedError(failed)
                 raise ValueError(f"no tuning run of arm {arm.name!r} finished; see the runs under {runs_root}")
         echo("chosen lr: " + ", ".join(f"{name} {lr:g}" for name, lr in chosen.items()))
     final = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides,
@@ -69,5 +75,8 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     record["runs"] += entries(final, "final", chosen)
     write_experiment(out, record)
     echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
-    execute(final, jobs, echo)
-    return compare_report(out, baseline, echo)
+    failed += failures(execute(final, jobs, echo))
+    text = compare_report(out, baseline, echo)
+    if failed:
+        raise RunsFailedError(failed, text)
+    return text

@@ -60,6 +60,22 @@ def place(cfg: TrainConfig, runs_root: Path) -> TrainConfig:
     return dataclasses.replace(cfg, out=str(runs_root / run_name(cfg)), resume=False)
 
 
+class RunsFailedError(RuntimeError):
+    """Runs of an experiment failed (an error, not a diverging loss). ``report`` is the text of the tables
+    written from the other runs ("" when none could be written); the message names every failed run."""
+
+    def __init__(self, failed: list[Outcome], report: str = "") -> None:
+        self.failed, self.report = failed, report
+        reasons = [o.message.splitlines()[0][:160] if o.message else "no reason given" for o in failed]
+        names = "; ".join(f"{o.run.label} seed {o.run.seed} ({why})" for o, why in zip(failed, reasons))
+        super().__init__(f"{len(failed)} run(s) failed: {names}")
+
+
+def failures(outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes whose run failed with an error."""
+    return [o for o in outcomes if o.status == "failed"]
+
+
 def state_of(run: PlannedRun) -> str:
     """``done`` (finished with this exact config), ``resume`` (checkpoints) or ``fresh``."""
     folder = run.run_dir

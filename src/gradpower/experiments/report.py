@@ -20,13 +20,13 @@ from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
 from .runs import Run
 from .spec import ExperimentSpec
-from .stats import paired_difference, speedup, verdict
+from .stats import mde_80, paired_difference, sd, seeds_needed, speedup, t_interval, verdict
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
                 "spikes", "run_dir"]
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
-                   "wall_s"]
+                   "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed"]
 @dataclass
 class ArmRuns:
     """The finished final-phase runs of one arm, by seed."""
@@ -121,10 +121,13 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             row.update(steps_to_target=sp.steps_to_target, speedup=sp.speedup)
             if name != baseline:
                 row.update(speedup_ci_low=sp.interval.low, speedup_ci_high=sp.interval.high)
-                diff = paired_difference([arm.runs[s].final_val_loss for s in paired_seeds],
-                                         [base.runs[s].final_val_loss for s in paired_seeds])
-                row.update(diff_mean=diff.mean, diff_ci_low=diff.low, diff_ci_high=diff.high)
-                verdicts.append(verdict(name, baseline, diff))
+                per_seed = [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in paired_seeds]
+                diff = t_interval(per_seed)
+                diff_sd = sd(per_seed)
+                row.update(diff_mean=diff.mean, diff_ci_low=diff.low, diff_ci_high=diff.high, diff_sd=diff_sd,
+                           diff_halfwidth=(diff.high - diff.low) / 2, mde_80=mde_80(diff_sd, diff.n),
+                           seeds_needed=seeds_needed(diff_sd, spec.effect))
+                verdicts.append(verdict(name, baseline, diff, diff_sd=diff_sd, effect=spec.effect))
                 per_step = [paired_difference(list(np.array(arm_curves)[:, k]), list(np.array(base_curves)[:, k]))
                             for k in range(steps.size)]
                 diff_curves[name] = {key: np.array([getattr(i, attr) for i in per_step])

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
+from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
-EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "arm", "grid")
+EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "arm", "grid")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 #: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
 #: smoothed curves, evaluations for the curves, and checkpoints to resume from.
@@ -44,6 +45,8 @@ class ExperimentSpec:
     tune_lr: list[float] | None = None
     tune_seeds: bool = False
     first_seed: int = 0
+    #: The difference (nats) the report sizes the design for: ``seeds_needed`` is the seeds that resolve it.
+    effect: float = DEFAULT_EFFECT
 
     @property
     def seed_list(self) -> list[int]:
@@ -53,6 +56,8 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.first_seed < 0:
             raise ValueError(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
+        if not (isinstance(self.effect, (int, float)) and 0 < self.effect < float("inf")):
+            raise ValueError(f"effect must be a number of nats > 0, got {self.effect!r}")
         names = [arm.name for arm in self.arms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -182,6 +187,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
         return ExperimentSpec(
             base=base, arms=arms, grid=grid, seeds=int(raw.get("seeds", 3)), tune_lr=raw.get("tune_lr"),
             tune_seeds=bool(raw.get("tune_seeds", False)), first_seed=int(raw.get("first_seed", 0)),
+            effect=float(raw.get("effect", DEFAULT_EFFECT)),
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{file}: {exc}") from None

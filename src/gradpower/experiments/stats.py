@@ -19,6 +19,10 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
+#: Power of the minimum detectable effect (``mde_80``) and of ``seeds_needed``.
+POWER = 0.80
+#: The effect ``seeds_needed`` sizes a comparison for unless told (nats); the papers report 0.015-0.03.
+DEFAULT_EFFECT = 0.01
 #: Spike rule (see :func:`count_spikes`).
 SPIKE_WINDOW = 25
 SPIKE_SIGMAS = 6.0
@@ -50,6 +54,45 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
         return Interval(mean, math.nan, math.nan, n)
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def sd(values: Sequence[float]) -> float:
+    """The sample standard deviation (n - 1) of the finite values; nan for fewer than two."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    return float(x.std(ddof=1)) if x.size >= 2 else math.nan
+
+
+def _detectable(diff_sd: float, n: int) -> float:
+    t = scipy_stats.t
+    return float((t.ppf(0.5 + CONFIDENCE / 2, n - 1) + t.ppf(POWER, n - 1)) * diff_sd / math.sqrt(n))
+
+
+def mde_80(diff_sd: float, n: int) -> float:
+    """The smallest true paired difference that ``n`` seeds detect with 80% power at the two-sided 95% level:
+    ``(t(0.975, n-1) + t(0.80, n-1)) * diff_sd / sqrt(n)``; nan for n < 2."""
+    return _detectable(diff_sd, n) if n >= 2 and math.isfinite(diff_sd) else math.nan
+
+
+def seeds_needed(diff_sd: float, effect: float, max_seeds: int = 100_000) -> int | None:
+    """The smallest n >= 2 whose ``mde_80`` is at most ``effect``, for the measured ``diff_sd``.
+
+    ``None`` when ``diff_sd`` is unknown (fewer than two seeds) or more than ``max_seeds`` would be needed.
+    """
+    if not (math.isfinite(diff_sd) and effect > 0):
+        return None
+    if diff_sd == 0:
+        return 2
+    # mde_80 falls monotonically in n: bisect on [2, max_seeds]
+    if _detectable(diff_sd, max_seeds) > effect:
+        return None
+    low, high = 2, max_seeds
+    while low < high:
+        mid = (low + high) // 2
+        if _detectable(diff_sd, mid) <= effect:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def paired_difference(arm: Sequence[float], baseline: Sequence[float]) -> Interval:
@@ -143,8 +186,10 @@ def count_spikes(
     return spikes
 
 
-def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss") -> str:
-    """One line that follows the interval: lower / higher only when the 95% interval excludes 0."""
+def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss", diff_sd: float = math.nan,
+            effect: float = DEFAULT_EFFECT) -> str:
+    """One line that follows the interval: lower / higher only when the 95% interval excludes 0; otherwise
+    what the design could have detected (``mde_80``) and the seeds that would resolve ``effect``."""
     if diff.n == 0:
         return f"{arm} - {baseline}: no paired {what} (runs missing or diverged)"
     if not diff.has_interval:
@@ -154,4 +199,11 @@ def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss
         return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: lower, 95% interval excludes 0"
     if diff.low > 0:
         return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: higher, 95% interval excludes 0"
-    return f"{arm} - {baseline} = {diff.mean:+.4f}: no difference detectable with {diff.n} seeds at this scale: {span}"
+    line = f"{arm} - {baseline} = {diff.mean:+.4f}: no difference detectable with {diff.n} seeds at this scale: {span}"
+    mde = mde_80(diff_sd, diff.n)
+    if math.isfinite(mde):
+        needed = seeds_needed(diff_sd, effect)
+        line += f"; this design detects differences above {mde:.3f} with 80% power"
+        line += (f"; about {needed} seeds would resolve {effect:g}" if needed is not None
+                 else f"; no practical number of seeds resolves {effect:g} at this spread")
+    return line

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .execute import PlannedRun, check_planned, execute, place
+from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .spec import ExperimentSpec, with_run_defaults
 
@@ -50,8 +50,11 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
                         "dir": str(p.run_dir.relative_to(out))} for p in planned]}
     write_experiment(out, record)
     echo(f"== sweep: {len(points)} point(s) x {spec.seeds} seed(s) -> {out}")
-    execute(planned, jobs, echo)
-    return sweep_report(out)
+    failed = failures(execute(planned, jobs, echo))
+    text = sweep_report(out)
+    if failed:
+        raise RunsFailedError(failed, text)
+    return text
 
 
 def sweep_report(out: Path) -> str:
