@@ -249,3 +249,23 @@ def test_a_compare_whose_runs_fail_exits_1_naming_them(tmp_path, cache, capsys):
     assert "2 run(s) failed: adamw seed 0 (val split is empty" in err.err and "adampower p=1.2 seed 0" in err.err
     captured = err
     assert "figures" not in captured.out and ".png" not in captured.out
+
+
+def test_seeds_auto_looks_at_fixed_rounds_and_reports_the_adjusted_interval(tmp_path, cache, capsys):
+    out = tmp_path / "seq"
+    assert main(["compare", *micro(cache, steps=4), "--seeds", "auto", "--max-seeds", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["sequential"]["looks"] == [3, 4] and "look 1/2 of --seeds auto" in text
+    runs = read_csv(out / "runs.csv")
+    seeds = sorted({int(r["seed"]) for r in runs})
+    assert seeds == list(range(record["sequential"]["stopped_at"]))
+    finals = {(r["arm"], int(r["seed"])): float(r["final_val_loss"]) for r in runs}
+    diffs = [finals[("adampower p=1.2", s)] - finals[("adamw", s)] for s in seeds]
+    half = scipy_t.ppf(1 - 0.05 / 2 / 2, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))  # 97.5% level
+    results = read_csv(out / "results.csv")
+    assert float(results[1]["diff_ci_high"]) - float(results[1]["diff_ci_low"]) == pytest.approx(2 * half, abs=1e-4)
+    assert "Bonferroni" in (out / "report.md").read_text() and "97.5% CI" in text
+    assert main(["compare", *micro(cache), "--max-seeds", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "--max-seeds goes with --seeds auto" in capsys.readouterr().err
+    assert main(["sweep", *micro(cache), "--grid", "p=1.0,1.2", "--seeds", "auto", "--out", str(tmp_path / "y")]) == 2

@@ -112,3 +112,41 @@ def test_a_no_difference_verdict_says_what_the_design_could_detect():
     line = verdict("adampower", "adamw", diff, diff_sd=0.0336, effect=0.01)
     assert "no difference detectable with 3 seeds" in line
     assert "this design detects differences above 0.1" in line and "seeds would resolve 0.01" in line
+
+
+def _simulate(true_diff: float, experiments: int, max_seeds: int, seed: int) -> tuple[float, float]:
+    """Share of experiments the sequential rule declares a difference in, and the mean seeds it used."""
+    from gradpower.experiments.stats import sequential_decision, sequential_looks
+
+    rng = np.random.default_rng(seed)
+    looks = sequential_looks(max_seeds)
+    declared, used = 0, []
+    for _ in range(experiments):
+        diffs = rng.normal(true_diff, 1.0, size=max_seeds)
+        for n in looks:
+            decision, _ = sequential_decision(diffs[:n], looks, effect=0.01)
+            if decision != "continue":
+                declared += decision == "excludes 0"
+                used.append(n)
+                break
+    return declared / experiments, float(np.mean(used))
+
+
+def test_the_sequential_rule_keeps_its_false_positive_rate_under_no_difference():
+    rate, _ = _simulate(0.0, 2000, max_seeds=20, seed=0)
+    slack = 3 * math.sqrt(0.05 * 0.95 / 2000)  # binomial sampling error of the estimated rate
+    assert rate <= 0.05 + slack
+    # the same looks read with the plain 95% interval each time would exceed it: the correction is needed
+    from gradpower.experiments.stats import sequential_looks
+
+    rng = np.random.default_rng(1)
+    naive = 0
+    for _ in range(2000):
+        diffs = rng.normal(0.0, 1.0, size=20)
+        naive += any((lambda i: i.low > 0 or i.high < 0)(t_interval(diffs[:n])) for n in sequential_looks(20))
+    assert naive / 2000 > 0.05 + slack
+
+
+def test_the_sequential_rule_stops_early_under_a_real_difference():
+    rate, mean_seeds = _simulate(2.0, 500, max_seeds=20, seed=2)  # a true difference of 2 sd
+    assert mean_seeds < 20 and rate > 0.9

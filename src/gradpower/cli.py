@@ -118,7 +118,9 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
                             help=f"shared {name} of every run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm / point (default 3)")
+    parser.add_argument("--seeds", type=_flag_type(_seeds_value), default=None, metavar="N|auto",
+                        help="seeds per arm / point (default 3); compare also takes auto: seeds in rounds (3, 6, 12, "
+                        "...) until the sequential rule stops (see README)")
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
                         "with a larger --seeds, its earlier runs are reused")
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tune-lr", metavar="LR1,LR2,...", help="tune lr per arm over this grid first")
     compare.add_argument("--tune-seeds", action="store_true", help="tune on every seed (default: seed 0 only)")
     compare.add_argument("--baseline", metavar="ARM", help="the arm the others are compared with (default: first)")
+    compare.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                         help="--seeds auto: at most this many seeds (default 20)")
     compare.add_argument("--effect", type=float, default=None, metavar="NATS",
                          help="the difference to size the design for: the report gives the seeds that would resolve "
                          "it (default 0.01)")
@@ -207,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``--seeds auto`` without ``--max-seeds``.
+DEFAULT_MAX_SEEDS = 20
+
+
+def _seeds_value(text: str) -> int | str:
+    """``--seeds``: a number of seeds, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--seeds takes a number of seeds or auto, got {text!r}") from None
+
+
 def _version() -> str:
     """``gradpower 0.1.0 (torch 2.13.0, python 3.11.7)``, without importing torch."""
     try:
@@ -233,6 +251,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
     """The experiment of compare/sweep flags: --config file or the embedded default, then flags."""
     from .experiments.spec import load_experiment
+    from .experiments.stats import sequential_looks
 
     spec = load_experiment(args.config) if args.config else default
     base = dict(spec.base)
@@ -240,7 +259,15 @@ def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
     base.update(_parse_sets(args.set))
-    return dataclasses.replace(spec, base=base, seeds=args.seeds if args.seeds is not None else spec.seeds,
+    seeds, max_seeds = args.seeds if args.seeds is not None else spec.seeds, spec.max_seeds
+    if seeds == "auto":
+        if args.command != "compare":
+            raise ValueError("--seeds auto is for compare; a sweep takes a number of seeds")
+        max_seeds = getattr(args, "max_seeds", None) or max_seeds or DEFAULT_MAX_SEEDS
+        seeds = sequential_looks(max_seeds)[0]
+    elif getattr(args, "max_seeds", None) is not None:
+        raise ValueError("--max-seeds goes with --seeds auto")
+    return dataclasses.replace(spec, base=base, seeds=seeds, max_seeds=max_seeds,
                                first_seed=args.first_seed if args.first_seed is not None else spec.first_seed)
 
 

@@ -3,21 +3,25 @@
 Plan: (optional) each arm runs its own lr grid on seed 0 (or every seed with
 ``tune_seeds``) and keeps its best final val loss; then every arm runs every
 seed at its lr. Seeds are the outer loop, so an interrupted compare already
-holds complete pairs. Runs are reused or resumed by :mod:`.execute`; the
+holds complete pairs. With ``--seeds auto`` the seeds come in rounds fixed in
+advance (:func:`.stats.sequential_looks`), and after each the sequential rule
+(:data:`.stats.SEQUENTIAL_RULE`) decides whether to stop. Runs are reused or resumed by :mod:`.execute`; the
 tables, figures and report come from :func:`.report.compare_report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..train.loop import check_before_start
 from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, place
-from .folder import write_experiment
+from .folder import load_listed_runs, write_experiment
 from .report import choose_lrs, compare_report
 from .spec import Arm, ExperimentSpec, with_run_defaults
+from .stats import sequential_decision, sequential_looks
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
 #: documented in the README ("How the default was chosen"): Qwen2-MoE, warmup-stable-decay, a small batch.
@@ -27,6 +31,25 @@ DEFAULT_BASE: dict[str, Any] = {
 DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
 def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=3)
+
+
+def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, looks: tuple[int, ...],
+                          effect: float) -> dict[str, str]:
+    """Each arm's decision under the sequential rule from the finished final runs listed so far."""
+    finals: dict[tuple[str, int], float] = {}
+    for entry, run in load_listed_runs(out, record["runs"]):
+        if entry["phase"] == "final" and run is not None and run.finished:
+            finals[(entry["arm"], int(entry["seed"]))] = run.final_val_loss
+    arms = dict.fromkeys(e["arm"] for e in record["runs"] if e["phase"] == "final")
+    seeds = sorted({s for _, s in finals})
+    decisions = {}
+    for arm in arms:
+        if arm == baseline:
+            continue
+        paired = [s for s in seeds if (arm, s) in finals and (baseline, s) in finals]
+        diffs = [finals[(arm, s)] - finals[(baseline, s)] for s in paired]
+        decisions[arm], _ = sequential_decision(diffs, looks, effect)
+    return decisions
 
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
@@ -69,13 +92,30 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
                     raise RunsFailedError(failed)
                 raise ValueError(f"no tuning run of arm {arm.name!r} finished; see the runs under {runs_root}")
         echo("chosen lr: " + ", ".join(f"{name} {lr:g}" for name, lr in chosen.items()))
-    final = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides,
-                                                          **({"lr": chosen[arm.name]} if chosen else {})), runs_root))
-             for seed in spec.seed_list for arm in spec.arms]
-    record["runs"] += entries(final, "final", chosen)
-    write_experiment(out, record)
-    echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
-    failed += failures(execute(final, jobs, echo))
+    tuning_entries = list(record["runs"])
+    looks = sequential_looks(spec.max_seeds) if spec.max_seeds else (spec.seeds,)
+    for look, seeds in enumerate(looks, 1):
+        spec = dataclasses.replace(spec, seeds=seeds)
+        final = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides,
+                                                              **({"lr": chosen[arm.name]} if chosen else {})),
+                                                  runs_root))
+                 for seed in spec.seed_list for arm in spec.arms]
+        record["runs"] = tuning_entries + entries(final, "final", chosen)
+        record["spec"] = spec.to_dict()
+        if spec.max_seeds:
+            echo(f"== compare, look {look}/{len(looks)} of --seeds auto: {len(spec.arms)} arm(s) x {seeds} seed(s) "
+                 f"-> {out}")
+        else:
+            echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
+        write_experiment(out, record)
+        failed += failures(execute(final, jobs, echo))
+        if spec.max_seeds:
+            decisions = _sequential_decisions(out, record, baseline or spec.arms[0].name, looks, spec.effect)
+            record["sequential"] = {"looks": list(looks), "stopped_at": seeds, "decisions": decisions}
+            write_experiment(out, record)
+            echo("   " + "; ".join(f"{arm}: {d}" for arm, d in decisions.items()))
+            if all(d != "continue" for d in decisions.values()):
+                break
     text = compare_report(out, baseline, echo)
     if failed:
         raise RunsFailedError(failed, text)

@@ -20,7 +20,19 @@ from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
 from .runs import Run
 from .spec import ExperimentSpec
-from .stats import mde_80, paired_difference, sd, seeds_needed, speedup, t_interval, verdict
+from .stats import (
+    CONFIDENCE,
+    SEQUENTIAL_RULE,
+    mde_80,
+    paired_difference,
+    sd,
+    seeds_needed,
+    sequential_confidence,
+    sequential_looks,
+    speedup,
+    t_interval,
+    verdict,
+)
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
                 "spikes", "run_dir"]
@@ -101,6 +113,8 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
     write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
 
     base = arms[baseline]
+    # --seeds auto: the intervals of the sequential rule (each look's level), else the plain 95% interval
+    confidence = sequential_confidence(sequential_looks(spec.max_seeds)) if spec.max_seeds else CONFIDENCE
     steps = _common_val_steps([a for a in arms.values() if a.runs])
     results_rows, verdicts, diff_curves = [], [], {}
     for name in names:
@@ -122,12 +136,13 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             if name != baseline:
                 row.update(speedup_ci_low=sp.interval.low, speedup_ci_high=sp.interval.high)
                 per_seed = [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in paired_seeds]
-                diff = t_interval(per_seed)
+                diff = t_interval(per_seed, confidence)
                 diff_sd = sd(per_seed)
                 row.update(diff_mean=diff.mean, diff_ci_low=diff.low, diff_ci_high=diff.high, diff_sd=diff_sd,
                            diff_halfwidth=(diff.high - diff.low) / 2, mde_80=mde_80(diff_sd, diff.n),
                            seeds_needed=seeds_needed(diff_sd, spec.effect))
-                verdicts.append(verdict(name, baseline, diff, diff_sd=diff_sd, effect=spec.effect))
+                verdicts.append(verdict(name, baseline, diff, diff_sd=diff_sd, effect=spec.effect,
+                                        confidence=confidence))
                 per_step = [paired_difference(list(np.array(arm_curves)[:, k]), list(np.array(base_curves)[:, k]))
                             for k in range(steps.size)]
                 diff_curves[name] = {key: np.array([getattr(i, attr) for i in per_step])
@@ -137,7 +152,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
 
     figures = _compare_figures(out, arms, names, baseline, steps, diff_curves, spec)
     tuning = _tuning_section(loaded, spec)
-    table = results_table(results_rows)
+    table = results_table(results_rows, f"{confidence * 100:.4g}%")
     _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows)
     text = table + "\n" + "\n".join(verdicts)
     if tuning["warnings"]:
@@ -194,9 +209,9 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "" if value is None else str(value)
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """The terminal / markdown table of results.csv."""
-    header = ["arm", "seeds", "lr", "val loss", "diff vs baseline [95% CI]", "speed-up [95% CI]", "tokens/s"]
+def results_table(rows: list[dict[str, Any]], diff_level: str = "95%") -> str:
+    """The terminal / markdown table of results.csv (the difference's interval at ``diff_level``)."""
+    header = ["arm", "seeds", "lr", "val loss", f"diff vs baseline [{diff_level} CI]", "speed-up [95% CI]", "tokens/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         val = f"{_fmt(r.get('val_loss_mean'))} ± {_fmt(r.get('val_loss_std'))}".strip(" ±")
@@ -228,7 +243,16 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
     lines += ["", "Shared settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()
                                                    if v is not None and k not in {"seed"}), ""]
     lines += ["## Results", "", table, ""]
-    lines += ["Verdicts (paired by seed, 95% Student-t interval with n-1 degrees of freedom):", ""]
+    if spec.max_seeds:
+        sequential = record.get("sequential", {})
+        lines += [f"Seeds by `--seeds auto` (looks at {sequential.get('looks')} seeds, at most {spec.max_seeds}; "
+                  f"stopped at {sequential.get('stopped_at')}: {sequential.get('decisions')}). Rule: "
+                  f"{SEQUENTIAL_RULE}.", ""]
+        level = f"{sequential_confidence(sequential_looks(spec.max_seeds)) * 100:.4g}%"
+        lines += [f"Verdicts (paired by seed, {level} Student-t interval with n-1 degrees of freedom, the "
+                  "sequential rule's level):", ""]
+    else:
+        lines += ["Verdicts (paired by seed, 95% Student-t interval with n-1 degrees of freedom):", ""]
     lines += [f"- {v}" for v in verdicts] or ["- (one arm: nothing to compare)"]
     lines += ["", "`speed-up`: baseline steps / arm steps to reach the baseline's final seed-mean val loss "
               "(linear interpolation between evaluations); interval from the per-seed ratios.", ""]

@@ -19,7 +19,7 @@ from ..train.config import TrainConfig, check_type, config_fields, field_type, r
 from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
-EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "arm", "grid")
+EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "max_seeds", "arm", "grid")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 #: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
 #: smoothed curves, evaluations for the curves, and checkpoints to resume from.
@@ -47,6 +47,8 @@ class ExperimentSpec:
     first_seed: int = 0
     #: The difference (nats) the report sizes the design for: ``seeds_needed`` is the seeds that resolve it.
     effect: float = DEFAULT_EFFECT
+    #: ``--seeds auto``: add seeds in rounds up to this many, stopping by the sequential rule (None: ``seeds``).
+    max_seeds: int | None = None
 
     @property
     def seed_list(self) -> list[int]:
@@ -58,6 +60,11 @@ class ExperimentSpec:
             raise ValueError(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
         if not (isinstance(self.effect, (int, float)) and 0 < self.effect < float("inf")):
             raise ValueError(f"effect must be a number of nats > 0, got {self.effect!r}")
+        if self.max_seeds is not None and self.max_seeds < 2:
+            raise ValueError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got "
+                             f"{self.max_seeds}")
+        if self.max_seeds is not None and self.tune_seeds:
+            raise ValueError("--seeds auto tunes lr on the first seed only: drop --tune-seeds")
         names = [arm.name for arm in self.arms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -188,6 +195,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             base=base, arms=arms, grid=grid, seeds=int(raw.get("seeds", 3)), tune_lr=raw.get("tune_lr"),
             tune_seeds=bool(raw.get("tune_seeds", False)), first_seed=int(raw.get("first_seed", 0)),
             effect=float(raw.get("effect", DEFAULT_EFFECT)),
+            max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None,
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{file}: {exc}") from None

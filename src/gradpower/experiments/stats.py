@@ -102,6 +102,42 @@ def paired_difference(arm: Sequence[float], baseline: Sequence[float]) -> Interv
     return t_interval([a - b for a, b in zip(arm, baseline)])
 
 
+#: The sequential rule, as named in reports.
+SEQUENTIAL_RULE = ("group-sequential looks fixed in advance, alpha 0.05 split evenly over them (Bonferroni): "
+                   "each look's Student-t interval is at level 1 - 0.05 / looks, so the chance that any look "
+                   "excludes 0 when there is no difference stays at most 5%")
+
+
+def sequential_looks(max_seeds: int, first: int = 3) -> tuple[int, ...]:
+    """The seed counts at which ``--seeds auto`` looks, fixed before any run: ``first``, then doubling, up to
+    ``max_seeds`` (e.g. 3, 6, 12, 20). Few looks keep each look's interval narrow."""
+    if max_seeds < 2:
+        raise ValueError(f"--max-seeds must be at least 2, got {max_seeds}")
+    looks = [min(first, max_seeds)]
+    while looks[-1] < max_seeds:
+        looks.append(min(max_seeds, 2 * looks[-1]))
+    return tuple(looks)
+
+
+def sequential_confidence(looks: Sequence[int], alpha: float = 1 - CONFIDENCE) -> float:
+    """The confidence of each look's interval under :data:`SEQUENTIAL_RULE`."""
+    return 1 - alpha / len(looks)
+
+
+def sequential_decision(diffs: Sequence[float], looks: Sequence[int], effect: float) -> tuple[str, Interval]:
+    """After a look at ``len(diffs)`` paired differences: ``"excludes 0"``, ``"precise"`` (the interval's
+    half-width is at most ``effect / 2``), ``"max seeds"`` (the last look) or ``"continue"``, with the look's
+    interval (at :func:`sequential_confidence`)."""
+    interval = t_interval(diffs, sequential_confidence(looks))
+    if interval.has_interval and (interval.low > 0 or interval.high < 0):
+        return "excludes 0", interval
+    if interval.has_interval and (interval.high - interval.low) / 2 <= effect / 2:
+        return "precise", interval
+    if len(diffs) >= looks[-1]:
+        return "max seeds", interval
+    return "continue", interval
+
+
 def steps_to_target(steps: Sequence[float], values: Sequence[float], target: float) -> float:
     """The first (linearly interpolated) step at which ``values`` reach ``target`` or below; nan if never.
 
@@ -187,7 +223,7 @@ def count_spikes(
 
 
 def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss", diff_sd: float = math.nan,
-            effect: float = DEFAULT_EFFECT) -> str:
+            effect: float = DEFAULT_EFFECT, confidence: float = CONFIDENCE) -> str:
     """One line that follows the interval: lower / higher only when the 95% interval excludes 0; otherwise
     what the design could have detected (``mde_80``) and the seeds that would resolve ``effect``."""
     if diff.n == 0:
@@ -195,10 +231,11 @@ def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss
     if not diff.has_interval:
         return f"{arm} - {baseline} = {diff.mean:+.4f} from {diff.n} seed: no interval, no verdict"
     span = f"[{diff.low:+.4f}, {diff.high:+.4f}]"
+    level = f"{confidence * 100:.4g}%"
     if diff.high < 0:
-        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: lower, 95% interval excludes 0"
+        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: lower, {level} interval excludes 0"
     if diff.low > 0:
-        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: higher, 95% interval excludes 0"
+        return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: higher, {level} interval excludes 0"
     line = f"{arm} - {baseline} = {diff.mean:+.4f}: no difference detectable with {diff.n} seeds at this scale: {span}"
     mde = mde_80(diff_sd, diff.n)
     if math.isfinite(mde):
