@@ -269,3 +269,28 @@ def test_seeds_auto_looks_at_fixed_rounds_and_reports_the_adjusted_interval(tmp_
     assert main(["compare", *micro(cache), "--max-seeds", "4", "--out", str(tmp_path / "x")]) == 2
     assert "--max-seeds goes with --seeds auto" in capsys.readouterr().err
     assert main(["sweep", *micro(cache), "--grid", "p=1.0,1.2", "--seeds", "auto", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_plan_runs_a_pilot_and_sizes_the_comparison_from_it(tmp_path, cache, capsys):
+    from gradpower.experiments.compare import PLAN_COLUMNS
+
+    out = tmp_path / "plan"
+    argv = ["compare", *micro(cache, steps=4), "--plan", "--pilot-seeds", "2", "--effect", "0.05", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    plan = read_csv(out / "plan.csv")
+    assert list(plan[0]) == PLAN_COLUMNS and [r["arm"] for r in plan] == ["adampower p=1.2"]
+    runs = read_csv(out / "runs.csv")
+    assert sorted({r["seed"] for r in runs}) == ["0", "1"]  # the pilot, nothing beyond it
+    finals = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
+    sd = float(np.std([finals[("adampower p=1.2", s)] - finals[("adamw", s)] for s in "01"], ddof=1))
+    assert float(plan[0]["diff_sd"]) == pytest.approx(sd, abs=2e-5)
+    reported = float(plan[0]["diff_sd"])
+    needed = next(n for n in range(2, 100_000)
+                  if (scipy_t.ppf(0.975, n - 1) + scipy_t.ppf(0.8, n - 1)) * reported / np.sqrt(n) <= 0.05)
+    assert abs(int(plan[0]["seeds_needed"]) - needed) <= 1  # diff_sd rounded to 6 digits in the csv
+    wall = np.mean([float(r["wall_s"]) for r in runs])
+    assert float(plan[0]["est_wall_s"]) == pytest.approx(int(plan[0]["seeds_needed"]) * 2 * wall, rel=1e-3)
+    assert "seeds resolve 0.05" in text and "plan.csv" in text
+    assert main(argv) == 0
+    assert "reusing 4 finished run(s) of 4" in capsys.readouterr().out

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tune-lr", metavar="LR1,LR2,...", help="tune lr per arm over this grid first")
     compare.add_argument("--tune-seeds", action="store_true", help="tune on every seed (default: seed 0 only)")
     compare.add_argument("--baseline", metavar="ARM", help="the arm the others are compared with (default: first)")
+    compare.add_argument("--plan", action="store_true",
+                         help="run a pilot of --pilot-seeds seeds (reusing runs in --out), then print and write "
+                         "plan.csv: diff_sd, mde_80, seeds_needed for --effect and the estimated wall time")
+    compare.add_argument("--pilot-seeds", type=int, default=3, metavar="N", help="--plan: pilot seeds (default 3)")
     compare.add_argument("--max-seeds", type=int, default=None, metavar="N",
                          help="--seeds auto: at most this many seeds (default 20)")
     compare.add_argument("--effect", type=float, default=None, metavar="NATS",
@@ -282,6 +286,12 @@ def _compare(args: argparse.Namespace, command: str) -> int:
     spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds,
                                effect=args.effect if args.effect is not None else spec.effect)
     started = time.time()
+    if args.plan:
+        from .experiments.compare import plan_compare
+
+        text = plan_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, args.pilot_seeds, command)
+        print(f"\n{text}\n\n{_written(Path(args.out), started)}")
+        return 0
     table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0

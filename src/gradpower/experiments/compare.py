@@ -12,13 +12,14 @@ tables, figures and report come from :func:`.report.compare_report`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..train.loop import check_before_start
-from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, place
-from .folder import load_listed_runs, write_experiment
+from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, format_duration, place
+from .folder import load_listed_runs, read_csv, write_csv, write_experiment
 from .report import choose_lrs, compare_report
 from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stats import sequential_decision, sequential_looks
@@ -120,3 +121,43 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     if failed:
         raise RunsFailedError(failed, text)
     return text
+
+
+#: Columns of ``plan.csv`` (one row per arm compared with the baseline).
+PLAN_COLUMNS = ["arm", "n_seeds", "diff_sd", "mde_80", "seeds_needed", "est_wall_s"]
+
+
+def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
+                 pilot_seeds: int = 3, command: str = "gradpower compare --plan",
+                 echo: Callable[[str], None] = print) -> str:
+    """``compare --plan``: a pilot of ``pilot_seeds`` seeds (runs already in ``out`` are reused), then for each
+    arm the spread of its paired differences, what the pilot can detect, the seeds that resolve
+    ``spec.effect``, and the wall time of a comparison with that many seeds, from the pilot's time per run.
+
+    Writes ``plan.csv``; trains nothing beyond the pilot. A later ``compare --seeds N --out OUT`` reuses
+    the pilot's runs.
+    """
+    if pilot_seeds < 2:
+        raise ValueError(f"--pilot-seeds must be at least 2 (the spread needs two paired seeds), got {pilot_seeds}")
+    if spec.max_seeds:
+        raise ValueError("--plan sizes a fixed number of seeds: drop --seeds auto")
+    run_compare(dataclasses.replace(spec, seeds=pilot_seeds), out, jobs, baseline, command, echo)
+    results = {row["arm"]: row for row in read_csv(out / "results.csv")}
+    walls = [float(row["wall_s"]) for row in read_csv(out / "runs.csv") if row["wall_s"]]
+    per_run = sum(walls) / len(walls) if walls else math.nan
+    rows, lines = [], []
+    for name, row in results.items():
+        if not row.get("diff_sd"):
+            continue
+        needed = int(row["seeds_needed"]) if row.get("seeds_needed") else None
+        est = needed * len(spec.arms) * per_run / max(1, jobs) if needed is not None else math.nan
+        rows.append({"arm": name, "n_seeds": int(row["n_seeds"]), "diff_sd": float(row["diff_sd"]),
+                     "mde_80": float(row["mde_80"]) if row.get("mde_80") else math.nan, "seeds_needed": needed,
+                     "est_wall_s": est})
+        resolve = (f"about {needed} seeds resolve {spec.effect:g}: about {format_duration(est)} "
+                   f"({needed * len(spec.arms)} runs of {per_run:.0f} s, {max(1, jobs)} at a time)"
+                   if needed is not None else f"no practical number of seeds resolves {spec.effect:g}")
+        lines.append(f"{name} vs {next(iter(results))}: diff_sd {float(row['diff_sd']):.4f}, "
+                     f"mde_80 {rows[-1]['mde_80']:.4f} with {row['n_seeds']} seeds; {resolve}")
+    write_csv(out / "plan.csv", PLAN_COLUMNS, rows)
+    return "\n".join(lines) or "one arm: nothing to plan"

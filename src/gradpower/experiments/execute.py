@@ -105,10 +105,14 @@ def default_jobs() -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
-def _format_eta(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``45s``, ``3m05s`` or ``6h30m``; ``--`` when unknown."""
     if not seconds or seconds != seconds:
         return "--"
     minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
@@ -168,13 +172,13 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
     def eta(remaining: int) -> str:
         if not durations:
             return "ETA --"
-        return f"ETA {_format_eta(sum(durations) / len(durations) * remaining / max(1, jobs))}"
+        return f"ETA {format_duration(sum(durations) / len(durations) * remaining / max(1, jobs))}"
 
     def finished(run: PlannedRun, status: str, message: str, seconds: float) -> None:
         durations.append(seconds)
         outcomes[id(run)] = Outcome(run, status, message, seconds)
         note = f"{status}: {message}" if status != "done" else message
-        echo(f"      {run.label} | seed {run.seed}: {note} ({_format_eta(seconds)})")
+        echo(f"      {run.label} | seed {run.seed}: {note} ({format_duration(seconds)})")
 
     if jobs <= 1:
         for run, cfg in todo:
