@@ -189,7 +189,9 @@ def test_load_run_reads_config_and_metrics(tmp_path, cache):
     train(cfg)
     run = load_run(tmp_path / "r")
     assert run.finished and run.steps == 5 and list(run.step) == [1, 2, 3, 4, 5]
-    assert list(run.val_step) == [2, 4, 5] and run.final_val_loss == run.val_loss[-1]
+    assert list(run.val_step) == [2, 4, 5]
+    # the loss verdicts use is the final evaluation's, on its own held-out tokens
+    assert run.final_val_loss == run.records[-1]["final_val_loss"] != run.val_loss[-1] and run.val_tokens > 1000
     assert run.peak_lr == 0.002 and run.lr.max() == pytest.approx(0.002)
     assert run.tokens == 5 * 2 * 16 and run.wall_s > 0 and run.spikes == 0
     assert run.config["p"] == 1.2 and run.model["arch"] == "llama"

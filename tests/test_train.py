@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,3 +217,31 @@ def test_train_step_is_backward_clip_update_schedule_against_a_hand_written_step
         assert all(p.grad is None for p in ours.parameters())
     for a, b in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_final_evaluation_holds_the_same_tokens_for_every_seed_and_its_se_by_hand(tmp_path, cache):
+    from gradpower.data.pipeline import DataConfig, build_data
+    from gradpower.train.loop import evaluate_tokens
+
+    def final_tokens(seed, micro):
+        data = build_data(DataConfig(cache_dir=cache, bpe_vocab_size=300, eval_tokens=2000), seq_len=32,
+                          micro_batch_size=micro, seed=seed, vocab_size=300)
+        return torch.cat(data.final_val)
+
+    reference = final_tokens(0, 4)
+    assert reference.numel() >= 2000 and reference.shape[1] == 32
+    for seed, micro in ((1, 4), (7, 3)):
+        assert torch.equal(final_tokens(seed, micro), reference)  # any seed, any micro-batch: the same tokens
+    torch.manual_seed(0)
+    model = build_model(preset("llama-tiny", vocab_size=300, max_seq_len=32))
+    batches = list(reference[:10].split(4))
+    got = evaluate_tokens(model, batches, Runtime(torch.device("cpu")))
+    with torch.no_grad():  # by hand: -log softmax of each next token, every position but the last
+        per_token = []
+        for row in reference[:10]:
+            logp = torch.log_softmax(model(row[None]).logits[0].double(), dim=-1)
+            per_token += [-logp[i, row[i + 1]].item() for i in range(31)]
+    values = np.array(per_token)
+    assert got.tokens == 310
+    assert got.loss == pytest.approx(values.mean(), rel=1e-6)
+    assert got.se == pytest.approx(values.std(ddof=1) / np.sqrt(values.size), rel=1e-4)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ class DataConfig:
     eval_batches: int = 8
     cache_dir: str | None = None
     verify_cache: bool = False  # check every shard file's full sha256 (default: sizes and a checksum of the ends)
+    eval_tokens: int = 0  # tokens of the fixed held-out set of the final evaluation (0: none)
 
 
 class BatchSource(Protocol):
@@ -47,9 +48,27 @@ class BatchSource(Protocol):
 
 @dataclass
 class Data:
+    """Train batches; ``val``, the regular evaluations' batches; ``final_val``, the final evaluation's (the
+    same held-out sequences for every seed, ``val`` their first ones); the tokenizer."""
+
     train: BatchSource
     val: list[torch.Tensor]
     tokenizer: TextTokenizer
+    final_val: list[torch.Tensor] = field(default_factory=list)
+
+
+#: Tokens per forward pass of the final evaluation (it holds no activations for a backward pass).
+FINAL_EVAL_BATCH_TOKENS = 4096
+
+
+def final_sequences(eval_tokens: int, seq_len: int, available: int | None = None) -> int:
+    """Sequences of the final evaluation: enough for ``eval_tokens`` tokens, at most ``available``."""
+    wanted = -(-eval_tokens // seq_len) if eval_tokens > 0 else 0
+    if available is not None and wanted > available:
+        warn(f"the held-out split holds {available * seq_len} tokens, fewer than --eval-tokens {eval_tokens}: the "
+             "final evaluation uses all of them (a larger --val-fraction holds out more)")
+        return available
+    return wanted
 
 
 def default_cache_root() -> Path:
@@ -90,9 +109,14 @@ def _local_data(
                      verify=cfg.verify_cache)
     train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_batch_size, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
-    n_val = min(len(val_tokens), cfg.eval_batches * micro_batch_size)
-    val = [val_tokens.get(range(i, min(i + micro_batch_size, n_val))) for i in range(0, n_val, micro_batch_size)]
-    return Data(train, val, tokenizer)
+
+    def batches(n: int, size: int = micro_batch_size) -> list[torch.Tensor]:
+        return [val_tokens.get(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+    val = batches(min(len(val_tokens), cfg.eval_batches * micro_batch_size))
+    final = batches(final_sequences(cfg.eval_tokens, seq_len, len(val_tokens)),
+                    max(micro_batch_size, FINAL_EVAL_BATCH_TOKENS // seq_len))
+    return Data(train, val, tokenizer, final)
 
 
 def is_streamed(data: str) -> bool:
@@ -151,8 +175,9 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int
         train_open, tokenizer, seq_len, micro_batch_size, keep=keep_train, rank=rank, world_size=world
     )
     val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_batch_size, keep=keep_val)
-    val = [val_stream.next() for _ in range(cfg.eval_batches)]
-    return Data(train, val, tokenizer)
+    final_batches = -(-final_sequences(cfg.eval_tokens, seq_len) // micro_batch_size)
+    held_out_batches = [val_stream.next() for _ in range(max(cfg.eval_batches, final_batches))]
+    return Data(train, held_out_batches[:cfg.eval_batches], tokenizer, held_out_batches[:final_batches])
 
 
 def build_data(

@@ -143,6 +143,9 @@ def _train_one(
             return "diverged", str(exc)
         except (ValueError, CheckpointError, DataError, OSError) as exc:
             return "failed", str(exc)
+    final = result.final_eval
+    if final is not None:
+        return "done", f"val {final.loss:.4f} ± {final.se:.4f} ({final.tokens} tokens)"
     return "done", f"val {result.final_val_loss:.4f}" if result.final_val_loss is not None else "done"
 
 

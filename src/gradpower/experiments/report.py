@@ -35,7 +35,7 @@ from .stats import (
 )
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
-                "spikes", "run_dir"]
+                "spikes", "run_dir", "val_tokens", "val_loss_se"]
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
                    "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed"]
@@ -108,7 +108,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             "arm": entry["arm"], "seed": entry["seed"], "lr": run.peak_lr, "final_val_loss": run.final_val_loss,
             "best_val_loss": run.best_val_loss, "steps": run.steps, "tokens": run.tokens,
             "tokens_per_s": run.mean_tokens_per_s, "wall_s": run.wall_s, "spikes": run.spikes,
-            "run_dir": str(run.path),
+            "run_dir": str(run.path), "val_tokens": run.val_tokens, "val_loss_se": run.val_loss_se,
         })
     write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
 

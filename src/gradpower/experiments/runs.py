@@ -56,7 +56,24 @@ class Run:
 
     @property
     def final_val_loss(self) -> float:
-        return float(self.val_loss[-1]) if self.finished else float("nan")
+        """The loss verdicts use: the final evaluation on ``eval_tokens`` held-out tokens (the last regular
+        evaluation for runs without one); nan until the run is finished."""
+        if not self.finished:
+            return float("nan")
+        final = self.records[-1].get("final_val_loss")
+        return float(final) if final is not None else float(self.val_loss[-1])
+
+    @property
+    def val_tokens(self) -> int | None:
+        """Predicted tokens of the final evaluation (None without one)."""
+        value = self.records[-1].get("val_tokens") if self.finished else None
+        return int(value) if value is not None else None
+
+    @property
+    def val_loss_se(self) -> float:
+        """Standard error of the final val loss over its tokens (nan without a final evaluation)."""
+        value = self.records[-1].get("val_loss_se") if self.finished else None
+        return float(value) if value is not None else float("nan")
 
     @property
     def best_val_loss(self) -> float:

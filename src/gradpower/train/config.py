@@ -79,6 +79,8 @@ class TrainConfig:
     bpe_vocab_size: int | None = _f(None, "vocab size of a trained BPE (default: the model's)")
     val_fraction: float = _f(0.02, "fraction of documents held out for validation")
     eval_batches: int = _f(8, "validation micro-batches per evaluation (the same ones every time)")
+    eval_tokens: int = _f(65536, "tokens of the fixed held-out set of the final evaluation, the loss every verdict "
+                          "uses (the same tokens for every arm and seed; at most the held-out split; 0: none)")
     cache_dir: str | None = _f(
         None, "where tokenizers and token shards are kept (default: $GRADPOWER_CACHE or ~/.cache/gradpower)"
     )
@@ -144,7 +146,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts", "noise_every"):
+        for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts", "noise_every",
+                     "eval_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup is not None and (self.warmup < 0 or (self.warmup >= self.steps and self.schedule != "constant")):
@@ -188,7 +191,8 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from a saved ``to_dict()``; keys of other versions are ignored, missing ones default."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        # runs of versions without a final evaluation had none: say so, so they are not taken for new ones
+        return cls(**{"eval_tokens": 0, **{k: v for k, v in values.items() if k in names}})
 
 
 #: Fields that say where and how a run is executed and logged; they never change its result.

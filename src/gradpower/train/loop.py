@@ -55,10 +55,14 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """A run's folder, steps done, last regular val loss, last checkpoint, and its final evaluation (when it
+    reached its last step with ``eval_tokens`` > 0)."""
+
     run_dir: Path
     steps: int
     final_val_loss: float | None
     last_checkpoint: Path | None
+    final_eval: FinalEval | None = None
 
 
 def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> TransformerConfig:
@@ -118,6 +122,37 @@ def evaluate(model: nn.Module, batches: list[torch.Tensor], runtime: Runtime) ->
             losses.append(model(x, labels=x).loss.float())
     model.train(was_training)
     return torch.stack(losses).mean().item()
+
+
+@dataclass(frozen=True)
+class FinalEval:
+    """The final evaluation: mean LM loss over ``tokens`` predicted held-out tokens, and its standard error
+    over tokens (sd of the per-token losses / sqrt(tokens))."""
+
+    loss: float
+    se: float
+    tokens: int
+
+
+@torch.no_grad()
+def evaluate_tokens(model: nn.Module, batches: list[torch.Tensor], runtime: Runtime) -> FinalEval:
+    """Per-token losses on ``batches`` (every next-token prediction inside each sequence), pooled."""
+    was_training = model.training
+    model.eval()
+    total, squares, count = 0.0, 0.0, 0
+    for batch in batches:
+        x = batch.to(runtime.device)
+        with runtime.autocast():
+            logits = model(x).logits
+        losses = nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), x[:, 1:].flatten(),
+                                             reduction="none").double()
+        total, squares, count = total + losses.sum().item(), squares + (losses**2).sum().item(), count + losses.numel()
+    model.train(was_training)
+    if count == 0:
+        return FinalEval(math.nan, math.nan, 0)
+    mean = total / count
+    variance = max(0.0, (squares - count * mean * mean) / (count - 1)) if count > 1 else math.nan
+    return FinalEval(mean, math.sqrt(variance / count), count)
 
 
 def clip_gradients(model: nn.Module, clip: float, gate_clip: float | None) -> torch.Tensor:
@@ -211,6 +246,7 @@ class _Session:
     start_time: float = dataclasses.field(default_factory=time.perf_counter)
     first_step_end: float = 0.0
     final_val: float | None = None
+    final_eval: FinalEval | None = None
 
     def __post_init__(self) -> None:
         self.first_step_end = self.start_time
@@ -391,6 +427,9 @@ class Trainer:
             self._write_config()
         if self._evaluates(self.step):
             record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)
+        if self.step == cfg.steps and self.data.final_val:
+            final = session.final_eval = evaluate_tokens(self.model, self.data.final_val, self.runtime)
+            record.update(final_val_loss=final.loss, val_loss_se=final.se, val_tokens=final.tokens)
         if synced:
             loss, grad_norm = synced
             logger.log({
@@ -418,9 +457,12 @@ class Trainer:
             timed, since = (steps_done - 1, session.first_step_end) if steps_done > 1 else (1, session.start_time)
             rate = timed * session.tokens_per_step / (time.perf_counter() - since)
             val = session.final_val if session.final_val is not None else "n/a"
-            session.logger.message(f"done: step {self.step}/{self.cfg.steps}, {rate:.0f} tokens/s, val_loss {val}, "
-                                   f"checkpoint {self.last_checkpoint}")
-        return TrainResult(self.run_dir, self.step, session.final_val, self.last_checkpoint)
+            final = session.final_eval
+            held_out = (f", final val loss {final.loss:.4f} ± {final.se:.4f} on {final.tokens} tokens"
+                        if final is not None else "")
+            session.logger.message(f"done: step {self.step}/{self.cfg.steps}, {rate:.0f} tokens/s, val_loss {val}"
+                                   f"{held_out}, checkpoint {self.last_checkpoint}")
+        return TrainResult(self.run_dir, self.step, session.final_val, self.last_checkpoint, session.final_eval)
 
     def _compiling(self) -> str:
         """What the next step compiles ("" for nothing): the model (``--compile``), AdamPower's kernels."""
@@ -468,7 +510,7 @@ def data_config(cfg: TrainConfig) -> DataConfig:
     """The data part of a run's configuration."""
     return DataConfig(data=cfg.data, tokenizer=cfg.tokenizer, bpe_vocab_size=cfg.bpe_vocab_size,
                       val_fraction=cfg.val_fraction, eval_batches=cfg.eval_batches, cache_dir=cfg.cache_dir,
-                      verify_cache=cfg.verify_cache)
+                      verify_cache=cfg.verify_cache, eval_tokens=cfg.eval_tokens)
 
 
 def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
