@@ -141,8 +141,23 @@ def test_sweep_resumes_without_rerunning_finished_points(tmp_path, cache, capsys
     rows = read_csv(out / "sweep.csv")
     assert len(rows) == 8 and list(rows[0])[:3] == ["p", "batch_size", "seed"]
     summary = read_csv(out / "summary.csv")
-    assert len(summary) == 4 and list(summary[0]) == ["p", "batch_size", "mean", "std", "n"]
+    assert len(summary) == 4 and list(summary[0]) == ["p", "batch_size", "mean", "std", "n", "diff_mean",
+                                                       "diff_ci_low", "diff_ci_high"]
+    # the paired columns, recomputed from sweep.csv: each point minus p=1.0 at its batch size, by seed
+    loss = {(float(r["p"]), r["batch_size"], r["seed"]): float(r["final_val_loss"]) for r in rows}
+    for s in summary:
+        diffs = [loss[(float(s["p"]), s["batch_size"], seed)] - loss[(1.0, s["batch_size"], seed)] for seed in "01"]
+        half = scipy_t.ppf(0.975, 1) * np.std(diffs, ddof=1) / np.sqrt(2)
+        assert float(s["diff_mean"]) == pytest.approx(np.mean(diffs), abs=2e-5)
+        # each loss is rounded to 6 digits in sweep.csv, and t(0.975, 1) = 12.7 magnifies that
+        assert float(s["diff_ci_high"]) - float(s["diff_ci_low"]) == pytest.approx(2 * half, abs=1e-3)
     best = read_csv(out / "best.csv")
+    for b in best:
+        if b["field"] == "p":  # resolved only when the best p's interval against the other excludes 0
+            row = next(s for s in summary if s["batch_size"] == b["given"].split("=")[1] and float(s["p"]) == 1.5)
+            low, high = float(row["diff_ci_low"]), float(row["diff_ci_high"])  # p=1.5 minus p=1.0
+            assert b["resolved"] == str(low > 0 if float(b["best_value"]) == 1.0 else high < 0)
+    assert "steps held fixed at 4" in (out / "report.md").read_text()
     assert {(b["field"], b["given"]) for b in best} >= {("p", "batch_size=2"), ("p", "batch_size=4")}
     for b in best:  # each best value is the argmin of summary.csv for its group
         group = [s for s in summary if all(s[k] == v for k, v in (kv.split("=") for kv in b["given"].split()))]
@@ -296,3 +311,16 @@ def test_plan_runs_a_pilot_and_sizes_the_comparison_from_it(tmp_path, cache, cap
     assert "seeds resolve 0.05" in text and "plan.csv" in text
     assert main(argv) == 0
     assert "reusing 4 finished run(s) of 4" in capsys.readouterr().out
+
+
+def test_sweep_tokens_hold_compute_fixed_and_a_single_seed_names_no_best(tmp_path, cache, capsys):
+    out = tmp_path / "budget"
+    argv = ["sweep", *micro(cache), "--seeds", "1", "--grid", "batch_size=2,4", "--tokens", "256", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    steps = {r["batch_size"]: int(r["steps"]) for r in read_csv(out / "sweep.csv")}
+    assert steps == {"2": 8, "4": 4}  # 256 tokens / (batch x 16 tokens per sequence)
+    assert "tokens held fixed at 256" in (out / "report.md").read_text()
+    assert [b["best_value"] for b in read_csv(out / "best.csv")] == [""] and "none named from 1 seed" in text
+    bad = ["sweep", *micro(cache), "--grid", "p=1.0,1.2", "--reference", "p=2.0", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2 and "--reference p=2.0 is not a grid value" in capsys.readouterr().err

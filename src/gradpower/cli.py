@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train every grid point over seeds and report the best value of each field "
                            "per value of the others (e.g. the best p per batch size).")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...", help="a grid axis (repeatable)")
+    sweep.add_argument("--reference", metavar="'KEY=VALUE ...'",
+                       help="the grid value(s) every point is paired against, by seed, in summary.csv (default: the "
+                       "first value of the first grid field), e.g. --reference p=1.0")
+    sweep.add_argument("--tokens", type=int, default=None, metavar="N",
+                       help="hold the token budget fixed: each point trains N / (batch_size x seq_len) steps "
+                       "(equal compute across batch sizes)")
     _add_experiment_flags(sweep, "runs/sweep")
 
     theory = sub.add_parser(
@@ -300,10 +306,13 @@ def _compare(args: argparse.Namespace, command: str) -> int:
 def _sweep(args: argparse.Namespace, command: str) -> int:
     from .experiments import ExperimentSpec, parse_grid_axis, run_sweep
     from .experiments.execute import default_jobs
+    from .experiments.spec import parse_assignments
 
     spec = _experiment_spec(args, ExperimentSpec())
     grid = dict(parse_grid_axis(text) for text in args.grid) or spec.grid
-    spec = dataclasses.replace(spec, grid=grid)
+    reference = parse_assignments(args.reference) if args.reference else spec.reference
+    spec = dataclasses.replace(spec, grid=grid, reference=reference,
+                               tokens=args.tokens if args.tokens is not None else spec.tokens)
     started = time.time()
     table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")

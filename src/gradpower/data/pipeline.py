@@ -65,10 +65,16 @@ def final_sequences(eval_tokens: int, seq_len: int, available: int | None = None
     """Sequences of the final evaluation: enough for ``eval_tokens`` tokens, at most ``available``."""
     wanted = -(-eval_tokens // seq_len) if eval_tokens > 0 else 0
     if available is not None and wanted > available:
-        warn(f"the held-out split holds {available * seq_len} tokens, fewer than --eval-tokens {eval_tokens}: the "
-             "final evaluation uses all of them (a larger --val-fraction holds out more)")
+        message = (f"the held-out split holds {available * seq_len} tokens, fewer than --eval-tokens {eval_tokens}: "
+                   "the final evaluation uses all of them (a larger --val-fraction holds out more)")
+        if message not in _WARNED:  # once per process, not once per run of an experiment
+            _WARNED.add(message)
+            warn(message)
         return available
     return wanted
+
+
+_WARNED: set[str] = set()
 
 
 def default_cache_root() -> Path:

@@ -56,14 +56,21 @@ def loss_curves(
 
 
 def difference_curves(path: Path, steps: np.ndarray, diffs: dict[str, dict[str, np.ndarray]], baseline: str) -> Path:
-    """Paired val-loss difference to the baseline over steps: mean and 95% t band per arm."""
+    """Paired val-loss difference to the baseline over steps: mean and 95% t band per arm, and each seed's own
+    paired curve (``diffs[arm]["per_seed"]``, one row per seed) as a thin line."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    counts = set()
     for name, d in diffs.items():
-        (line,) = ax.plot(steps, d["mean"], label=f"{name} - {baseline}")
+        (line,) = ax.plot(steps, d["mean"], lw=2, label=f"{name} - {baseline}")
         if np.isfinite(d["low"]).any():
             ax.fill_between(steps, d["low"], d["high"], color=line.get_color(), alpha=0.2)
+        for curve in d.get("per_seed", []):
+            ax.plot(steps, curve, color=line.get_color(), lw=0.7, alpha=0.5)
+        counts.add(len(d.get("per_seed", [])))
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set(xlabel="step", ylabel="val loss difference", title="paired difference to the baseline (95% interval)")
+    seeds = f"n = {', '.join(map(str, sorted(counts)))} seed(s); thin lines: each seed"
+    ax.set(xlabel="step", ylabel="val loss difference",
+           title=f"paired difference to the baseline (95% interval; {seeds})")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -82,16 +89,20 @@ def lr_schedules(path: Path, schedules: dict[str, tuple[np.ndarray, np.ndarray]]
 
 def heatmap(path: Path, x_name: str, x_values: Sequence, y_name: str, y_values: Sequence, grid: np.ndarray,
             title: str) -> Path:
-    """Mean final val loss over a 2-D grid (rows: y, columns: x), the best cell per row outlined."""
+    """Mean final val loss over a 2-D grid (rows: y, columns: x), each cell annotated (dark text on light
+    cells, light on dark), the best cell per row outlined."""
     fig, ax = plt.subplots(figsize=(1.2 * len(x_values) + 3, 0.8 * len(y_values) + 2))
-    image = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    image = ax.imshow(grid, cmap="cividis_r", aspect="auto")
     ax.set_xticks(range(len(x_values)), [str(v) for v in x_values])
     ax.set_yticks(range(len(y_values)), [str(v) for v in y_values])
     ax.set(xlabel=x_name, ylabel=y_name, title=title)
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="white", fontsize=8)
+                red, green, blue, _ = image.cmap(image.norm(grid[i, j]))
+                light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="black" if light else "white",
+                        fontsize=9)
         if np.isfinite(grid[i]).any():
             j = int(np.nanargmin(grid[i]))
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
@@ -101,7 +112,8 @@ def heatmap(path: Path, x_name: str, x_values: Sequence, y_name: str, y_values: 
 
 def error_bar_lines(path: Path, x_name: str, series: dict[str, tuple[list, np.ndarray, np.ndarray]],
                     title: str) -> Path:
-    """Mean final val loss against one field, one line per value of the others, with std error bars."""
+    """Mean final val loss against one field, one line per value of the others, with 95% interval bars
+    (``series`` holds x, the means and the bars' half-widths)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, (x, mean, std) in series.items():
         numeric = all(isinstance(v, (int, float)) for v in x)

@@ -147,6 +147,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
                             for k in range(steps.size)]
                 diff_curves[name] = {key: np.array([getattr(i, attr) for i in per_step])
                                      for key, attr in (("mean", "mean"), ("low", "low"), ("high", "high"))}
+                diff_curves[name]["per_seed"] = np.array(arm_curves) - np.array(base_curves)
         results_rows.append(row)
     write_csv(out / "results.csv", RESULTS_COLUMNS, results_rows)
 

@@ -19,7 +19,8 @@ from ..train.config import TrainConfig, check_type, config_fields, field_type, r
 from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
-EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "max_seeds", "arm", "grid")
+EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "max_seeds", "reference", "tokens",
+                   "arm", "grid")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 #: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
 #: smoothed curves, evaluations for the curves, and checkpoints to resume from.
@@ -49,6 +50,10 @@ class ExperimentSpec:
     effect: float = DEFAULT_EFFECT
     #: ``--seeds auto``: add seeds in rounds up to this many, stopping by the sequential rule (None: ``seeds``).
     max_seeds: int | None = None
+    #: sweep: the point the others are paired against, e.g. ``{"p": 1.0}`` (None: the first grid value).
+    reference: dict[str, Any] | None = None
+    #: sweep: a fixed token budget; each point trains tokens / (batch_size x seq_len) steps (None: ``steps``).
+    tokens: int | None = None
 
     @property
     def seed_list(self) -> list[int]:
@@ -75,6 +80,13 @@ class ExperimentSpec:
             for arm in self.arms:
                 if "lr" in arm.overrides:
                     raise ValueError(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
+        if self.reference is not None:
+            for key, value in self.reference.items():
+                if key not in self.grid or value not in self.grid[key]:
+                    raise ValueError(f"--reference {key}={value} is not a grid value; the grid: "
+                                     + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"--tokens must be a positive token budget, got {self.tokens}")
         self.config(**{k: v[0] for k, v in self.grid.items()})  # validates shared settings early
 
     def config(self, seed: int = 0, **overrides: Any) -> TrainConfig:
@@ -196,6 +208,8 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             tune_seeds=bool(raw.get("tune_seeds", False)), first_seed=int(raw.get("first_seed", 0)),
             effect=float(raw.get("effect", DEFAULT_EFFECT)),
             max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None,
+            reference=dict(raw["reference"]) if raw.get("reference") is not None else None,
+            tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None,
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{file}: {exc}") from None

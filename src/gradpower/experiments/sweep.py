@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
+from ..train.loop import model_config_for
 from . import plots
 from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .spec import ExperimentSpec, with_run_defaults
+from .stats import Interval, t_interval
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -39,9 +42,12 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
     """Train (or reuse) every grid point over every seed, then write the sweep tables and figures."""
     if not spec.grid:
         raise ValueError("sweep needs at least one --grid FIELD=V1,V2,...")
+    if spec.tokens is not None and "steps" in spec.grid:
+        raise ValueError("--tokens fixes each point's steps: drop steps from the grid")
     spec = with_run_defaults(spec)
     points = grid_points(spec.grid)
-    planned = [PlannedRun(point_label(point), seed, place(spec.config(seed, **point), out / "runs"))
+    planned = [PlannedRun(point_label(point), seed, place(spec.config(seed, **point, **_budget(spec, point)),
+                                                          out / "runs"))
                for seed in spec.seed_list for point in points]
     check_planned(planned)  # every point is valid before the folder is written
     out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +61,19 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
     if failed:
         raise RunsFailedError(failed, text)
     return text
+
+
+def _budget(spec: ExperimentSpec, point: dict[str, Any]) -> dict[str, Any]:
+    """``--tokens``: the steps that give ``point`` the sweep's token budget (equal compute across batch sizes)."""
+    if spec.tokens is None:
+        return {}
+    cfg = spec.config(**point)
+    tokens_per_step = cfg.batch_size * model_config_for(cfg).max_seq_len
+    steps = spec.tokens // tokens_per_step
+    if steps < 1:
+        raise ValueError(f"--tokens {spec.tokens} is less than one step of {point_label(point)} "
+                         f"({tokens_per_step} tokens)")
+    return {"steps": steps}
 
 
 def sweep_report(out: Path) -> str:
@@ -79,15 +98,20 @@ def sweep_report(out: Path) -> str:
         )
     write_csv(out / "sweep.csv", fields + ["seed", "final_val_loss", "best_val_loss", "steps", "wall_s", "spikes",
                                           "run_dir"], rows)
+    by_seed = {(tuple(r[k] for k in fields), r["seed"]): r["final_val_loss"] for r in rows
+               if math.isfinite(r["final_val_loss"])}
+    reference = spec.reference or {fields[0]: spec.grid[fields[0]][0]}
     summary = []
     for point in grid_points(spec.grid):
         values = [r["final_val_loss"] for r in rows if all(r[k] == point[k] for k in fields)
                   and math.isfinite(r["final_val_loss"])]
+        diff = _paired(by_seed, fields, {**point, **reference}, point)
         summary.append({**point, "mean": float(np.mean(values)) if values else math.nan,
-                        "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values)})
-    write_csv(out / "summary.csv", fields + ["mean", "std", "n"], summary)
-    best = best_per_field(spec.grid, summary)
-    write_csv(out / "best.csv", ["field", "given", "best_value", "mean", "std", "n"], best)
+                        "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values),
+                        "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high})
+    write_csv(out / "summary.csv", fields + ["mean", "std", "n", "diff_mean", "diff_ci_low", "diff_ci_high"], summary)
+    best = best_per_field(spec.grid, summary, by_seed)
+    write_csv(out / "best.csv", ["field", "given", "best_value", "mean", "std", "n", "resolved"], best)
     _sweep_figures(out, spec.grid, summary)
     lines = ["| " + " | ".join(fields) + " | final val loss (mean ± std) | n |", "|" + "---|" * (len(fields) + 2)]
     for s in summary:
@@ -95,18 +119,46 @@ def sweep_report(out: Path) -> str:
             f"{s['mean']:.4f}" if math.isfinite(s["mean"]) else "")
         lines.append("| " + " | ".join(str(s[k]) for k in fields) + f" | {value} | {s['n']} |")
     lines.append("")
-    lines += [f"best {b['field']} given {b['given'] or 'nothing else'}: {b['best_value']} "
-              f"({b['mean']:.4f} ± {b['std']:.4f}, n={b['n']})" if math.isfinite(b["std"]) else
-              f"best {b['field']} given {b['given'] or 'nothing else'}: {b['best_value']} ({b['mean']:.4f}, n={b['n']})"
-              for b in best]
+    ref = point_label(reference)
+    lines += [_best_line(b, ref) for b in best]
     text = "\n".join(lines)
-    (out / "report.md").write_text(f"# Sweep\n\nCommand: `{record.get('command', 'gradpower sweep')}`\n\n{text}\n\n"
+    shared = spec.config(**{k: v[0] for k, v in spec.grid.items()})
+    budget = (f"tokens held fixed at {spec.tokens} per run (steps = tokens / (batch_size x seq_len))"
+              if spec.tokens is not None else f"steps held fixed at {shared.steps}" if "steps" not in fields
+              else "steps from the grid")
+    settings = (f"Shared settings: optimizer `{shared.optim}`, lr `{shared.lr or 'the preset default'}`, schedule "
+                f"`{shared.schedule}`, {budget}; differences are paired by seed against {ref} (95% Student-t).")
+    (out / "report.md").write_text(f"# Sweep\n\nCommand: `{record.get('command', 'gradpower sweep')}`\n\n{settings}\n\n"
+                                   f"{text}\n\n"
                                    + "".join(f"![{f.name}]({f.name})\n\n" for f in sorted(out.glob("*.png"))))
     return text
 
 
-def best_per_field(grid: dict[str, list[Any]], summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each field, its value with the lowest mean loss for every combination of the other fields."""
+def _best_line(b: dict[str, Any], reference: str) -> str:
+    given = b["given"] or "nothing else"
+    if b["best_value"] is None:
+        return f"best {b['field']} given {given}: none named from {b['n']} seed(s) (a best needs two or more)"
+    spread = f"{b['mean']:.4f} ± {b['std']:.4f}" if math.isfinite(b["std"]) else f"{b['mean']:.4f}"
+    status = ("resolved: its paired 95% interval against every other value excludes 0" if b["resolved"]
+              else "not resolved: some paired 95% interval against another value includes 0")
+    return f"best {b['field']} given {given}: {b['best_value']} ({spread}, n={b['n']}; {status})"
+
+
+def _paired(by_seed: dict[tuple, float], fields: list[str], reference: dict[str, Any],
+            point: dict[str, Any]) -> Interval:
+    """``point`` minus ``reference``, paired by seed, with its 95% interval (nan bounds below two pairs)."""
+    ref_key, key = tuple(reference[k] for k in fields), tuple(point[k] for k in fields)
+    seeds = sorted({s for (k, s) in by_seed if k == key} & {s for (k, s) in by_seed if k == ref_key})
+    return t_interval([by_seed[(key, s)] - by_seed[(ref_key, s)] for s in seeds])
+
+
+def best_per_field(grid: dict[str, list[Any]], summary: list[dict[str, Any]],
+                   by_seed: dict[tuple, float] | None = None) -> list[dict[str, Any]]:
+    """For each field and every combination of the others, the value with the lowest mean loss.
+
+    ``resolved`` is true only when that value's paired 95% interval against every other value of the field
+    excludes 0. No best is named from a single seed: with fewer than two, ``best_value`` stays blank.
+    """
     fields = list(grid)
     out = []
     for name in fields:
@@ -117,16 +169,26 @@ def best_per_field(grid: dict[str, list[Any]], summary: list[dict[str, Any]]) ->
             if not candidates:
                 continue
             top = min(candidates, key=lambda s: s["mean"])
-            out.append({"field": name, "given": point_label(given), "best_value": top[name], "mean": top["mean"],
-                        "std": top["std"], "n": top["n"]})
+            named = top["n"] >= 2
+            resolved = named and by_seed is not None and all(
+                _paired(by_seed, fields, {**given, name: top[name]}, {**given, name: other[name]}).low > 0
+                for other in candidates if other is not top)
+            out.append({"field": name, "given": point_label(given), "best_value": top[name] if named else None,
+                        "mean": top["mean"], "std": top["std"], "n": top["n"], "resolved": resolved})
     return out
+
+
+def _halfwidth(cell: dict[str, Any]) -> float:
+    """Half-width of the 95% Student-t interval of a point's mean over seeds (0 with one seed: no bar)."""
+    n = cell["n"]
+    return float(scipy_stats.t.ppf(0.975, n - 1) * cell["std"] / math.sqrt(n)) if n >= 2 else 0.0
 
 
 def _sweep_figures(out: Path, grid: dict[str, list[Any]], summary: list[dict[str, Any]]) -> None:
     fields = list(grid)
     lookup = {tuple(s[k] for k in fields): s for s in summary}
-    x_name = fields[-1]
-    rest = fields[:-1]
+    x_name = fields[0]  # the first grid field (usually p) on the x axis, one line per combination of the others
+    rest = fields[1:]
     for combo in itertools.product(*(grid[f] for f in rest[1:])) if len(rest) >= 1 else [()]:
         fixed = dict(zip(rest[1:], combo))
         suffix = "".join(f"-{k}{v}" for k, v in fixed.items())
@@ -138,7 +200,7 @@ def _sweep_figures(out: Path, grid: dict[str, list[Any]], summary: list[dict[str
             cells = [lookup[tuple({**key_base, x_name: x}[k] for k in fields)] for x in grid[x_name]]
             matrix[i] = [c["mean"] for c in cells]
             series[f"{rest[0]}={y}" if rest else ""] = (list(grid[x_name]), matrix[i],
-                                                          np.nan_to_num(np.array([c["std"] for c in cells])))
+                                                          np.array([_halfwidth(c) for c in cells]))
         title = f"final val loss vs {x_name}" + (f" ({point_label(fixed)})" if fixed else "")
         plots.error_bar_lines(out / f"lines{suffix}.png", x_name, series, title)
         if rest:
