@@ -19,10 +19,10 @@ from typing import Any
 
 from ..train.loop import check_before_start
 from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, format_duration, place
-from .folder import load_listed_runs, read_csv, write_csv, write_experiment
+from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .report import choose_lrs, compare_report
 from .spec import Arm, ExperimentSpec, with_run_defaults
-from .stats import sequential_decision, sequential_looks
+from .stats import mde_80, sd, seeds_needed, sequential_decision, sequential_looks
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``); chosen by the pilot
 #: documented in the README ("How the default was chosen"): Qwen2-MoE, warmup-stable-decay, a small batch.
@@ -34,23 +34,27 @@ def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=3)
 
 
-def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, looks: tuple[int, ...],
-                          effect: float) -> dict[str, str]:
-    """Each arm's decision under the sequential rule from the finished final runs listed so far."""
+def _final_results(out: Path, record: dict[str, Any], baseline: str) -> tuple[dict[str, list[float]], list[float]]:
+    """From the finished final runs listed so far: each other arm's per-seed paired differences to the
+    baseline (full precision, not the rounded CSV), and every run's wall time."""
     finals: dict[tuple[str, int], float] = {}
+    walls: list[float] = []
     for entry, run in load_listed_runs(out, record["runs"]):
         if entry["phase"] == "final" and run is not None and run.finished:
             finals[(entry["arm"], int(entry["seed"]))] = run.final_val_loss
-    arms = dict.fromkeys(e["arm"] for e in record["runs"] if e["phase"] == "final")
+            walls.append(run.wall_s)
+    arms = [a for a in dict.fromkeys(e["arm"] for e in record["runs"] if e["phase"] == "final") if a != baseline]
     seeds = sorted({s for _, s in finals})
-    decisions = {}
-    for arm in arms:
-        if arm == baseline:
-            continue
-        paired = [s for s in seeds if (arm, s) in finals and (baseline, s) in finals]
-        diffs = [finals[(arm, s)] - finals[(baseline, s)] for s in paired]
-        decisions[arm], _ = sequential_decision(diffs, looks, effect)
-    return decisions
+    diffs = {arm: [finals[(arm, s)] - finals[(baseline, s)] for s in seeds
+                   if (arm, s) in finals and (baseline, s) in finals] for arm in arms}
+    return diffs, walls
+
+
+def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, looks: tuple[int, ...],
+                          effect: float) -> dict[str, str]:
+    """Each arm's decision under the sequential rule from the finished final runs listed so far."""
+    diffs, _ = _final_results(out, record, baseline)
+    return {arm: sequential_decision(values, looks, effect)[0] for arm, values in diffs.items()}
 
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
@@ -142,22 +146,22 @@ def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str |
     if spec.max_seeds:
         raise ValueError("--plan sizes a fixed number of seeds: drop --seeds auto")
     run_compare(dataclasses.replace(spec, seeds=pilot_seeds), out, jobs, baseline, command, echo)
-    results = {row["arm"]: row for row in read_csv(out / "results.csv")}
-    walls = [float(row["wall_s"]) for row in read_csv(out / "runs.csv") if row["wall_s"]]
+    baseline = baseline or spec.arms[0].name
+    diffs, walls = _final_results(out, read_experiment(out), baseline)
     per_run = sum(walls) / len(walls) if walls else math.nan
     rows, lines = [], []
-    for name, row in results.items():
-        if not row.get("diff_sd"):
+    for name, values in diffs.items():
+        diff_sd = sd(values)
+        if not math.isfinite(diff_sd):
             continue
-        needed = int(row["seeds_needed"]) if row.get("seeds_needed") else None
+        needed = seeds_needed(diff_sd, spec.effect)
         est = needed * len(spec.arms) * per_run / max(1, jobs) if needed is not None else math.nan
-        rows.append({"arm": name, "n_seeds": int(row["n_seeds"]), "diff_sd": float(row["diff_sd"]),
-                     "mde_80": float(row["mde_80"]) if row.get("mde_80") else math.nan, "seeds_needed": needed,
-                     "est_wall_s": est})
+        rows.append({"arm": name, "n_seeds": len(values), "diff_sd": diff_sd, "mde_80": mde_80(diff_sd, len(values)),
+                     "seeds_needed": needed, "est_wall_s": est})
         resolve = (f"about {needed} seeds resolve {spec.effect:g}: about {format_duration(est)} "
                    f"({needed * len(spec.arms)} runs of {per_run:.0f} s, {max(1, jobs)} at a time)"
                    if needed is not None else f"no practical number of seeds resolves {spec.effect:g}")
-        lines.append(f"{name} vs {next(iter(results))}: diff_sd {float(row['diff_sd']):.4f}, "
-                     f"mde_80 {rows[-1]['mde_80']:.4f} with {row['n_seeds']} seeds; {resolve}")
+        lines.append(f"{name} vs {baseline}: diff_sd {diff_sd:.4f}, mde_80 {rows[-1]['mde_80']:.4f} with "
+                     f"{len(values)} seeds; {resolve}")
     write_csv(out / "plan.csv", PLAN_COLUMNS, rows)
     return "\n".join(lines) or "one arm: nothing to plan"

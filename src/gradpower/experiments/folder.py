@@ -49,12 +49,6 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Pat
     return path
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a table written by :func:`write_csv` (empty cells as "")."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
     """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable."""
     loaded = []
