@@ -33,7 +33,7 @@ class DataConfig:
     data: str = "shakespeare"
     tokenizer: str | None = None
     bpe_vocab_size: int | None = None  # default: the model's vocab size
-    val_fraction: float = 0.02
+    val_fraction: float = 0.1  # the bundled corpus then holds out ~113k tokens, room for the final evaluation
     eval_batches: int = 8
     cache_dir: str | None = None
     verify_cache: bool = False  # check every shard file's full sha256 (default: sizes and a checksum of the ends)

@@ -77,7 +77,8 @@ class TrainConfig:
         None, "bpe (train one) or a pretrained name/folder (default: t5-base for c4, gpt2 for openwebtext, else bpe)"
     )
     bpe_vocab_size: int | None = _f(None, "vocab size of a trained BPE (default: the model's)")
-    val_fraction: float = _f(0.02, "fraction of documents held out for validation")
+    val_fraction: float = _f(0.1, "fraction of documents held out for validation (the bundled corpus: about 113,000 "
+                              "tokens, more than the final evaluation's --eval-tokens)")
     eval_batches: int = _f(8, "validation micro-batches per evaluation (the same ones every time)")
     eval_tokens: int = _f(65536, "tokens of the fixed held-out set of the final evaluation, the loss every verdict "
                           "uses (the same tokens for every arm and seed; at most the held-out split; 0: none)")
