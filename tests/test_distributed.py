@@ -147,3 +147,24 @@ def test_the_global_batch_is_split_over_the_processes_without_a_micro_batch_flag
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and rows[-1]["tokens"] == 2 * 8 * 32
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_p_auto_under_torchrun_chooses_the_one_process_p_on_every_rank(tmp_path, cache, parallel):
+    """Both ranks measure the all-reduced gradient and share rank 0's p: the run then matches a one-process
+    run with the same global batch step for step (a rank with another p would pull the mean loss away)."""
+    argv = ["train", *common(cache), "--steps", "10", "--optim", "adampower", "--p", "auto", "--p-auto-steps", "4",
+            "--noise-every", "5"]
+    assert main([*argv, "--micro-batch-size", "8", "--out", str(tmp_path / "single")]) == 0
+    proc = torchrun(2, *argv, "--out", str(tmp_path / parallel), "--parallel", parallel)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    chosen = [[r["p_auto"] for r in metrics(tmp_path / run) if "p_auto" in r] for run in ("single", parallel)]
+    assert len(chosen[0]) == 1 and chosen[0] == chosen[1]
+    assert json.loads((tmp_path / parallel / "config.json").read_text())["resolved"]["p"] == chosen[0][0]
+    noise = [r["noise"] for r in metrics(tmp_path / parallel) if "noise" in r]
+    assert len(noise) == 2 and all(n["p_star_gaussian"] > 0 for n in noise)
+    assert_same_losses(tmp_path / "single", tmp_path / parallel)

@@ -27,7 +27,7 @@ norms and |G_B|^2 the squared norm of their mean.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,8 +210,9 @@ class MovingAverageProbe:
     """One micro-batch per step: moving averages of g and g^2 at sampled coordinates (decay ``beta``)."""
 
     def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]], sample: int = 2048,
-                 beta: float = 0.95, seed: int = 0) -> None:
+                 beta: float = 0.95, seed: int = 0, read: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.inner = MicroBatchProbe(named_parameters, sample, seed)
+        self.read = read or (lambda grad: grad)  # e.g. a sharded (FSDP2) gradient to its full value
         self.beta = beta
         self.m1 = {n: torch.zeros_like(s.s1) for n, s in self.inner.samples.items()}
         self.m2 = {n: torch.zeros_like(s.s1) for n, s in self.inner.samples.items()}
@@ -226,7 +227,7 @@ class MovingAverageProbe:
         for name, param in self.inner.params:
             if param.grad is None:
                 continue
-            g = param.grad.detach().reshape(-1)[self.inner.samples[name].index].double()
+            g = self.read(param.grad.detach()).reshape(-1)[self.inner.samples[name].index].double()
             self.m1[name].mul_(self.beta).add_(g, alpha=1 - self.beta)
             self.m2[name].mul_(self.beta).add_(g * g, alpha=1 - self.beta)
 

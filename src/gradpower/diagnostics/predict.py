@@ -8,6 +8,12 @@ of one step along the true gradient is D(p) = sum_i mu_i u_i(p) (each sampled
 coordinate weighted by the coordinates it stands for), and p* = argmax D(p).
 
 The mean enters with its sampling noise removed (:attr:`Measurement.signal`).
+Coordinates whose corrected mean is 0 (no mean resolvable above the noise)
+add nothing to D(p); they are counted (``frac_no_mean``, weighted by the
+coordinates they stand for) and left out of the sigma/|mu| quantiles.
+
+The grid spans 0.3 to 2.5. A p* on its edge means the optimum may lie beyond
+it: :func:`grid_edge` names the edge, and callers warn and record it.
 
 Assumptions, and where they break: the lr is the same for every p (the
 optimizer is not retuned, while a user may retune it); curvature is ignored
@@ -26,7 +32,7 @@ import numpy as np
 from ..theory.toy import update_limit
 from .gradstats import Measurement
 
-P_GRID = np.round(np.arange(0.5, 2.5001, 0.05), 10)
+P_GRID = np.round(np.arange(0.3, 2.5001, 0.05), 10)
 
 
 def loss_decrease(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: float = 1e-8,
@@ -45,31 +51,67 @@ def predict_p(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: 
     return float(ps[int(np.argmax(curve))]), curve
 
 
+def grid_edge(p_star: float, ps: np.ndarray = P_GRID) -> str | None:
+    """``"lower"`` or ``"upper"`` when ``p_star`` is an end of the grid ``ps`` (the optimum may lie beyond)."""
+    if p_star <= float(ps[0]):
+        return "lower"
+    if p_star >= float(ps[-1]):
+        return "upper"
+    return None
+
+
+def edge_warning(what: str, p_star: float, ps: np.ndarray = P_GRID) -> str | None:
+    """One line for a p* on the grid's edge, or None."""
+    edge = grid_edge(p_star, ps)
+    if edge is None:
+        return None
+    return (f"{what} p* = {p_star:g} is the {edge} edge of the grid [{float(ps[0]):g}, {float(ps[-1]):g}]: "
+            f"the predicted optimum may lie beyond it, so treat p* as a bound, not an estimate")
+
+
+def noise_ratios(meas: Measurement, batch_size: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """sigma/|mu| at ``batch_size`` for the coordinates with a resolvable mean, and the weighted share without."""
+    keep = np.ones(meas.mu.size, bool) if mask is None else mask
+    mu = np.abs(meas.signal[keep])
+    resolved = mu > 0
+    weights = meas.weights[keep]
+    frac_no_mean = float(weights[~resolved].sum() / weights.sum()) if weights.size else math.nan
+    return meas.sigma_at(batch_size)[keep][resolved] / mu[resolved], frac_no_mean
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else math.nan
+
+
 def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8) -> list[dict[str, Any]]:
-    """Per block (and ``all``): quantiles of |g| and sigma/|mu|, the share of |g|^p below eps, B_simple, p*."""
+    """Per block (and ``all``): quantiles of |g| and sigma/|mu|, the share of |g|^p below eps, B_simple, p*,
+    and the share of coordinates without a resolvable mean."""
     blocks = meas.blocks()
     rows = []
     for block in ["all", *sorted(set(blocks))]:
         mask = np.ones(blocks.size, bool) if block == "all" else blocks == block
         mu = np.abs(meas.signal[mask])
-        ratio = meas.sigma_at(batch_size)[mask] / np.maximum(mu, 1e-45)
+        ratio, frac_no_mean = noise_ratios(meas, batch_size, mask)
         names = set(meas.names[mask])
         row: dict[str, Any] = {"batch_size": batch_size, "block": block, "coords": int(mask.sum())}
         for q in (10, 50, 90):
             row[f"abs_g_q{q}"] = float(np.percentile(mu, q))
-            row[f"noise_ratio_q{q}"] = float(np.percentile(ratio, q))
+            row[f"noise_ratio_q{q}"] = _quantile(ratio, q)
         row["frac_below_eps"] = float(np.average(mu ** p < eps, weights=meas.weights[mask]))
         row["b_simple"] = meas.noise_scale(names) if meas.tensor_norms else math.nan
         for noise in ("uniform", "gaussian"):
             row[f"p_star_{noise}"] = predict_p(meas, batch_size, eps=eps, noise=noise, mask=mask)[0]
+        row["frac_no_mean"] = frac_no_mean
         rows.append(row)
     return rows
 
 
 def choose_p(meas: Measurement, batch_size: int, eps: float, noise: str) -> tuple[float, dict[str, Any]]:
-    """``--p auto``: p* for this run's batch size, and the statistics logged with it."""
+    """``--p auto``: p* for this run's batch size, and the statistics logged with it (``p_auto_edge``: the grid
+    edge p* lies on, or None)."""
     p_star, _ = predict_p(meas, batch_size, eps=eps, noise=noise)
-    ratio = meas.sigma_at(batch_size) / np.maximum(np.abs(meas.signal), 1e-45)
+    ratio, frac_no_mean = noise_ratios(meas, batch_size)
     return p_star, {"p_auto": p_star, "noise_model": noise,
                     "b_simple": meas.noise_scale() if meas.tensor_norms else math.nan,
-                    "noise_ratio_median": float(np.median(ratio))}
+                    "noise_ratio_median": _quantile(ratio, 50), "frac_no_mean": frac_no_mean,
+                    "p_auto_edge": grid_edge(p_star)}

@@ -21,6 +21,8 @@ import torch
 
 from ..data.pipeline import build_data
 from ..diagnostics import P_GRID, Measurement, MicroBatchProbe, loss_decrease, summary_rows
+from ..diagnostics.predict import edge_warning
+from ..fileio import warn
 from ..models import build_model, config_from_dict
 from ..theory.toy import update_limit
 from ..train import TrainConfig, train
@@ -31,7 +33,7 @@ from .runs import RunReadError, load_run
 
 NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",
                  "noise_ratio_q50", "noise_ratio_q90", "frac_below_eps", "b_simple", "p_star_uniform",
-                 "p_star_gaussian"]
+                 "p_star_gaussian", "frac_no_mean"]
 
 
 def measure(model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device, sample: int = 2048,
@@ -107,13 +109,19 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
     lines = [
         f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro_batch_size} sequences, "
         f"B_simple = {meas.noise_scale():.3g} sequences",
-        "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps |",
-        "|---|---|---|---|---|",
+        "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps "
+        "| share without a resolvable mean |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        if row["block"] == "all":
-            lines.append(f"| {row['batch_size']} | {row['p_star_uniform']:g} | {row['p_star_gaussian']:g} | "
-                         f"{row['noise_ratio_q50']:.3g} | {row['frac_below_eps']:.3f} |")
+    totals = [row for row in rows if row["block"] == "all"]
+    for row in totals:
+        lines.append(f"| {row['batch_size']} | {row['p_star_uniform']:g} | {row['p_star_gaussian']:g} | "
+                     f"{row['noise_ratio_q50']:.3g} | {row['frac_below_eps']:.3f} | {row['frac_no_mean']:.3f} |")
+    for row in totals:
+        for noise in ("uniform", "gaussian"):
+            edge = edge_warning(f"batch {row['batch_size']}, {noise} noise:", row[f"p_star_{noise}"])
+            if edge:
+                warn(edge)
     return "\n".join(lines)
 
 
@@ -154,9 +162,16 @@ def _figures(meas: Measurement, batch_sizes: list[int], out: Path, eps: float) -
     pick = rng.choice(meas.mu.size, size=min(3000, meas.mu.size), replace=False)
     mu = np.abs(meas.signal[pick])
     keep = mu > 0
-    for b, color in zip(batch_sizes, ("white", "red", "orange", "cyan", "magenta")):
+    # Colours that stand out on viridis (no yellow or teal), each with a dark edge.
+    colours = ("#ff3030", "#ffffff", "#ff9f1c", "#ff66cc", "#000000", "#9b5de5")
+    for i, b in enumerate(batch_sizes):
         sigma = meas.sigma_at(b)[pick]
-        ax.scatter(mu[keep] / eps, sigma[keep] / mu[keep], s=2, alpha=0.4, color=color, label=f"batch {b}")
+        ax.scatter(mu[keep] / eps, sigma[keep] / mu[keep], s=7, alpha=0.6, color=colours[i % len(colours)],
+                   edgecolors="#202020", linewidths=0.3, marker="os^Dv<>"[i % 7], label=f"batch {b}")
+    unplaced = int((~keep).sum())
+    ax.text(0.01, 0.01, f"{unplaced} of {pick.size} sampled coordinates have no resolvable mean (not shown)",
+            transform=ax.transAxes, fontsize=7, color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 2})
     ax.set(xscale="log", yscale="log", xlabel="|mu| / eps", ylabel="sigma / |mu|",
            xlim=(scales[0], scales[-1]), ylim=(ratios[0], ratios[-1]),
            title="measured coordinates on the theory's map")

@@ -24,9 +24,19 @@ in the tests):
     E|g|^q         = sigma^q 2^(q/2) Gamma((q+1)/2) / sqrt(pi) 1F1(-q/2; 1/2; -t^2/2),
     E[sign(g)|g|^q] = sigma^q 2^((q+1)/2) t Gamma((q+2)/2) / sqrt(pi) 1F1((1-q)/2; 3/2; -t^2/2),
 
-with the point mass mu^q used beyond |t| = 100 (relative error below 1e-4).
-This module is the single source of these formulas for ``gradpower theory``,
-``gradpower noise`` and ``--p auto``.
+1F1 at large negative arguments cancels catastrophically (SciPy's ``hyp1f1``
+returns inf or garbage at scattered points with |t| between 5 and 200), so
+it is evaluated through Kummer's transformation 1F1(a; b; z) = e^z 1F1(b - a; b; -z),
+whose series has only positive terms here. Beyond |t| = 10 the large-t
+expansion of a noisy power is used instead,
+
+    E|g|^q ~ |mu|^q sum_k C(q, 2k) (2k - 1)!! t^(-2k),
+
+the same series for E[sign(g)|g|^q] up to sign(mu) (the two differ by the
+probability mass below 0, of order e^(-t^2/2) < 1e-21 relative); it is exact
+at sigma = 0 (the point mass mu^q). Both agree with mpmath to 1e-12 relative
+over p in [0.3, 3] and |t| in [1e-3, 1e3] (tested). This module is the single
+source of these formulas for ``gradpower theory``, ``gradpower noise`` and ``--p auto``.
 """
 
 from __future__ import annotations
@@ -56,26 +66,57 @@ def uniform_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.nda
     return first, second
 
 
-_POINT_MASS_T = 100.0
 NOISE_MODELS = ("uniform", "gaussian")
+
+#: Beyond this |mu| / sigma the Gaussian moments use the large-t series (its terms fall off as (q / t)^2).
+_LARGE_T = 10.0
+
+
+def _noisy_power(q: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """sum_k C(q, 2k) (2k - 1)!! t^(-2k): E|g|^q / |mu|^q for |t| = |mu| / sigma >= _LARGE_T (1 at t = inf).
+
+    Term k is term k-1 times (q - 2k + 2)(q - 2k + 1) / (2k t^2); summed until the terms stop shrinking
+    (an asymptotic series) or fall below float64's resolution.
+    """
+    inv = 1.0 / (t * t)
+    total = np.ones_like(q)
+    term = np.ones_like(q)
+    for k in range(1, 60):
+        nxt = term * (q - 2 * k + 2) * (q - 2 * k + 1) / (2 * k) * inv
+        growing = np.abs(nxt) >= np.abs(term)
+        term = np.where(growing, 0.0, nxt)
+        total = total + term
+        if not np.any(np.abs(term) > 1e-17 * np.abs(total)):
+            break
+    return total
+
+
+def _hyp1f1_negative(a: np.ndarray, b: float, z: np.ndarray) -> np.ndarray:
+    """1F1(a; b; z) for z <= 0 by Kummer's transformation (a positive-term series, no cancellation)."""
+    return np.exp(z) * hyp1f1(b - a, b, -z)
 
 
 def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.ndarray | float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """E[phi_p(g)] and E[|g|^(2p)] for g ~ N(mu, sigma^2) (broadcasting; closed forms above)."""
     p, mu, sigma = np.broadcast_arrays(np.asarray(p, float), np.asarray(mu, float), np.asarray(sigma, float))
-    point = sigma <= np.abs(mu) / _POINT_MASS_T
-    s = np.where(point, 1.0, sigma)
-    t = np.where(point, 0.0, mu / s)
-    z = -t * t / 2
     q = 2 * p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(sigma > 0, mu / np.where(sigma > 0, sigma, 1.0), np.where(mu == 0, 0.0, np.sign(mu) * np.inf))
+    large = np.abs(t) >= _LARGE_T
+    zero = (sigma == 0) & (mu == 0)  # g = 0 always: both moments are 0
+    # The hypergeometric forms, on a safe stand-in where the series takes over.
+    s = np.where(large | zero, 1.0, sigma)
+    ts = np.where(large, 0.0, t)
+    z = -ts * ts / 2
     log_c2 = q * np.log(s) + q / 2 * np.log(2) + gammaln((q + 1) / 2) - 0.5 * np.log(np.pi)
-    second = np.exp(log_c2) * hyp1f1(-q / 2, 0.5, z)
+    second = np.exp(log_c2) * _hyp1f1_negative(-q / 2, 0.5, z)
     log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
-    first = np.exp(log_c1) * t * hyp1f1((1 - p) / 2, 1.5, z)
-    first = np.where(point, _signed_pow(mu, p), first)
-    second = np.where(point, np.abs(mu) ** q, second)
-    return first, second
+    first = np.exp(log_c1) * ts * _hyp1f1_negative((1 - p) / 2, 1.5, z)
+    t_large = np.where(large, t, np.inf)  # the series on a safe stand-in where the hypergeometric forms hold
+    first = np.where(large, _signed_pow(mu, p) * _noisy_power(p, t_large), first)
+    second = np.where(large, np.abs(mu) ** q * _noisy_power(q, t_large), second)
+    return np.where(zero, 0.0, first), np.where(zero, 0.0, second)
 
 
 def update_limit(p: np.ndarray | float, mu: float | np.ndarray, sigma: np.ndarray | float, eps: float = 1e-8,

@@ -81,6 +81,14 @@ class Runtime:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def broadcast_float(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (a decision every rank must share exactly)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, src=0)
+        return float(tensor.item())
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -27,8 +27,9 @@ from torch import nn
 
 from .. import __version__, interrupts
 from ..data.pipeline import Data, DataConfig, build_data, needed_packages
+from ..diagnostics.predict import edge_warning
 from ..extras import require
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, warn
 from ..models import TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer, is_power_optimizer
 from .checkpoint import (
@@ -422,8 +423,14 @@ class Trainer:
                 logger.message(f"first step took {step_time:.1f} s (compiling {session.compiling} included)")
         record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
         if "p_auto" in record:
+            median = record["noise_ratio_median"]
             logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
-                           f"(median noise/signal {record['noise_ratio_median']:.3g})")
+                           f"(median noise/signal {median:.3g}; {record['frac_no_mean']:.1%} of coordinates "
+                           f"without a resolvable mean)" if median is not None and math.isfinite(median)
+                           else f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps")
+            edge = edge_warning("--p auto:", record["p_auto"])
+            if edge and self.runtime.is_main:
+                warn(edge)
             self._write_config()
         if self._evaluates(self.step):
             record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)

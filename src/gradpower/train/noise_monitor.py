@@ -7,6 +7,11 @@ with one, moving averages of g and g^2 are kept (at a fixed sample of
 coordinates: ``SAMPLE`` per tensor, a few kB). Off (the default) they cost
 nothing: no probe object exists.
 
+Under torchrun (DDP or FSDP2) the statistics are the moving averages of the
+all-reduced gradient, the same on every rank (a sharded gradient is read at
+its full value), and rank 0's p is broadcast, so every rank trains with the
+same p; B_simple needs micro-batch gradients and is then not reported.
+
 ``--p auto`` trains the first ``p_auto_steps`` steps with p = 1 (the base
 optimizer) while measuring, then sets every param group's p to the predicted
 p* for the run's batch size (:func:`gradpower.diagnostics.predict.choose_p`),
@@ -24,8 +29,9 @@ import numpy as np
 import torch
 
 from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
-from ..diagnostics.predict import choose_p, predict_p
+from ..diagnostics.predict import choose_p, noise_ratios, predict_p
 from .config import TrainConfig
+from .distributed import full_value
 
 SAMPLE = 512  # coordinates sampled per tensor
 
@@ -60,17 +66,18 @@ class NoiseMonitor:
         self.model = model
         self.auto = cfg.p_auto
         self.chosen_p: float | None = None
-        if (self.auto or cfg.noise_every) and rt.distributed:
-            raise ValueError("--noise-every and --p auto measure one process's gradients: run them without torchrun")
-        self.micro_mode = cfg.accumulation_steps(rt.world_size) >= 2
+        self.runtime = rt
+        # Under torchrun each rank's micro-batch gradients are its own; the reduced gradient is every rank's.
+        self.micro_mode = cfg.accumulation_steps(rt.world_size) >= 2 and not rt.distributed
         self._warmup = self._new_probe() if self.auto else None
-        self._ema = MovingAverageProbe(model.named_parameters(), SAMPLE) if cfg.noise_every and not self.micro_mode \
-            else None
+        self._ema = self._averages() if cfg.noise_every and not self.micro_mode else None
         self._step_probe: MicroBatchProbe | None = None
 
+    def _averages(self) -> MovingAverageProbe:
+        return MovingAverageProbe(self.model.named_parameters(), SAMPLE, read=full_value)
+
     def _new_probe(self) -> MicroBatchProbe | MovingAverageProbe:
-        params = self.model.named_parameters()
-        return MicroBatchProbe(params, SAMPLE) if self.micro_mode else MovingAverageProbe(params, SAMPLE)
+        return MicroBatchProbe(self.model.named_parameters(), SAMPLE) if self.micro_mode else self._averages()
 
     def _warming(self, step: int) -> bool:
         return self.auto and self.chosen_p is None and step <= self.cfg.p_auto_steps
@@ -104,10 +111,11 @@ class NoiseMonitor:
             meas = (self._step_probe if self.micro_mode else self._ema).measurement()
             self._step_probe = None
             p = self.chosen_p or self.cfg.p
-            ratio = meas.sigma_at(self.cfg.batch_size) / np.maximum(np.abs(meas.signal), 1e-45)
+            ratio, frac_no_mean = noise_ratios(meas, self.cfg.batch_size)
             record["noise"] = {
                 "b_simple": meas.noise_scale() if meas.tensor_norms else None,
-                "noise_ratio_median": float(np.median(ratio)),
+                "noise_ratio_median": float(np.median(ratio)) if ratio.size else None,
+                "frac_no_mean": frac_no_mean,
                 "frac_below_eps": float(np.average(np.abs(meas.signal) ** p < self.cfg.eps, weights=meas.weights)),
                 "p_star_uniform": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="uniform")[0],
                 "p_star_gaussian": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="gaussian")[0],
@@ -117,6 +125,8 @@ class NoiseMonitor:
         if self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps:
             p_star, stats = choose_p(self._warmup.measurement(), self.cfg.batch_size, self.cfg.eps,
                                      self.cfg.p_auto_noise)
+            p_star = self.runtime.broadcast_float(p_star)  # the same p on every rank, whatever the rounding
+            stats["p_auto"] = p_star
             self._set_p(p_star, optimizer)
             self._warmup = None
             record.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()})
