@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     table = [candidate(folder, args.budget_s) for folder in folders]
     chosen = min(table, key=lambda row: row["expected_half"])
     print(f"budget {args.budget_s:.0f} s of training; expected half-width = t(0.975, n-1) * diff_sd / sqrt(n)\n")
-    print("| candidate | tokens per run | wall per run | diff_sd (pilot seeds) | seeds in budget | expected half-width |")
+    print("| candidate | tokens per run | wall per run | diff_sd (pilot seeds) | seeds in budget "
+          "| expected half-width |")
     print("|---|---|---|---|---|---|")
     for row in table:
         mark = "**" if row is chosen else ""
