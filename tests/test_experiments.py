@@ -258,12 +258,12 @@ def test_parallel_jobs_write_logs_and_the_same_tables(tmp_path, cache, capsys):
 
 def test_a_compare_whose_runs_fail_exits_1_naming_them(tmp_path, cache, capsys):
     corpus = tmp_path / "one-line.txt"
-    corpus.write_text("too small to hold out a validation split\n")  # every run fails when it builds its data
+    corpus.write_text("too small to hold out a validation split\n")  # one document: no split can hold both
     own_cache = str(tmp_path / "cache")  # not the module's: this corpus must not touch its shards
     argv = ["compare", *micro(own_cache), "--seeds", "1", "--set", f"data={corpus}", "--out", str(tmp_path / "c")]
     assert main(argv) == 1
     err = capsys.readouterr()
-    assert "2 run(s) failed: adamw seed 0 (val split is empty" in err.err and "adampower p=1.2 seed 0" in err.err
+    assert "2 run(s) failed: adamw seed 0 (train split is empty" in err.err and "adampower p=1.2 seed 0" in err.err
     captured = err
     assert "figures" not in captured.out and ".png" not in captured.out
 

@@ -109,7 +109,8 @@ def sign_power_(tensors: Tensor | Iterable[Tensor], p: float, *, foreach: bool |
     if low:
         work = [t.float() for t in low]
         _foreach_power_(work, p)
-        torch._foreach_copy_(low, work)
+        for t, w in zip(low, work):  # per tensor: DTensor (FSDP2) has no sharding rule for _foreach_copy_
+            t.copy_(w)
 
 
 def _foreach_power_(work: Sequence[Tensor], p: float) -> None:
@@ -120,7 +121,7 @@ def _foreach_power_(work: Sequence[Tensor], p: float) -> None:
         torch._foreach_pow_(mag, p - 1.0)
         torch._foreach_mul_(work, mag)
         return
-    mag = torch._foreach_abs(work)
-    torch._foreach_pow_(mag, p)
-    torch._foreach_mul_(mag, torch._foreach_sign(work))
-    torch._foreach_copy_(work, mag)
+    sign = torch._foreach_sign(work)
+    torch._foreach_abs_(work)
+    torch._foreach_pow_(work, p)
+    torch._foreach_mul_(work, sign)
