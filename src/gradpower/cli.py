@@ -208,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
         noise.add_argument("--" + name, default=None, help=f"{name} (TrainConfig)")
     noise.add_argument("--out", default="runs/noise", help="output folder (default runs/noise)")
 
+    claims = sub.add_parser("claims", help="the papers' claims as planned, seeded comparisons with verdicts",
+                            description="Run the claims declared in experiments/claims.toml (each a compare in "
+                            "OUT/ID, resumable) and write claims.csv and claims.md with a verdict per claim.")
+    claims.add_argument("--budget", default="quick", choices=("quick", "full", "micro"),
+                        help="quick (planned <= 30 min on 2 cores), full (<= 90 min, seeds sized for 0.015 nats) "
+                        "or micro (a few steps per run: the plumbing only); default quick")
+    claims.add_argument("--only", metavar="C1,C3", help="run only these claims (comma-separated ids)")
+    claims.add_argument("--file", metavar="FILE.toml", help="the claims file (default experiments/claims.toml)")
+    claims.add_argument("--out", default="runs/claims", help="output folder (default runs/claims)")
+    claims.add_argument("--jobs", type=int, default=None, help="runs at once (default as compare)")
+    claims.add_argument("--data", default=None, help="data (TrainConfig; default the bundled corpus)")
+    claims.add_argument("--cache-dir", default=None, help="tokenizer and token cache folder (TrainConfig)")
+
     report = sub.add_parser("report", help="rebuild the tables and figures of a compare or sweep folder",
                             description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
                             "of a compare or sweep folder, without training.")
@@ -316,6 +329,19 @@ def _sweep(args: argparse.Namespace, command: str) -> int:
                                tokens=args.tokens if args.tokens is not None else spec.tokens)
     started = time.time()
     table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command)
+    print(f"\n{table}\n\n{_written(Path(args.out), started)}")
+    return 0
+
+
+def _claims(args: argparse.Namespace) -> int:
+    from .experiments.claims import CLAIMS_FILE, run_claims
+    from .experiments.execute import default_jobs
+
+    only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
+    shared = {k: v for k, v in (("data", args.data), ("cache_dir", args.cache_dir)) if v is not None}
+    started = time.time()
+    table = run_claims(Path(args.out), args.budget, only, Path(args.file) if args.file else CLAIMS_FILE,
+                       _jobs(args, default_jobs), shared=shared)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
@@ -436,6 +462,7 @@ def _run(argv: list[str], command: str) -> int:
     handlers: dict[str, Callable[[], int]] = {
         "compare": lambda: _compare(args, command), "sweep": lambda: _sweep(args, command),
         "theory": lambda: _theory(args), "noise": lambda: _noise(args), "report": lambda: _report(args),
+        "claims": lambda: _claims(args),
         "train": lambda: _train(args),
     }
     # The exit code tells scripts the kind (README, "When things go wrong").
@@ -453,7 +480,7 @@ def _run(argv: list[str], command: str) -> int:
         print(f"gradpower: error: {exc}; each run's own message is above (or in its train.log)", file=sys.stderr)
         return 1
     except InterruptedRun as exc:
-        if args.command in ("compare", "sweep"):  # the same command resumes an experiment
+        if args.command in ("compare", "sweep", "claims"):  # the same command resumes an experiment
             print(f"gradpower: interrupted by {exc.what}; run the same command again to continue (finished runs "
                   f"are reused, interrupted ones resume): {command}", file=sys.stderr)
         else:

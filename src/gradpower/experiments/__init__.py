@@ -1,4 +1,5 @@
-"""Experiments: seeded comparisons (``compare``), grids (``sweep``) and their reports, read from run folders.
+"""Experiments: seeded comparisons (``compare``), grids (``sweep``), the papers' claims (``claims``) and their
+reports, read from run folders.
 
 Everything here calls :func:`gradpower.train.train` to make runs and
 :func:`load_run` to read them back; statistics live in :mod:`.stats` (pure
@@ -7,6 +8,7 @@ numbers), figures in :mod:`.plots`.
 
 from pathlib import Path
 
+from .claims import run_claims
 from .compare import default_spec, run_compare
 from .folder import read_experiment
 from .report import compare_report
@@ -38,6 +40,7 @@ __all__ = [
     "parse_arm",
     "parse_grid_axis",
     "rebuild_report",
+    "run_claims",
     "run_compare",
     "run_sweep",
     "sweep_report",

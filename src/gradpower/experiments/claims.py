@@ -1,0 +1,235 @@
+"""``gradpower claims``: the papers' claims as pre-declared, seeded comparisons with a verdict each.
+
+Every claim in ``experiments/claims.toml`` is a :func:`~gradpower.experiments.compare.run_compare` in its own
+folder (``OUT/C1`` ...; resumable, finished runs reused, ``gradpower report OUT/C1`` rebuilds it) plus a
+*contrast*: per seed, the sum of weight x metric over the claim's terms (e.g. AdamPower - AdamW, or the
+interaction of two changes). Its 95% Student-t interval over seeds decides the verdict (see the file's header).
+``full`` starts from the quick design's seeds and adds seeds up to ``seeds_needed`` for its effect, capped so
+every claim's share of the time budget holds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .compare import run_compare
+from .folder import load_listed_runs, read_experiment, write_csv
+from .runs import Run
+from .spec import Arm, ExperimentSpec
+from .stats import Interval, mde_80, sd, seeds_needed, t_interval
+
+CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
+BUDGETS = ("quick", "full", "micro")
+DIRECTIONS = ("lower", "higher", "additive")
+CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
+                 "ci_high", "n_seeds", "verdict", "mde_80"]
+
+
+@dataclass
+class Term:
+    arm: str
+    weight: float
+    metric: str = "final_val_loss"
+
+
+@dataclass
+class Claim:
+    """One pre-declared claim: its compare (shared settings, arms, lr grid) and the contrast that decides it."""
+
+    id: str
+    source: str
+    statement: str
+    setting: str
+    direction: str
+    base: dict[str, Any]
+    arms: list[Arm]
+    terms: list[Term]
+    tune_lr: list[float] | None = None
+    also: list[list[Term]] = field(default_factory=list)
+
+    @property
+    def contrast_text(self) -> str:
+        """The contrast as written, e.g. ``adampower p=1.2 - adamw``."""
+        parts = []
+        for i, term in enumerate(self.terms):
+            sign = "-" if term.weight < 0 else ("+" if i else "")
+            scale = "" if abs(term.weight) == 1 else f"{abs(term.weight):g} x "
+            what = "" if term.metric == "final_val_loss" else f" [{term.metric}]"
+            parts.append(f"{sign} {scale}{term.arm}{what}".strip())
+        return " ".join(parts)
+
+
+def _terms(raw: list[dict[str, Any]], arms: set[str], where: str) -> list[Term]:
+    terms = [Term(**t) for t in raw]
+    for term in terms:
+        if term.arm not in arms:
+            raise ValueError(f"{where}: term arm {term.arm!r} is not an arm ({', '.join(sorted(arms))})")
+        if term.metric not in ("final_val_loss", "spikes") and not term.metric.startswith("val_at:"):
+            raise ValueError(f"{where}: unknown metric {term.metric!r} (final_val_loss, spikes, val_at:F)")
+    return terms
+
+
+def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[str, Any]]]:
+    """The claims and budgets of ``path``; a malformed file is a one-line ValueError naming it."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no claims file (gradpower claims reads experiments/claims.toml of a clone; "
+                         f"pass --file FILE)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    claims = []
+    try:
+        for raw in data["claim"]:
+            arms = [Arm(a["name"], {k: v for k, v in a.items() if k != "name"}) for a in raw["arms"]]
+            names = {a.name for a in arms}
+            where = f"{path}: claim {raw['id']}"
+            if raw["direction"] not in DIRECTIONS:
+                raise ValueError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}")
+            claims.append(Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
+                                dict(raw.get("base", {})), arms, _terms(raw["terms"], names, where),
+                                raw.get("tune_lr"), [_terms(t, names, where) for t in raw.get("also", [])]))
+        budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
+    except KeyError as exc:
+        raise ValueError(f"{path}: missing key {exc}") from None
+    return claims, budgets
+
+
+def _metric(run: Run, metric: str) -> float:
+    if metric == "final_val_loss":
+        return run.final_val_loss
+    if metric == "spikes":
+        return float(run.spikes)
+    fraction = float(metric.split(":", 1)[1])
+    if not run.val_step.size:
+        return math.nan
+    target = fraction * run.planned_steps
+    index = min(range(run.val_step.size), key=lambda i: abs(run.val_step[i] - target))
+    return float(run.val_loss[index])
+
+
+def contrast_values(out: Path, terms: list[Term]) -> list[float]:
+    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision."""
+    runs: dict[tuple[str, int], Run] = {}
+    for entry, run in load_listed_runs(out, read_experiment(out)["runs"]):
+        if entry["phase"] == "final" and run is not None and run.finished:
+            runs[(entry["arm"], int(entry["seed"]))] = run
+    seeds = sorted({s for _, s in runs})
+    return [sum(t.weight * _metric(runs[(t.arm, s)], t.metric) for t in terms) for s in seeds
+            if all((t.arm, s) in runs for t in terms)]
+
+
+def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> str:
+    """supported / contradicted / not resolved, following the interval (see the claims file's header)."""
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "not resolved"
+    below, above = interval.high < 0, interval.low > 0
+    if direction == "additive":
+        if below or above:
+            return "contradicted"
+        return "supported" if also and all(a.high < 0 for a in also) else "not resolved"
+    if (direction == "lower" and below) or (direction == "higher" and above):
+        return "supported"
+    if below or above:
+        return "contradicted"
+    return "not resolved"
+
+
+def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any]) -> ExperimentSpec:
+    """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq)."""
+    shared = {**budget.get("shared", {}), **extra}
+    base = {**claim.base, **shared}
+    arms = []
+    for arm in claim.arms:
+        settings = {**base, **arm.overrides, **shared}
+        if "batch_size" not in settings or "seq_len" not in settings:
+            raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
+                             f"from the token budget)")
+        steps = max(2, int(budget["tokens"]) // (int(settings["batch_size"]) * int(settings["seq_len"])))
+        arms.append(Arm(arm.name, {**arm.overrides, **shared, "steps": steps}))
+    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=claim.tune_lr)
+
+
+def _row(claim: Claim, out: Path) -> dict[str, Any]:
+    values = contrast_values(out, claim.terms)
+    interval = t_interval(values)
+    also = [t_interval(contrast_values(out, terms)) for terms in claim.also]
+    spread = sd(values)
+    metrics = sorted({t.metric for t in claim.terms})
+    return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
+            "metric": "+".join(metrics), "arm": claim.contrast_text, "baseline": claim.terms[-1].arm,
+            "diff_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n_seeds": interval.n,
+            "verdict": verdict(claim.direction, interval, also),
+            "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan}
+
+
+def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
+               jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> str:
+    """Run (or reuse) every selected claim at ``budget_name``; write claims.csv and claims.md; return the table.
+
+    ``shared`` sets TrainConfig fields of every run (e.g. ``data``, ``cache_dir``)."""
+    if budget_name not in BUDGETS:
+        raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
+    claims, budgets = load_claims(path)
+    known = [c.id for c in claims]
+    if only:
+        unknown = [c for c in only if c not in known]
+        if unknown:
+            raise ValueError(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
+        claims = [c for c in claims if c.id in only]
+    budget = budgets[budget_name]
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
+    rows = []
+    for claim in claims:
+        folder = out / claim.id
+        echo(f"== {claim.id} ({claim.source}): {claim.statement}")
+        claim_start = time.time()
+        run_compare(_spec(claim, budget, int(budget["seeds"]), shared or {}), folder, jobs,
+                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
+        if budget.get("effect"):
+            seeds = _seeds_for(claim, folder, budget, time.time() - claim_start, share_s)
+            if seeds > int(budget["seeds"]):
+                echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
+                run_compare(_spec(claim, budget, seeds, shared or {}), folder, jobs,
+                            command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
+        rows.append(_row(claim, folder))
+        echo(f"   {claim.id}: {rows[-1]['verdict']} ({claim.contrast_text} = {_interval_text(rows[-1])})")
+    write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
+    table = _table(rows)
+    (out / "claims.md").write_text(
+        f"# What the papers claim, checked\n\nCommand: `gradpower claims --budget {budget_name}`; wall time "
+        f"{time.time() - started:.0f} s.\n\n{table}\n\n"
+        + "".join(f"![{r['claim']}]({r['claim']}/difference.png)\n\n" for r in rows))
+    return table
+
+
+def _seeds_for(claim: Claim, folder: Path, budget: dict[str, Any], spent_s: float, share_s: float) -> int:
+    """``seeds_needed`` for the budget's effect from the quick seeds' spread, capped by seeds that fit the time."""
+    quick = int(budget["seeds"])
+    needed = seeds_needed(sd(contrast_values(folder, claim.terms)), float(budget["effect"])) or quick
+    per_seed = spent_s / quick if spent_s > 0 else math.inf
+    fit = int(share_s // per_seed) if math.isfinite(per_seed) and per_seed > 0 else quick
+    return max(quick, min(needed, fit, int(budget.get("max_seeds", needed))))
+
+
+def _interval_text(row: dict[str, Any]) -> str:
+    if not math.isfinite(row["ci_low"]):
+        return f"{row['diff_mean']:+.4f} (one seed)"
+    return f"{row['diff_mean']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| claim | source | statement | contrast [95% CI] | seeds | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        extra = f" (mde_80 {r['mde_80']:.3f})" if r["verdict"] == "not resolved" and math.isfinite(r["mde_80"]) else ""
+        lines.append(f"| {r['claim']} | {r['source']} | {r['statement']} | {r['arm']} = {_interval_text(r)} | "
+                     f"{r['n_seeds']} | {r['verdict']}{extra} |")
+    return "\n".join(lines)
