@@ -22,7 +22,7 @@ def read(path):
 
 def test_the_claims_file_declares_every_claim_with_its_direction():
     claims, budgets = load_claims(CLAIMS_FILE)
-    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 10)]
+    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 11)]
     assert set(budgets) == {"quick", "full", "micro"} and budgets["full"]["effect"] == 0.015
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 

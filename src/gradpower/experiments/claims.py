@@ -36,6 +36,7 @@ class Term:
     arm: str
     weight: float
     metric: str = "final_val_loss"
+    part: str = ""  # the claim's sub-comparison this arm's runs belong to ("" when it has one)
 
 
 @dataclass
@@ -52,6 +53,15 @@ class Claim:
     terms: list[Term]
     tune_lr: list[float] | None = None
     also: list[list[Term]] = field(default_factory=list)
+    #: Sub-comparisons of the same arms, each in its folder, by name -> its lr grid (None: the shared lr); e.g.
+    #: ``{"tuned": [...], "preset": None}`` compares each arm at its own best lr with both at the preset's.
+    parts: dict[str, list[float] | None] = field(default_factory=dict)
+
+    def folders(self, root: Path) -> dict[str, tuple[Path, list[float] | None]]:
+        """Each sub-comparison's folder and lr grid ("" for a claim with one comparison)."""
+        if not self.parts:
+            return {"": (root / self.id, self.tune_lr)}
+        return {name: (root / self.id / name, grid) for name, grid in self.parts.items()}
 
     @property
     def contrast_text(self) -> str:
@@ -61,13 +71,16 @@ class Claim:
             sign = "-" if term.weight < 0 else ("+" if i else "")
             scale = "" if abs(term.weight) == 1 else f"{abs(term.weight):g} x "
             what = "" if term.metric == "final_val_loss" else f" [{term.metric}]"
+            what += f" ({term.part})" if term.part else ""
             parts.append(f"{sign} {scale}{term.arm}{what}".strip())
         return " ".join(parts)
 
 
-def _terms(raw: list[dict[str, Any]], arms: set[str], where: str) -> list[Term]:
+def _terms(raw: list[dict[str, Any]], arms: set[str], where: str, parts: dict[str, Any]) -> list[Term]:
     terms = [Term(**t) for t in raw]
     for term in terms:
+        if (term.part or parts) and term.part not in parts:
+            raise ValueError(f"{where}: term part {term.part!r} is not a part ({', '.join(parts) or 'none declared'})")
         if term.arm not in arms:
             raise ValueError(f"{where}: term arm {term.arm!r} is not an arm ({', '.join(sorted(arms))})")
         if term.metric not in ("final_val_loss", "spikes") and not term.metric.startswith("val_at:"):
@@ -92,9 +105,11 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             where = f"{path}: claim {raw['id']}"
             if raw["direction"] not in DIRECTIONS:
                 raise ValueError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}")
+            parts = {name: grid or None for name, grid in raw.get("parts", {}).items()}
             claims.append(Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
-                                dict(raw.get("base", {})), arms, _terms(raw["terms"], names, where),
-                                raw.get("tune_lr"), [_terms(t, names, where) for t in raw.get("also", [])]))
+                                dict(raw.get("base", {})), arms, _terms(raw["terms"], names, where, parts),
+                                raw.get("tune_lr"), [_terms(t, names, where, parts) for t in raw.get("also", [])],
+                                parts))
         budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc}") from None
@@ -114,15 +129,23 @@ def _metric(run: Run, metric: str) -> float:
     return float(run.val_loss[index])
 
 
-def contrast_values(out: Path, terms: list[Term]) -> list[float]:
-    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision."""
+def _finished_runs(out: Path) -> dict[tuple[str, int], Run]:
     runs: dict[tuple[str, int], Run] = {}
     for entry, run in load_listed_runs(out, read_experiment(out)["runs"]):
         if entry["phase"] == "final" and run is not None and run.finished:
             runs[(entry["arm"], int(entry["seed"]))] = run
-    seeds = sorted({s for _, s in runs})
-    return [sum(t.weight * _metric(runs[(t.arm, s)], t.metric) for t in terms) for s in seeds
-            if all((t.arm, s) in runs for t in terms)]
+    return runs
+
+
+def contrast_values(folders: dict[str, Path], terms: list[Term]) -> list[float]:
+    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision.
+
+    ``folders`` maps each part ("" for a single comparison) to its compare folder."""
+    runs = {(part, arm, seed): run for part, folder in folders.items()
+            for (arm, seed), run in _finished_runs(folder).items()}
+    seeds = sorted({s for _, _, s in runs})
+    return [sum(t.weight * _metric(runs[(t.part, t.arm, s)], t.metric) for t in terms) for s in seeds
+            if all((t.part, t.arm, s) in runs for t in terms)]
 
 
 def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> str:
@@ -141,7 +164,8 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
     return "not resolved"
 
 
-def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any]) -> ExperimentSpec:
+def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
+          tune_lr: list[float] | None) -> ExperimentSpec:
     """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq)."""
     shared = {**budget.get("shared", {}), **extra}
     base = {**claim.base, **shared}
@@ -153,13 +177,13 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
                              f"from the token budget)")
         steps = max(2, int(budget["tokens"]) // (int(settings["batch_size"]) * int(settings["seq_len"])))
         arms.append(Arm(arm.name, {**arm.overrides, **shared, "steps": steps}))
-    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=claim.tune_lr)
+    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr)
 
 
-def _row(claim: Claim, out: Path) -> dict[str, Any]:
-    values = contrast_values(out, claim.terms)
+def _row(claim: Claim, folders: dict[str, Path]) -> dict[str, Any]:
+    values = contrast_values(folders, claim.terms)
     interval = t_interval(values)
-    also = [t_interval(contrast_values(out, terms)) for terms in claim.also]
+    also = [t_interval(contrast_values(folders, terms)) for terms in claim.also]
     spread = sd(values)
     metrics = sorted({t.metric for t in claim.terms})
     return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
@@ -167,6 +191,17 @@ def _row(claim: Claim, out: Path) -> dict[str, Any]:
             "diff_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n_seeds": interval.n,
             "verdict": verdict(claim.direction, interval, also),
             "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan}
+
+
+def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], seeds: int,
+               shared: dict[str, Any], jobs: int, echo: Callable[[str], None]) -> dict[str, Path]:
+    """Run (or reuse) each of the claim's comparisons with ``seeds`` seeds; return their folders by part."""
+    folders = {}
+    for part, (folder, grid) in claim.folders(out).items():
+        run_compare(_spec(claim, budget, seeds, shared, grid), folder, jobs,
+                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
+        folders[part] = folder
+    return folders
 
 
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
@@ -189,32 +224,30 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
     rows = []
     for claim in claims:
-        folder = out / claim.id
         echo(f"== {claim.id} ({claim.source}): {claim.statement}")
         claim_start = time.time()
-        run_compare(_spec(claim, budget, int(budget["seeds"]), shared or {}), folder, jobs,
-                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
+        folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo)
         if budget.get("effect"):
-            seeds = _seeds_for(claim, folder, budget, time.time() - claim_start, share_s)
+            seeds = _seeds_for(claim, folders, budget, time.time() - claim_start, share_s)
             if seeds > int(budget["seeds"]):
                 echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
-                run_compare(_spec(claim, budget, seeds, shared or {}), folder, jobs,
-                            command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
-        rows.append(_row(claim, folder))
+                _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo)
+        rows.append(_row(claim, folders))
         echo(f"   {claim.id}: {rows[-1]['verdict']} ({claim.contrast_text} = {_interval_text(rows[-1])})")
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
     (out / "claims.md").write_text(
         f"# What the papers claim, checked\n\nCommand: `gradpower claims --budget {budget_name}`; wall time "
         f"{time.time() - started:.0f} s.\n\n{table}\n\n"
-        + "".join(f"![{r['claim']}]({r['claim']}/difference.png)\n\n" for r in rows))
+        + "".join(f"![{c.id} {part}]({folder.relative_to(out)}/difference.png)\n\n" for c in claims
+                  for part, (folder, _) in c.folders(out).items()))
     return table
 
 
-def _seeds_for(claim: Claim, folder: Path, budget: dict[str, Any], spent_s: float, share_s: float) -> int:
+def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], spent_s: float, share_s: float) -> int:
     """``seeds_needed`` for the budget's effect from the quick seeds' spread, capped by seeds that fit the time."""
     quick = int(budget["seeds"])
-    needed = seeds_needed(sd(contrast_values(folder, claim.terms)), float(budget["effect"])) or quick
+    needed = seeds_needed(sd(contrast_values(folders, claim.terms)), float(budget["effect"])) or quick
     per_seed = spent_s / quick if spent_s > 0 else math.inf
     fit = int(share_s // per_seed) if math.isfinite(per_seed) and per_seed > 0 else quick
     return max(quick, min(needed, fit, int(budget.get("max_seeds", needed))))
