@@ -17,6 +17,6 @@ MEASURE=(--batch-sizes "$BATCHES" --micro-batch-size 8 --micro-batches 32)
 for batch in ${BATCHES//,/ }; do
   run=$(.venv/bin/python -c "import csv, sys; print(next(r['run_dir'] for r in csv.DictReader(open(sys.argv[1]))
     if float(r['p']) == 1.0 and r['batch_size'] == sys.argv[2] and r['seed'] == '0'))" "$OUT/sweep/sweep.csv" "$batch")
-  .venv/bin/gradpower noise --from "$run" "${MEASURE[@]}" --out "$OUT/noise-late-b$batch"
+  .venv/bin/gradpower noise --from "$OUT/sweep/$run" "${MEASURE[@]}" --out "$OUT/noise-late-b$batch"
 done
 .venv/bin/python experiments/choosing_p_table.py "$OUT"
