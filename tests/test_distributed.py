@@ -14,6 +14,8 @@ import pytest
 
 from gradpower.cli import main
 
+from .helpers import MICRO_EVAL_TOKENS
+
 pytestmark = pytest.mark.timeout(600)
 
 TORCHRUN_TIMEOUT = 240
@@ -29,7 +31,7 @@ def cache(tmp_path_factory):
 def common(cache: str) -> list[str]:
     return ["--preset", "llama-tiny", "--batch-size", "8", "--micro-batch-size", "2", "--seq-len", "32",
             "--bpe-vocab-size", "300", "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu",
-            "--log-every", "1", "--eval-every", "5"]
+            "--log-every", "1", "--eval-every", "5", "--eval-tokens", str(MICRO_EVAL_TOKENS)]
 
 
 def torchrun(nproc: int, *argv: str, timeout: float = TORCHRUN_TIMEOUT) -> subprocess.CompletedProcess:

@@ -18,6 +18,8 @@ from gradpower.train.config import run_name
 from gradpower.train.distributed import Runtime
 from gradpower.train.loop import Trainer
 
+from .helpers import MICRO_EVAL_TOKENS
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -26,7 +28,8 @@ def cache(tmp_path_factory):
 
 def micro(cache, steps=6):
     return ["--preset", "llama-tiny", "--steps", str(steps), "--batch-size", "2", "--device", "cpu", "--set",
-            "seq_len=16", "--set", "bpe_vocab_size=300", "--set", "eval_batches=1", "--set", f"cache_dir={cache}"]
+            "seq_len=16", "--set", "bpe_vocab_size=300", "--set", "eval_batches=1", "--set", f"cache_dir={cache}",
+            "--set", f"eval_tokens={MICRO_EVAL_TOKENS}"]
 
 
 def read_csv(path):

@@ -23,6 +23,8 @@ import torch
 from gradpower.cli import main
 from gradpower.train.checkpoint import list_checkpoints, load_checkpoint
 
+from .helpers import MICRO_EVAL_TOKENS
+
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -46,7 +48,8 @@ def small_corpus(tmp_path_factory):
 
 def micro_args(cache: str) -> list[str]:
     return ["--preset", "llama-tiny", "--batch-size", "2", "--seq-len", "16", "--bpe-vocab-size", "300",
-            "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu", "--log-every", "1"]
+            "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu", "--log-every", "1",
+            "--eval-tokens", str(MICRO_EVAL_TOKENS)]
 
 
 def gradpower(*argv: str, **kw) -> subprocess.Popen:

@@ -14,6 +14,8 @@ from gradpower.diagnostics.predict import choose_p
 from gradpower.theory import gaussian_moments, update_limit
 from gradpower.train import TrainConfig, train
 
+from .helpers import MICRO_EVAL_TOKENS
+
 
 def synthetic_probe(mu, sigma, k=8, steps=25, seed=0):
     torch.manual_seed(seed)
@@ -132,7 +134,7 @@ def test_predicted_p_follows_the_theory_on_synthetic_gradients():
 def tiny(tmp_path, **kw):
     base = dict(preset="llama-tiny", seq_len=16, batch_size=8, micro_batch_size=2, steps=10, eval_every=5,
                 eval_batches=1, log_every=1, bpe_vocab_size=300, cache_dir=str(tmp_path / "cache"),
-                out=str(tmp_path / "run"), device="cpu")
+                out=str(tmp_path / "run"), device="cpu", eval_tokens=MICRO_EVAL_TOKENS)
     return TrainConfig(**{**base, **kw})
 
 

@@ -16,6 +16,8 @@ from gradpower.train.distributed import Runtime
 from gradpower.train.loop import accumulate_gradients, train_step
 from gradpower.train.run_folder import RunFolderError
 
+from .helpers import MICRO_EVAL_TOKENS
+
 FIELDS = {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
 
 
@@ -28,6 +30,7 @@ def tiny(tmp_path, cache, **kw):
     base = dict(
         preset="llama-tiny", seq_len=32, batch_size=8, micro_batch_size=4, steps=24, warmup=2, eval_every=8,
         eval_batches=2, log_every=1, bpe_vocab_size=512, cache_dir=cache, out=str(tmp_path / "run"), device="cpu",
+        eval_tokens=MICRO_EVAL_TOKENS,
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -23,6 +23,8 @@ from gradpower.experiments.runs import load_run
 from gradpower.optim import onepass
 from gradpower.train.config import TrainConfig, micro_batch_for, run_name
 
+from .helpers import MICRO_EVAL_TOKENS
+
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,7 +40,7 @@ def small(cache: str) -> list[str]:
     """Non-default flags throughout, so a resume that forgot them would be noticed."""
     return ["--preset", "llama-tiny", "--batch-size", "2", "--seq-len", "16", "--bpe-vocab-size", "300",
             "--eval-batches", "1", "--cache-dir", cache, "--device", "cpu", "--log-every", "1", "--eval-every", "0",
-            "--optim", "adamw"]
+            "--optim", "adamw", "--eval-tokens", str(MICRO_EVAL_TOKENS)]
 
 
 def rows(out: Path) -> list[dict]:
