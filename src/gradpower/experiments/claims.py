@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import run_compare
-from .folder import load_listed_runs, read_experiment, write_csv
+from .compare import finished_final_runs, run_compare
+from .folder import read_experiment, write_csv
 from .runs import Run
 from .spec import Arm, ExperimentSpec
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
@@ -129,20 +129,12 @@ def _metric(run: Run, metric: str) -> float:
     return float(run.val_loss[index])
 
 
-def _finished_runs(out: Path) -> dict[tuple[str, int], Run]:
-    runs: dict[tuple[str, int], Run] = {}
-    for entry, run in load_listed_runs(out, read_experiment(out)["runs"]):
-        if entry["phase"] == "final" and run is not None and run.finished:
-            runs[(entry["arm"], int(entry["seed"]))] = run
-    return runs
-
-
 def contrast_values(folders: dict[str, Path], terms: list[Term]) -> list[float]:
     """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision.
 
     ``folders`` maps each part ("" for a single comparison) to its compare folder."""
     runs = {(part, arm, seed): run for part, folder in folders.items()
-            for (arm, seed), run in _finished_runs(folder).items()}
+            for (arm, seed), run in finished_final_runs(folder, read_experiment(folder)).items()}
     seeds = sorted({s for _, _, s in runs})
     return [sum(t.weight * _metric(runs[(t.part, t.arm, s)], t.metric) for t in terms) for s in seeds
             if all((t.part, t.arm, s) in runs for t in terms)]

@@ -21,6 +21,7 @@ from ..train.loop import check_before_start
 from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, format_duration, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .report import choose_lrs, compare_report
+from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, sequential_decision, sequential_looks
 
@@ -36,15 +37,18 @@ def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=DEFAULT_SEEDS)
 
 
+def finished_final_runs(out: Path, record: dict[str, Any]) -> dict[tuple[str, int], Run]:
+    """The finished final (not lr-tuning) runs a compare folder lists so far, by (arm, seed)."""
+    return {(entry["arm"], int(entry["seed"])): run for entry, run in load_listed_runs(out, record["runs"])
+            if entry["phase"] == "final" and run is not None and run.finished}
+
+
 def _final_results(out: Path, record: dict[str, Any], baseline: str) -> tuple[dict[str, list[float]], list[float]]:
     """From the finished final runs listed so far: each other arm's per-seed paired differences to the
     baseline (full precision, not the rounded CSV), and every run's wall time."""
-    finals: dict[tuple[str, int], float] = {}
-    walls: list[float] = []
-    for entry, run in load_listed_runs(out, record["runs"]):
-        if entry["phase"] == "final" and run is not None and run.finished:
-            finals[(entry["arm"], int(entry["seed"]))] = run.final_val_loss
-            walls.append(run.wall_s)
+    runs = finished_final_runs(out, record)
+    finals = {key: run.final_val_loss for key, run in runs.items()}
+    walls = [run.wall_s for run in runs.values()]
     arms = [a for a in dict.fromkeys(e["arm"] for e in record["runs"] if e["phase"] == "final") if a != baseline]
     seeds = sorted({s for _, s in finals})
     diffs = {arm: [finals[(arm, s)] - finals[(baseline, s)] for s in seeds

@@ -424,10 +424,11 @@ class Trainer:
         record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
         if "p_auto" in record:
             median = record["noise_ratio_median"]
-            logger.message(f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps "
-                           f"(median noise/signal {median:.3g}; {record['frac_no_mean']:.1%} of coordinates "
-                           f"without a resolvable mean)" if median is not None and math.isfinite(median)
-                           else f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps")
+            text = f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps"
+            if median is not None:  # None when no coordinate had a resolvable mean
+                text += f" (median noise/signal {median:.3g}; {record['frac_no_mean']:.1%} of coordinates without a " \
+                        "resolvable mean)"
+            logger.message(text)
             edge = edge_warning("--p auto:", record["p_auto"])
             if edge and self.runtime.is_main:
                 warn(edge)
