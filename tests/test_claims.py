@@ -73,3 +73,48 @@ def test_bad_claims_input_is_one_line(tmp_path, capsys):
     broken.write_text("[[claim]]\nid = 'C1'\n")
     assert main(["claims", "--file", str(broken), "--out", str(tmp_path / "y")]) == 2
     assert f"{broken}: missing key" in capsys.readouterr().err
+
+
+def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(tmp_path, capsys):
+    # C7's AdamW and AdamPower arms are C4's two arms (same settings, other arm names): they train once.
+    out = tmp_path / "claims"
+    argv = ["claims", "--budget", "micro", "--only", "C4,C7", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("training ->") == 8  # 2 arms x 2 seeds for C4, then only C7's 2 new arms x 2 seeds
+    assert len(list((out / "runs").iterdir())) == 8 and not (out / "C7" / "runs").exists()
+    c4 = {(r["arm"], r["seed"]): r for r in read(out / "C4" / "runs.csv")}
+    c7 = {(r["arm"], r["seed"]): r for r in read(out / "C7" / "runs.csv")}
+    for seed in ("0", "1"):
+        assert c7[("adamw", seed)]["final_val_loss"] == c4[("adamw", seed)]["final_val_loss"]
+        assert c7[("adampower", seed)]["run_dir"] == c4[("adampower p=1.2", seed)]["run_dir"]
+    # The claim's folder is still a compare folder that 'gradpower report' rebuilds from the shared runs.
+    (out / "C7" / "results.csv").unlink()
+    assert main(["report", str(out / "C7")]) == 0 and (out / "C7" / "results.csv").exists()
+
+
+def one_claim_file(tmp_path, full: str) -> str:
+    """A claims file with C9 alone and a full budget given by ``full`` (TOML lines)."""
+    text = CLAIMS_FILE.read_text()
+    c9 = text[text.index('[[claim]]\nid = "C9"'):text.index('[[claim]]\nid = "C10"')]
+    micro = text[text.index("[budget.micro]"):text.index("[[claim]]")]
+    path = tmp_path / "claims.toml"
+    path.write_text(f"[budget.quick]\ntokens = 256\nseeds = 2\n\n[budget.full]\ntokens = 256\nseeds = 2\n"
+                    f"shared = {{ seq_len = 16, batch_size = 4, bpe_vocab_size = 300, eval_batches = 1, "
+                    f"eval_tokens = 512 }}\n{full}\n\n{micro}\n{c9}")
+    return str(path)
+
+
+@pytest.mark.parametrize("full, seeds", [
+    ("effect = 1e-6\nmax_seeds = 3\nminutes = 60", 3),   # seeds_needed is huge: max_seeds caps it
+    ("effect = 1e-6\nmax_seeds = 3\nminutes = 0.001", 2),  # no further seed fits the time: the quick seeds stay
+    ("effect = 1e3\nmax_seeds = 3\nminutes = 60", 2),   # an effect this large needs no more than the quick seeds
+])
+def test_full_adds_seeds_up_to_seeds_needed_capped_by_max_seeds_and_time(tmp_path, capsys, full, seeds):
+    out = tmp_path / "claims"
+    argv = ["claims", "--budget", "full", "--file", one_claim_file(tmp_path, full), "--out", str(out),
+            "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    row = read(out / "claims.csv")[0]
+    assert row["claim"] == "C9" and row["n_seeds"] == str(seeds)
+    assert {r["seed"] for r in read(out / "C9" / "runs.csv")} == {str(s) for s in range(seeds)}

@@ -50,3 +50,25 @@ def test_the_choice_follows_the_predicted_half_width_not_the_paired_mean(tmp_pat
     printed = capsys.readouterr().out
     assert "chosen: quiet with 3 seeds" in printed
     assert "| too-slow |" in printed and "| inf |" in printed
+
+
+C5_RULE = Path(__file__).resolve().parents[1] / "experiments" / "c5-spikes" / "rule.py"
+
+
+def test_the_c5_rule_takes_the_smallest_lr_where_every_pilot_seed_spikes_and_none_diverges(tmp_path):
+    spec = importlib.util.spec_from_file_location("c5_rule", C5_RULE)
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    with (tmp_path / "sweep.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lr", "seed", "final_val_loss", "best_val_loss", "steps", "wall_s", "spikes", "run_dir"])
+        for lr, spikes, finals in [(0.003, (0, 0), (5.6, 5.7)), (0.006, (2, 0), (5.6, 5.6)),
+                                   (0.012, (1, 3), (5.7, "")), (0.024, (1, 1), (5.9, 6.0)), (0.048, (4, 5), (6, 6))]:
+            for seed, (s, f) in enumerate(zip(spikes, finals)):
+                writer.writerow([lr, 100 + seed, f, f, 10, 1.0, s, "x"])
+    table = rule.pilot_table(tmp_path)
+    assert table[0.006] == [(2, 5.6), (0, 5.6)]
+    assert math.isnan(table[0.012][1][1])
+    # 0.006: one seed without a spike; 0.012: one run did not finish; 0.024 is the first that qualifies.
+    assert rule.choose(table) == 0.024
+    assert rule.choose({0.003: [(0, 5.6)]}) is None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import finished_final_runs, run_compare
-from .folder import read_experiment, write_csv
+from .folder import load_listed_runs, read_experiment, write_csv
 from .runs import Run
 from .spec import Arm, ExperimentSpec
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
@@ -27,6 +27,9 @@ from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
 BUDGETS = ("quick", "full", "micro")
 DIRECTIONS = ("lower", "higher", "additive")
+#: Seconds a run costs beyond its training loop's wall time (process start, data, final evaluation, report),
+#: measured on 2 cores; the time cap of a ``full`` claim adds it to every run.
+RUN_OVERHEAD_S = 3.0
 CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
                  "ci_high", "n_seeds", "verdict", "mde_80"]
 
@@ -191,7 +194,8 @@ def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
     folders = {}
     for part, (folder, grid) in claim.folders(out).items():
         run_compare(_spec(claim, budget, seeds, shared, grid), folder, jobs,
-                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo)
+                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo,
+                    runs_root=out / "runs")
         folders[part] = folder
     return folders
 
@@ -217,10 +221,9 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     rows = []
     for claim in claims:
         echo(f"== {claim.id} ({claim.source}): {claim.statement}")
-        claim_start = time.time()
         folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo)
         if budget.get("effect"):
-            seeds = _seeds_for(claim, folders, budget, time.time() - claim_start, share_s)
+            seeds = _seeds_for(claim, folders, budget, share_s)
             if seeds > int(budget["seeds"]):
                 echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
                 _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo)
@@ -236,13 +239,29 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     return table
 
 
-def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], spent_s: float, share_s: float) -> int:
-    """``seeds_needed`` for the budget's effect from the quick seeds' spread, capped by seeds that fit the time."""
+def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], share_s: float) -> int:
+    """``seeds_needed`` for the budget's effect from the quick seeds' spread, capped by the seeds that fit the
+    claim's time share.
+
+    The cost comes from the runs' recorded wall times (its lr tuning plus, per seed, every arm of every part),
+    so a claim whose quick runs were reused from an earlier invocation is costed the same as a fresh one."""
     quick = int(budget["seeds"])
-    needed = seeds_needed(sd(contrast_values(folders, claim.terms)), float(budget["effect"])) or quick
-    per_seed = spent_s / quick if spent_s > 0 else math.inf
-    fit = int(share_s // per_seed) if math.isfinite(per_seed) and per_seed > 0 else quick
-    return max(quick, min(needed, fit, int(budget.get("max_seeds", needed))))
+    spread = sd(contrast_values(folders, claim.terms))
+    if not math.isfinite(spread):
+        return quick
+    tuning_s, per_seed = 0.0, {}
+    for folder in folders.values():
+        record = read_experiment(folder)
+        tuned = [run for entry, run in load_listed_runs(folder, record["runs"])
+                 if entry["phase"] == "tune" and run is not None]
+        tuning_s += sum(run.wall_s + RUN_OVERHEAD_S for run in tuned)
+        for (_, seed), run in finished_final_runs(folder, record).items():
+            per_seed[seed] = per_seed.get(seed, 0.0) + run.wall_s + RUN_OVERHEAD_S
+    seed_s = sum(per_seed.values()) / len(per_seed) if per_seed else math.inf
+    fit = int((share_s - tuning_s) // seed_s) if math.isfinite(seed_s) and seed_s > 0 else quick
+    cap = min(fit, int(budget.get("max_seeds", fit)))
+    needed = seeds_needed(spread, float(budget["effect"]), max_seeds=max(2, cap))
+    return max(quick, cap if needed is None else min(needed, cap))  # None: more than the cap would be needed
 
 
 def _interval_text(row: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,12 @@ def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, look
 
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
-                command: str = "gradpower compare", echo: Callable[[str], None] = print) -> str:
+                command: str = "gradpower compare", echo: Callable[[str], None] = print,
+                runs_root: Path | None = None) -> str:
     """Train (or reuse) every run of the comparison, then write its tables, figures and report.
+
+    Runs live in ``runs_root`` (default ``OUT/runs``); comparisons that share one (``gradpower claims``) train a
+    configuration they have in common once, since a run's folder is named after its defining fields.
 
     Raises :class:`RunsFailedError` (after the report of the other runs is written) when a run failed.
     """
@@ -79,12 +84,12 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         check_before_start(spec.config(spec.first_seed, **arm.overrides,
                                        **({"lr": spec.tune_lr[0]} if spec.tune_lr else {})))
     out.mkdir(parents=True, exist_ok=True)
-    runs_root = out / "runs"
+    runs_root = runs_root or out / "runs"
     record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}
 
     def entries(planned: list[PlannedRun], phase: str, lrs: dict[str, float]) -> list[dict[str, Any]]:
         return [{"phase": phase, "arm": p.label, "seed": p.seed, "lr": lrs.get(p.label, p.cfg.lr),
-                 "dir": str(p.run_dir.relative_to(out))} for p in planned]
+                 "dir": os.path.relpath(p.run_dir, out)} for p in planned]
 
     chosen: dict[str, float] = {}
     failed: list[Outcome] = []

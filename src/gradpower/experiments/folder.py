@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,14 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Pat
 
 
 def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
-    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable."""
+    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable.
+
+    A listed folder may lie outside ``out`` (``../runs/NAME`` when comparisons share their runs); its path is
+    normalised, so one run has one name wherever it is listed."""
     loaded = []
     for entry in entries:
         try:
-            loaded.append((entry, load_run(out / entry["dir"])))
+            loaded.append((entry, load_run(Path(os.path.normpath(out / entry["dir"])))))
         except RunReadError:
             loaded.append((entry, None))
     return loaded
