@@ -1,25 +1,36 @@
-"""Median optimizer ``step()`` time for a ~45M-parameter LLaMA-like shape set.
+"""Median optimizer ``step()`` time: AdamPower on a ~45M-parameter LLaMA-like shape set, MuonPower on a model.
 
-Every variant runs in this one process on the same parameter shapes and the
-same gradients, and is printed as a ratio to ``torch.optim.AdamW(fused=True)``
-measured in the same run, with the first step's time (for the one-pass
-AdamPower it includes compiling the kernel). Gradients are restored from a saved copy before
-every step (outside the timed region), so repeated powering never drifts the
-values into subnormals.
+Every variant runs in this one process on the same parameters and the same
+gradients, and is printed as a ratio to a baseline measured in the same run,
+with the first step's time (for the one-pass AdamPower it includes compiling
+the kernel):
 
-    python benchmarks/optimizer_step.py [--device cpu|cuda] [--repeats 15]
+- AdamW / AdamPower variants against ``torch.optim.AdamW(fused=True)``;
+- MuonPower (its default Newton-Schulz dtype, and each dtype forced) against
+  torch's own ``Muon`` on the same hidden matrices plus ``AdamW(fused=True)``
+  on the rest, the split MuonPower makes (``--muon-preset``, default
+  llama-small).
+
+Gradients are restored from a saved copy before every step (outside the timed
+region), so repeated powering never drifts the values into subnormals.
+
+    python benchmarks/optimizer_step.py [--device cpu|cuda] [--repeats 15] [--muon-preset llama-small]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-from gradpower import AdamPower, GradPower
+from gradpower import AdamPower, GradPower, MuonPower
+from gradpower.models import build_model, preset
+from gradpower.optim.muonpower import default_ns_dtype
+from gradpower.optim.param_groups import uses_muon
 
 
 def llama_like_shapes(vocab: int = 32000, dim: int = 512, ff: int = 1376, layers: int = 4) -> list[tuple[int, ...]]:
@@ -54,38 +65,94 @@ def time_steps(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], para
     return statistics.median(times), first
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
-    device = torch.device(args.device)
+MUON_BASELINE = "torch Muon + AdamW(fused)  [baseline]"
+
+
+class TorchMuonPair:
+    """torch's ``Muon`` on the hidden matrices and ``AdamW(fused=True)`` on the rest, stepped together."""
+
+    def __init__(self, named: list[tuple[str, torch.nn.Parameter]], **kw) -> None:
+        muon = [t for n, t in named if uses_muon(n, t)]
+        rest = [t for n, t in named if not uses_muon(n, t)]
+        self.parts = [torch.optim.Muon(muon, adjust_lr_fn="match_rms_adamw", **kw),
+                      torch.optim.AdamW(rest, fused=True, betas=(0.9, 0.95), **kw)]
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
+def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
+    """MuonPower (default and each Newton-Schulz dtype) and torch's Muon + fused AdamW, each
+    (median step s, first step s), on ``preset_name``'s parameters; the baseline is listed first."""
+    torch.manual_seed(0)
+    model = build_model(preset(preset_name)).to(device)
+    named = list(model.named_parameters())
+    params = [t for _, t in named]
+    gen = torch.Generator().manual_seed(1)
+    grads = [(torch.randn(t.shape, generator=gen) * 1e-3).to(device) for t in params]
+    for prm in params:
+        prm.grad = torch.zeros_like(prm)
+    kw = dict(lr=1e-3, weight_decay=0.1)
+    variants: dict[str, Callable] = {
+        MUON_BASELINE: lambda ps: TorchMuonPair(named, **kw),
+        f"MuonPower(default: {default_ns_dtype(device)} NS)": lambda ps: MuonPower(named, adam_fused=True, **kw),
+        "MuonPower(ns_dtype='float32')": lambda ps: MuonPower(named, adam_fused=True, ns_dtype="float32", **kw),
+        "MuonPower(ns_dtype='bfloat16')": lambda ps: MuonPower(named, adam_fused=True, ns_dtype="bfloat16", **kw),
+    }
+    print(f"\nMuon: preset={preset_name} params={sum(t.numel() for t in params) / 1e6:.1f}M matrices to Muon="
+          f"{sum(uses_muon(nm, t) for nm, t in named)} (torch's Muon runs Newton-Schulz in bf16)")
+    return {name: time_steps(make, params, grads, repeats, device) for name, make in variants.items()}
+
+
+ADAM_BASELINE = "AdamW(fused=True)  [baseline]"
+KW = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+ADAM_VARIANTS: dict[str, Callable] = {
+    ADAM_BASELINE: lambda ps: torch.optim.AdamW(ps, fused=True, **KW),
+    "AdamW(foreach=True)": lambda ps: torch.optim.AdamW(ps, foreach=True, **KW),
+    "AdamW(for-loop)": lambda ps: torch.optim.AdamW(ps, foreach=False, **KW),
+    "GradPower(AdamW(fused=True))": lambda ps: GradPower(torch.optim.AdamW(ps, fused=True, **KW), p=1.2),
+    "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **KW),
+    "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **KW),
+    "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **KW),
+    "AdamPower(single-tensor)": lambda ps: AdamPower(ps, foreach=False, fused=False, **KW),
+}
+
+
+def adam_results(shapes: list[tuple[int, ...]], device: torch.device, repeats: int,
+                 names: list[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Each AdamW / AdamPower variant in ``names`` (default all; the baseline first) as (median step s, first step
+    s) on parameters of ``shapes`` with fixed gradients."""
     gen = torch.Generator().manual_seed(0)
-    shapes = llama_like_shapes()
     params = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.02).to(device)) for s in shapes]
     grads = [(torch.randn(s, generator=gen) * 1e-3).to(device) for s in shapes]
     for prm in params:
         prm.grad = torch.zeros_like(prm)
-    n = sum(p.numel() for p in params)
-    kw = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    variants: dict[str, Callable] = {
-        "AdamW(fused=True)  [baseline]": lambda ps: torch.optim.AdamW(ps, fused=True, **kw),
-        "AdamW(foreach=True)": lambda ps: torch.optim.AdamW(ps, foreach=True, **kw),
-        "AdamW(for-loop)": lambda ps: torch.optim.AdamW(ps, foreach=False, **kw),
-        "GradPower(AdamW(fused=True))": lambda ps: GradPower(torch.optim.AdamW(ps, fused=True, **kw), p=1.2),
-        "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **kw),
-        "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **kw),
-        "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **kw),
-        "AdamPower(single-tensor)": lambda ps: AdamPower(ps, foreach=False, fused=False, **kw),
-    }
-    print(f"device={device} params={n / 1e6:.1f}M tensors={len(params)} threads={torch.get_num_threads()} "
+    chosen = names or list(ADAM_VARIANTS)
+    return {name: time_steps(ADAM_VARIANTS[name], params, grads, repeats, device) for name in chosen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--muon-preset", default="llama-small", help="model whose parameters the Muon table steps")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    shapes = llama_like_shapes()
+    n = sum(math.prod(s) for s in shapes)
+    print(f"device={device} params={n / 1e6:.1f}M tensors={len(shapes)} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")
-    results = {name: time_steps(make, params, grads, args.repeats, device) for name, make in variants.items()}
-    base = results["AdamW(fused=True)  [baseline]"][0]
+    results = adam_results(shapes, device, args.repeats)
+    base = results[ADAM_BASELINE][0]
     for name, (t, first) in results.items():
         print(f"{name:34s} {t * 1e3:9.2f} ms   {t / base:6.2f}x fused AdamW   first step {first:6.2f} s")
     print("first step: includes torch.compile of the one-pass kernel when this process compiles it for the first "
           "time (the on-disk Inductor cache makes later processes faster)")
+    results = muon_results(args.muon_preset, device, args.repeats)
+    base = results[MUON_BASELINE][0]
+    for name, (t, first) in results.items():
+        print(f"{name:40s} {t * 1e3:9.2f} ms   {t / base:6.2f}x torch Muon+AdamW   first step {first:6.2f} s")
 
 
 if __name__ == "__main__":

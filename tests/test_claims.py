@@ -2,7 +2,9 @@
 runs.csv by hand), the verdict rule on fixed intervals, and bad input as one-line errors."""
 
 import csv
+import json
 import math
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -118,3 +120,24 @@ def test_full_adds_seeds_up_to_seeds_needed_capped_by_max_seeds_and_time(tmp_pat
     row = read(out / "claims.csv")[0]
     assert row["claim"] == "C9" and row["n_seeds"] == str(seeds)
     assert {r["seed"] for r in read(out / "C9" / "runs.csv")} == {str(s) for s in range(seeds)}
+
+
+def test_a_claim_read_at_fractions_of_the_steps_evaluates_there_and_its_contrast_follows_metrics(tmp_path):
+    # C4: (AdamPower - AdamW) at 80% of the steps minus at 25%, from the runs' regular evaluations.
+    out = tmp_path / "claims"
+    argv = ["claims", "--budget", "micro", "--only", "C4", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    runs = read(out / "C4" / "runs.csv")
+    steps = int(runs[0]["steps"])
+
+    def val_at(run_dir, fraction):
+        rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        evals = {r["step"]: r["val_loss"] for r in rows if r.get("val_loss") is not None}
+        assert len(evals) >= 3  # a regular evaluation every tenth of the steps (at least every step here)
+        return evals[min(evals, key=lambda s: abs(s - fraction * steps))]
+
+    by = {(r["arm"], r["seed"]): r["run_dir"] for r in runs}
+    diffs = [(val_at(by[("adampower p=1.2", s)], 0.8) - val_at(by[("adamw", s)], 0.8))
+             - (val_at(by[("adampower p=1.2", s)], 0.25) - val_at(by[("adamw", s)], 0.25)) for s in ("0", "1")]
+    row = read(out / "claims.csv")[0]
+    assert float(row["diff_mean"]) == pytest.approx(sum(diffs) / 2, abs=1e-5) and sum(map(abs, diffs)) > 0

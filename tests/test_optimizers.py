@@ -1,10 +1,13 @@
 """Each power optimizer against torch's own optimizer run on hand-transformed gradients."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from gradpower import AdagradPower, AdamPower, GradPower, MuonPower
 from gradpower.optim import onepass
+from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
 
 from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, run_reference, twin
@@ -169,14 +172,13 @@ def test_muonpower_equals_torch_muon_plus_adamw(p):
 
 
 def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon():
-    """CPU default: Newton-Schulz in fp32. One step's update against torch.optim.Muon's bf16 one."""
+    """Newton-Schulz in fp32 (ns_dtype="float32"). One step's update against torch.optim.Muon's bf16 one."""
     torch.manual_seed(3)
     for shape in [(64, 32), (32, 96)]:
         w = torch.nn.Parameter(torch.randn(shape) * 0.02)
         w_ref = torch.nn.Parameter(w.detach().clone())
         grad = torch.randn(shape) * 1e-3
-        ours = MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.0, weight_decay=0.0)
-        assert ours.param_groups[0]["ns_dtype"] is None  # default: fp32 on CPU
+        ours = MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.0, weight_decay=0.0, ns_dtype="float32")
         ref = torch.optim.Muon([w_ref], lr=1e-2, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
         w.grad, w_ref.grad = grad.clone(), grad.clone()
         before = w.detach().clone()
@@ -185,6 +187,28 @@ def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon(
         delta, delta_ref = w.detach() - before, w_ref.detach() - before
         rel = (delta - delta_ref).norm() / delta_ref.norm()
         assert 0 < rel < 2e-2, rel  # differs (fp32 is not bf16) but only at bf16 precision
+
+
+def test_the_default_newton_schulz_dtype_follows_the_documented_rule_on_this_machine():
+    """bf16 on CUDA and on CPUs whose flags (read here from /proc/cpuinfo, not torch) show AMX-BF16 or
+    AVX512-BF16; fp32 elsewhere. A default MuonPower step equals one with that dtype passed explicitly."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs /proc/cpuinfo for an independent read of the CPU flags")
+    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[1].split()}
+    expected = "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+    assert default_ns_dtype(torch.device("cpu")) == expected
+    assert default_ns_dtype(torch.device("cuda")) == "bfloat16" and default_ns_dtype(torch.device("meta")) == "float32"
+    torch.manual_seed(4)
+    grad = torch.randn(64, 32) * 1e-3
+    results = []
+    for ns_dtype in (None, expected, "float32" if expected == "bfloat16" else "bfloat16"):
+        w = torch.nn.Parameter(torch.full((64, 32), 0.01))
+        w.grad = grad.clone()
+        MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.2, weight_decay=0.0, ns_dtype=ns_dtype).step()
+        results.append(w.detach().clone())
+    assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
 
 
 def test_muonpower_state_dict_round_trip_and_named_groups():

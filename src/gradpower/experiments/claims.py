@@ -129,6 +129,9 @@ def _metric(run: Run, metric: str) -> float:
         return math.nan
     target = fraction * run.planned_steps
     index = min(range(run.val_step.size), key=lambda i: abs(run.val_step[i] - target))
+    if abs(run.val_step[index] - target) > max(1, run.planned_steps // 10):
+        raise ValueError(f"{run.path}: no evaluation near step {target:.0f} for {metric} (nearest: step "
+                         f"{int(run.val_step[index])}); its runs need eval_every <= {max(1, run.planned_steps // 10)}")
     return float(run.val_loss[index])
 
 
@@ -171,7 +174,9 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
             raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
                              f"from the token budget)")
         steps = max(2, int(budget["tokens"]) // (int(settings["batch_size"]) * int(settings["seq_len"])))
-        arms.append(Arm(arm.name, {**arm.overrides, **shared, "steps": steps}))
+        # a claim read at a fraction of the steps (val_at:F) evaluates every tenth of this arm's steps
+        evals = {"eval_every": max(1, steps // 10)} if any(t.metric.startswith("val_at:") for t in claim.terms) else {}
+        arms.append(Arm(arm.name, {**evals, **arm.overrides, **shared, "steps": steps}))
     return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr)
 
 

@@ -11,6 +11,7 @@ step pre-hook of :mod:`gradpower.optim.power_hook`.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -32,9 +33,29 @@ NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 MuonSplit = Callable[[str, Tensor], bool] | Iterable[str] | None
 
 
+@functools.cache
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 tiles or AVX512-BF16 dot products), as
+    torch's own CPU capability report (the one ``torch.backends.cpu.get_cpu_capability`` reads) says.
+
+    With either, oneDNN's bf16 GEMM runs at several times the fp32 rate; without them bf16 is emulated and
+    slower than fp32. A torch that lacks the report counts as no."""
+    try:
+        capability = torch._C._cpu._get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(capability.get("amx_bf16") or capability.get("avx512_bf16"))
+
+
 def default_ns_dtype(device: torch.device) -> str:
-    """bf16 where matrix units make it fast (CUDA), fp32 elsewhere (bf16 matmul is slow on most CPUs)."""
-    return "bfloat16" if device.type == "cuda" else "float32"
+    """The dtype Newton-Schulz runs in when ``ns_dtype=None``: what the device multiplies fast.
+
+    ``bfloat16`` on CUDA (tensor cores; torch.optim.Muon's choice) and on a CPU with native bf16 matrix
+    instructions (:func:`cpu_has_bf16_matmul`); ``float32`` everywhere else. The rule reads the hardware, not a
+    timing, so every process on a machine takes the same dtype (and the same numbers for a seed)."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul()):
+        return "bfloat16"
+    return "float32"
 
 
 def newton_schulz(grad: Tensor, steps: int, coefficients: tuple[float, float, float], eps: float,
@@ -146,8 +167,9 @@ class MuonPower(PowerMixin, Optimizer):
     with ``OneCycleLR(cycle_momentum=True)`` the scheduler cycles ``betas[0]``,
     i.e. the AdamW half's beta1; Muon's momentum stays fixed.
 
-    ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice, fast on GPUs) or
-    ``"float32"``; default bf16 on CUDA, fp32 elsewhere.
+    ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice) or ``"float32"``; the default ``None`` takes
+    :func:`default_ns_dtype` of each parameter's device: bf16 on CUDA and on CPUs with native bf16 matrix
+    instructions (AMX-BF16 or AVX512-BF16), fp32 elsewhere. Pass a dtype to override it.
     """
 
     def __init__(
