@@ -13,6 +13,7 @@ from gradpower.cli import main
 from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_grid_axis
 from gradpower.experiments.execute import PlannedRun, place, state_of
 from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
+from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.train import TrainConfig, train
 from gradpower.train.config import run_name
 from gradpower.train.distributed import Runtime
@@ -187,6 +188,21 @@ def test_interrupted_runs_resume_and_foreign_folders_are_refused(tmp_path, cache
     other = PlannedRun("y", 0, dataclasses.replace(planned.cfg, p=1.7))
     with pytest.raises(ValueError, match="holds a run of another configuration.*p"):
         state_of(other)
+
+
+def test_a_muon_run_records_its_newton_schulz_dtype_and_another_dtype_is_not_reused(tmp_path, cache):
+    cfg = TrainConfig(preset="llama-tiny", optim="muonpower", seq_len=16, batch_size=2, steps=2, bpe_vocab_size=300,
+                      eval_batches=1, eval_tokens=MICRO_EVAL_TOKENS, cache_dir=cache, device="cpu", log_every=1)
+    planned = PlannedRun("m", 0, place(cfg, tmp_path / "runs"))
+    train(planned.cfg)
+    now = default_ns_dtype(torch.device("cpu"))
+    assert load_run(planned.run_dir).resolved["ns_dtype"] == now and state_of(planned) == "done"
+    config = planned.run_dir / "config.json"
+    record = json.loads(config.read_text())
+    record["resolved"]["ns_dtype"] = "float32" if now == "bfloat16" else "bfloat16"
+    config.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"Newton-Schulz ran in {record['resolved']['ns_dtype']}.*default is {now}"):
+        state_of(planned)
 
 
 def test_run_names_encode_every_defining_field():

@@ -25,9 +25,11 @@ from typing import Any
 import torch
 
 from .. import interrupts
+from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
 from ..train import InterruptedRun
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
+from ..train.distributed import resolve_device
 from ..train.loop import check_before_start
 from .runs import RunReadError, load_run
 
@@ -89,9 +91,23 @@ def state_of(run: PlannedRun) -> str:
             if changed:
                 raise ValueError(f"{folder} holds a run of another configuration ({'; '.join(changed)}); "
                                  "move it away or use another --out")
+            _check_ns_dtype(folder, existing.resolved, run.cfg)
             if existing.finished:
                 return "done"
     return "resume" if latest_checkpoint(folder / "checkpoints") is not None else "fresh"
+
+
+def _check_ns_dtype(folder: Path, resolved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to reuse a Muon run whose Newton-Schulz dtype is not the one this machine would use now (runs
+    written before the dtype was recorded ran fp32 off CUDA)."""
+    if cfg.optim not in MUON_OPTIMIZERS:
+        return
+    device = resolve_device(cfg.device)
+    ran = resolved.get("ns_dtype") or ("bfloat16" if device.type == "cuda" else "float32")
+    now = default_ns_dtype(device)
+    if ran != now:
+        raise ValueError(f"{folder} holds a {cfg.optim} run whose Newton-Schulz ran in {ran}, while this machine's "
+                         f"default is {now}; move it away or use another --out")
 
 
 def check_planned(planned: list[PlannedRun]) -> None:

@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from ..transform import check_p
 from .adagradpower import AdagradPower
 from .adampower import AdamPower
-from .muonpower import MuonPower
+from .muonpower import MUON_OPTIMIZERS, MuonPower
 from .param_groups import build_param_groups, named_param_list
 from .wrapper import GradPower
 
@@ -77,7 +77,7 @@ def build_optimizer(name: str, named_parameters: Any, **cfg: Any) -> Optimizer:
         decay_all=config.decay_all,
     )
     p = config.p if is_power_optimizer(key) else 1.0
-    if key in ("muon", "muonpower"):
+    if key in MUON_OPTIMIZERS:
         return MuonPower(
             groups,
             lr=config.lr,

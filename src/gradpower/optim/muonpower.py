@@ -30,6 +30,8 @@ from .power_hook import PowerMixin
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
+#: The harness's optimizer names that run Newton-Schulz (``muon`` is MuonPower at p = 1).
+MUON_OPTIMIZERS = ("muon", "muonpower")
 MuonSplit = Callable[[str, Tensor], bool] | Iterable[str] | None
 
 

@@ -32,6 +32,7 @@ from ..extras import require
 from ..fileio import atomic_write_text, warn
 from ..models import TransformerConfig, build_model, count_params, preset, preset_lr
 from ..optim import build_optimizer, is_power_optimizer
+from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -484,6 +485,8 @@ class Trainer:
             resolved = {"lr": self.lr, "warmup": self.cfg.warmup_steps}
             if self.noise.chosen_p is not None:
                 resolved["p"] = self.noise.chosen_p
+            if self.cfg.optim in MUON_OPTIMIZERS:  # the hardware's choice (default_ns_dtype) decides the numbers
+                resolved["ns_dtype"] = default_ns_dtype(self.runtime.device)
             _write_json(self.run_dir / "config.json", {
                 "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})
 
