@@ -29,6 +29,7 @@ import torch
 
 from gradpower import AdamPower, GradPower, MuonPower
 from gradpower.models import build_model, preset
+from gradpower.optim import onepass
 from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
 
@@ -105,6 +106,20 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
     return {name: time_steps(make, params, grads, repeats, device) for name, make in variants.items()}
 
 
+class InductorRoute:
+    """An AdamPower stepped through the Inductor one-pass kernel on CPU too (the C++ loop's predecessor)."""
+
+    def __init__(self, opt: AdamPower) -> None:
+        self.opt = opt
+
+    def step(self) -> None:
+        onepass.CPU_KERNEL, before = False, onepass.CPU_KERNEL
+        try:
+            self.opt.step()
+        finally:
+            onepass.CPU_KERNEL = before
+
+
 ADAM_BASELINE = "AdamW(fused=True)  [baseline]"
 KW = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
 ADAM_VARIANTS: dict[str, Callable] = {
@@ -113,6 +128,7 @@ ADAM_VARIANTS: dict[str, Callable] = {
     "AdamW(for-loop)": lambda ps: torch.optim.AdamW(ps, foreach=False, **KW),
     "GradPower(AdamW(fused=True))": lambda ps: GradPower(torch.optim.AdamW(ps, fused=True, **KW), p=1.2),
     "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **KW),
+    "AdamPower(one-pass, Inductor kernel)": lambda ps: InductorRoute(AdamPower(ps, **KW)),
     "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **KW),
     "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **KW),
     "AdamPower(single-tensor)": lambda ps: AdamPower(ps, foreach=False, fused=False, **KW),

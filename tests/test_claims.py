@@ -78,18 +78,18 @@ def test_bad_claims_input_is_one_line(tmp_path, capsys):
 
 
 def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(tmp_path, capsys):
-    # C7's AdamW and AdamPower arms are C4's two arms (same settings, other arm names): they train once.
+    # C7's AdamW and AdamPower arms are C3's dense arms (same settings, other arm names): they train once.
     out = tmp_path / "claims"
-    argv = ["claims", "--budget", "micro", "--only", "C4,C7", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    argv = ["claims", "--budget", "micro", "--only", "C3,C7", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("training ->") == 8  # 2 arms x 2 seeds for C4, then only C7's 2 new arms x 2 seeds
-    assert len(list((out / "runs").iterdir())) == 8 and not (out / "C7" / "runs").exists()
-    c4 = {(r["arm"], r["seed"]): r for r in read(out / "C4" / "runs.csv")}
+    assert printed.count("training ->") == 12  # 4 arms x 2 seeds for C3, then only C7's 2 new arms x 2 seeds
+    assert len(list((out / "runs").iterdir())) == 12 and not (out / "C7" / "runs").exists()
+    c3 = {(r["arm"], r["seed"]): r for r in read(out / "C3" / "runs.csv")}
     c7 = {(r["arm"], r["seed"]): r for r in read(out / "C7" / "runs.csv")}
     for seed in ("0", "1"):
-        assert c7[("adamw", seed)]["final_val_loss"] == c4[("adamw", seed)]["final_val_loss"]
-        assert c7[("adampower", seed)]["run_dir"] == c4[("adampower p=1.2", seed)]["run_dir"]
+        assert c7[("adamw", seed)]["final_val_loss"] == c3[("dense adamw", seed)]["final_val_loss"]
+        assert c7[("adampower", seed)]["run_dir"] == c3[("dense adampower", seed)]["run_dir"]
     # The claim's folder is still a compare folder that 'gradpower report' rebuilds from the shared runs.
     (out / "C7" / "results.csv").unlink()
     assert main(["report", str(out / "C7")]) == 0 and (out / "C7" / "results.csv").exists()
