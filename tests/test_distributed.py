@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from gradpower.cli import main
+from gradpower.optim.muonpower import default_ns_dtype
 
 from .helpers import MICRO_EVAL_TOKENS
 
@@ -74,13 +76,16 @@ def test_muonpower_under_fsdp2_matches_one_process_and_resumes_across_process_co
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = torchrun(1, *argv, "--out", str(tmp_path / "two_one"), "--parallel", "fsdp", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_losses(tmp_path / "single", tmp_path / "two_one")
+    # Newton-Schulz runs in bf16 on this CPU (default_ns_dtype): bf16 GEMMs round differently with another
+    # thread count (torchrun's ranks run one thread each), which the fp32 optimizers' 2e-5 would not allow.
+    rtol = 2e-5 if default_ns_dtype(torch.device("cpu")) == "float32" else 2e-4
+    assert_same_losses(tmp_path / "single", tmp_path / "two_one", rtol)
     # 1 -> 2.
     proc = torchrun(1, *argv, "--out", str(tmp_path / "one_two"), "--parallel", "fsdp", "--stop-after", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = torchrun(2, *argv, "--out", str(tmp_path / "one_two"), "--parallel", "fsdp", "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_losses(tmp_path / "single", tmp_path / "one_two")
+    assert_same_losses(tmp_path / "single", tmp_path / "one_two", rtol)
 
 
 def test_a_batch_the_processes_do_not_divide_is_refused(tmp_path, cache):

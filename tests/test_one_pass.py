@@ -284,3 +284,19 @@ def test_a_cpu_kernel_that_cannot_be_built_falls_back_to_the_inductor_kernel(mon
         assert_params_close(a, b, rtol=1e-5, atol=1e-6)
     finally:
         onepass_cpu.kernel.cache_clear()
+
+
+@pytest.mark.parametrize("p", [0.6, 1.2, 2.0])
+def test_the_step_pre_hook_powers_gradients_within_the_same_contract(p, kernel):
+    """MuonPower's, AdagradPower's and the wrapper's phi_p (the C++ loop on fp32 CPU gradients, or the transform)."""
+    from gradpower.optim.power_hook import power_group_grads_
+
+    g = fp32_range_gradient()
+    w = torch.nn.Parameter(torch.zeros_like(g))
+    w.grad = g.clone()
+    power_group_grads_([{"params": [w], "p": p}])
+    got, x = w.grad.double(), g.double()
+    exact = torch.sign(x) * x.abs() ** p
+    normal = (exact.abs() >= 2.0**-126) & (exact.abs() < 3e38)
+    assert ((got - exact).abs() / exact.abs())[normal].max().item() <= onepass.ACCURACY
+    assert torch.equal(got[-6:-1].isnan(), exact[-6:-1].isnan()) and got[-6:-2].tolist() == exact[-6:-2].tolist()

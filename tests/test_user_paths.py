@@ -270,6 +270,7 @@ def test_a_programming_error_keeps_its_traceback(monkeypatch):
 
 def test_the_first_step_says_it_compiles_and_throughput_leaves_it_out(tmp_path, cache, capsys, monkeypatch, caplog):
     monkeypatch.setattr(onepass, "_ready", set())  # as in a fresh process: every size compiles on first use
+    monkeypatch.setattr(onepass, "CPU_KERNEL", False)  # the Inductor route (CUDA's), which compiles per size
     out = tmp_path / "r"
     argv = [*small(cache), "--optim", "adampower", "--steps", "3", "--out", str(out)]
     with caplog.at_level(logging.INFO, logger="gradpower.optim.onepass"):

@@ -1,4 +1,5 @@
-"""AdamPower's one-pass step on CPU as a C++ loop, built by ``torch.utils.cpp_extension`` at first use.
+"""AdamPower's one-pass step on CPU as a C++ loop, built by ``torch.utils.cpp_extension`` at first use; and
+phi_p in place with the same power, for the step pre-hook of MuonPower, AdagradPower and the wrapper.
 
 The same arithmetic as :func:`gradpower.optim.onepass._update` (phi_p, both
 moments, bias correction, decoupled decay, the update; one read and one write
@@ -86,6 +87,15 @@ void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_av
         w[i] = w[i] * decay - step_size * m / (std::sqrt(v) / bc2_sqrt + eps);
     }
 }
+
+void sign_power_inplace(int64_t data, int64_t n, std::vector<double> scalars) {
+    float* __restrict x = reinterpret_cast<float*>(data);
+    const float p = scalars[0], p_head = scalars[1], p_tail = scalars[2];
+    #pragma omp parallel for simd schedule(static) if(n > 32768)
+    for (int64_t i = 0; i < n; ++i) {
+        x[i] = std::copysign(power_abs(std::fabs(x[i]), p, p_head, p_tail), x[i]);
+    }
+}
 """
 #: -fno-math-errno / -fno-trapping-math let floor, nearbyint and sqrt vectorise; no -ffast-math (NaN and inf
 #: must keep their meaning); 512-bit vectors where the CPU has them (measured 10% faster than GCC's 256-bit default).
@@ -102,7 +112,8 @@ def kernel() -> ModuleType | None:
     started = time.perf_counter()
     _log.info("building AdamPower's CPU one-pass kernel (C++, once per machine)")
     try:
-        module = cpp_extension.load_inline("gradpower_onepass_cpu", cpp_sources=SOURCE, functions=["adampower_step"],
+        module = cpp_extension.load_inline("gradpower_onepass_cpu", cpp_sources=SOURCE,
+                                           functions=["adampower_step", "sign_power_inplace"],
                                            extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"])
     except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, a failed build: the Inductor kernel remains
         warnings.warn(f"AdamPower's C++ CPU kernel could not be built ({type(exc).__name__}: "
@@ -111,6 +122,17 @@ def kernel() -> ModuleType | None:
         return None
     _log.info("AdamPower's CPU one-pass kernel ready in %.1f s", time.perf_counter() - started)
     return module
+
+
+def takes(t: torch.Tensor) -> bool:
+    """A tensor the C++ loops can own: dense, contiguous fp32 on the CPU, not a DTensor shard."""
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided and t.is_contiguous()
+            and not hasattr(t, "to_local"))
+
+
+def sign_power_(t: torch.Tensor, p: float, p_head: float, p_tail: float) -> None:
+    """phi_p in place on a tensor it :func:`takes` (``p`` split as :func:`gradpower.optim.onepass.split_p`)."""
+    kernel().sign_power_inplace(t.data_ptr(), t.numel(), [p, p_head, p_tail])
 
 
 def step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

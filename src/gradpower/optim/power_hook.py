@@ -30,18 +30,30 @@ import torch
 from torch.optim import Optimizer
 
 from ..transform import check_p, sign_power_
+from . import onepass, onepass_cpu
 
 #: Attribute an optimizer carries while a PowerTransform is attached (never pickled).
 ATTACHED = "_gradpower_transform"
 
 
 def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
-    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group."""
+    """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group.
+
+    Contiguous fp32 CPU gradients go through the C++ loop of :mod:`.onepass_cpu` (one pass, the one-pass
+    kernel's power and accuracy contract) when it builds; the rest through :func:`gradpower.transform.sign_power_`.
+    """
     for group in param_groups:
         p = check_p(group["p"])
         if p == 1.0:
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
+        fast = [g for g in grads if onepass_cpu.takes(g)] if p <= onepass.MAX_P and onepass.CPU_KERNEL else []
+        if fast and onepass_cpu.kernel() is not None:
+            split = onepass.split_p(p)
+            for g in fast:
+                onepass_cpu.sign_power_(g, *split)
+            done = {id(g) for g in fast}
+            grads = [g for g in grads if id(g) not in done]
         if grads:
             sign_power_(grads, p, foreach=group.get("foreach"))
 
