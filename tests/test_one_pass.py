@@ -287,8 +287,9 @@ def test_a_cpu_kernel_that_cannot_be_built_falls_back_to_the_inductor_kernel(mon
 
 
 @pytest.mark.parametrize("p", [0.6, 1.2, 2.0])
-def test_the_step_pre_hook_powers_gradients_within_the_same_contract(p, kernel):
-    """MuonPower's, AdagradPower's and the wrapper's phi_p (the C++ loop on fp32 CPU gradients, or the transform)."""
+def test_the_step_pre_hook_powers_fp32_cpu_gradients_with_the_cpp_loop_within_the_contract(p, monkeypatch):
+    """MuonPower's, AdagradPower's and the wrapper's phi_p: the C++ loop on fp32 CPU gradients, held to the
+    one-pass contract; without it, exactly gradpower.transform's (tested in test_transform.py)."""
     from gradpower.optim.power_hook import power_group_grads_
 
     g = fp32_range_gradient()
@@ -300,3 +301,7 @@ def test_the_step_pre_hook_powers_gradients_within_the_same_contract(p, kernel):
     normal = (exact.abs() >= 2.0**-126) & (exact.abs() < 3e38)
     assert ((got - exact).abs() / exact.abs())[normal].max().item() <= onepass.ACCURACY
     assert torch.equal(got[-6:-1].isnan(), exact[-6:-1].isnan()) and got[-6:-2].tolist() == exact[-6:-2].tolist()
+    monkeypatch.setattr(onepass, "CPU_KERNEL", False)
+    w.grad = g.clone()
+    power_group_grads_([{"params": [w], "p": p}])
+    torch.testing.assert_close(w.grad, sign_power(g, p), rtol=0, atol=0, equal_nan=True)

@@ -1,11 +1,13 @@
 """The GradPower transform phi_p(g) = sign(g) * |g| ** p: its definition.
 
-The wrapper, AdagradPower, MuonPower and AdamPower's separate pass call into
-this module. The one other form of phi_p is the fused one inside AdamPower's
-one-pass kernel (``gradpower.optim.onepass.power_abs``, the same power computed
-with the binary exponent split off, within a CPU kernel's fp32 rounding of the
-exact value); ``tests/test_one_pass.py`` holds the two to each other over the
-whole fp32 range. Low-precision tensors are powered in fp32 and written back
+AdamPower's separate pass calls into this module, and so do the wrapper,
+AdagradPower and MuonPower for gradients the C++ loop does not take. The other
+forms of phi_p are the fast ones: the fused power inside AdamPower's one-pass
+kernels (``gradpower.optim.onepass.power_abs`` and the C++ loop of
+``gradpower.optim.onepass_cpu``), which the step pre-hook also uses on fp32
+CPU gradients; ``tests/test_one_pass.py`` holds them to this definition and to
+the float64 formula (the contract ``onepass.ACCURACY``) over the whole fp32
+range. Low-precision tensors are powered in fp32 and written back
 in their own dtype; ``p == 1`` returns without touching memory.
 """
 
