@@ -13,7 +13,7 @@ result holds :data:`gradpower.optim.onepass.ACCURACY` (tested over the whole
 fp32 range). It runs at about half the Inductor kernel's time on this 2-core
 CPU (``benchmarks/optimizer_step.py``).
 
-The extension is compiled once per machine (cached by torch under
+The extension is compiled once per machine (cached by torch, one build per torch installation, under
 ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); where no C++
 compiler or ninja is available, :func:`kernel` returns None and the caller uses
 the TorchInductor kernel instead.
@@ -22,6 +22,7 @@ the TorchInductor kernel instead.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import platform
 import time
@@ -103,6 +104,13 @@ CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-
     ["-mprefer-vector-width=512"] if platform.machine().lower() in ("x86_64", "amd64") else [])
 
 
+def _build_name() -> str:
+    """The extension's name, one per torch installation: the build folder's compile flags name torch's headers, so
+    two virtual environments sharing one folder would rebuild it each time they alternate."""
+    where = hashlib.sha256(f"{torch.__file__}|{torch.__version__}".encode()).hexdigest()[:10]
+    return f"gradpower_onepass_cpu_{where}"
+
+
 @functools.cache
 def kernel() -> ModuleType | None:
     """The built extension (compiled on the first call in a machine's lifetime, loaded from torch's cache after),
@@ -112,7 +120,7 @@ def kernel() -> ModuleType | None:
     started = time.perf_counter()
     _log.info("building AdamPower's CPU one-pass kernel (C++, once per machine)")
     try:
-        module = cpp_extension.load_inline("gradpower_onepass_cpu", cpp_sources=SOURCE,
+        module = cpp_extension.load_inline(_build_name(), cpp_sources=SOURCE,
                                            functions=["adampower_step", "sign_power_inplace"],
                                            extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"])
     except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, a failed build: the Inductor kernel remains
