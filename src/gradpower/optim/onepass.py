@@ -1,5 +1,5 @@
 """A one-pass AdamPower step: phi_p, both moments, bias correction, decoupled decay and the update
-in one kernel per tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per machine), on CUDA (and
+in one kernel per tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation), on CUDA (and
 on CPU where that loop cannot be built) the TorchInductor kernel below (Triton on CUDA, C++ on CPU).
 
 The separate-pass route reads every gradient several times (abs, pow, mul,
@@ -147,12 +147,15 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
     the rest on the separate-pass path. The step counters live on the host.
     """
     by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
+    host: dict[float, list[float]] = {}  # the C++ loop's scalars, by step
     hyper = dict(lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
     for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
                                                                        state_steps)):
         step = float(step_t) + 1
         if param.device.type == "cpu" and CPU_KERNEL and onepass_cpu.kernel() is not None:
-            onepass_cpu.step(param, grad, exp_avg, exp_avg_sq, step_scalars(step, **hyper))
+            if step not in host:  # once per group and step, as by_step below
+                host[step] = step_scalars(step, **hyper)
+            onepass_cpu.step(param, grad, exp_avg, exp_avg_sq, host[step])
             step_t += 1
             continue
         key = (step, param.device)
@@ -184,6 +187,6 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
 
 def pending_sizes(params: list[torch.Tensor], p: float) -> set[int]:
     """Sizes among ``params`` whose Inductor kernel the next step compiles (none once each size has run; none for
-    CPU tensors, which take the C++ loop built once per machine)."""
+    CPU tensors, which take the C++ loop built once per torch installation)."""
     return {t.numel() for t in params if t.numel() >= MIN_NUMEL and p <= MAX_P
             and not (t.device.type == "cpu" and CPU_KERNEL)} - _ready
