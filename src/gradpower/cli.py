@@ -128,6 +128,48 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs in parallel processes (default: 1 on CPU, one per visible GPU on CUDA)")
+    _add_launcher_flags(parser)
+
+
+def _add_launcher_flags(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and the SLURM settings of each run's job (also the ``[launcher]`` table of a file)."""
+    group = parser.add_argument_group("cluster (--launcher submitit; needs the 'cluster' extra)")
+    group.add_argument("--launcher", choices=("local", "submitit"), default=None,
+                       help="local: runs here (--jobs at a time; the default); submitit: one SLURM job per run, "
+                       "submitted as a job array")
+    group.add_argument("--slurm-partition", default=None, metavar="NAME", help="the partition of the jobs")
+    group.add_argument("--gpus-per-run", type=int, default=None, metavar="N",
+                       help="GPUs of each run in all (default 1; 0: a CPU job); more than 1 runs torchrun with "
+                       "train --parallel fsdp")
+    group.add_argument("--nodes-per-run", type=int, default=None, metavar="N",
+                       help="nodes of each run (default 1); --gpus-per-run is split evenly over them")
+    group.add_argument("--cpus-per-gpu", type=int, default=None, metavar="N", help="CPUs per GPU (default 8)")
+    group.add_argument("--timeout-min", type=int, default=None, metavar="MIN",
+                       help="time limit of each job (default 240); a job that reaches it checkpoints and is "
+                       "requeued")
+    group.add_argument("--slurm-array-parallelism", type=int, default=None, metavar="N",
+                       help="jobs of the array running at once (default 256)")
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line the job runs first (repeatable), e.g. --slurm-setup 'module load cuda'")
+    group.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option (repeatable), e.g. --slurm-extra account=myproj")
+    group.add_argument("--detach", action="store_true", default=None,
+                       help="submit and return at once, printing the job ids; 'gradpower report OUT' (or the same "
+                       "command again) once they are done")
+    group.add_argument("--submitit-executor", choices=("slurm", "local"), default=None,
+                       help="slurm (default) or local: submitit's LocalExecutor runs the same jobs as processes of "
+                       "this machine (for tests, and to try a launch without a cluster)")
+
+
+def _launcher(args: argparse.Namespace, table: dict[str, Any] | None = None) -> Any:
+    """The launcher of an experiment command: its file's ``[launcher]`` table, then the flags."""
+    from .experiments.launcher import LauncherConfig, check_available, launcher_config, parse_extra
+
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(LauncherConfig) if f.name != "slurm_extra"}
+    flags["slurm_extra"] = parse_extra(args.slurm_extra)
+    launcher = launcher_config(table, flags)
+    check_available(launcher)
+    return launcher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--jobs", type=int, default=None, help="runs at once (default as compare)")
     claims.add_argument("--data", default=None, help="data (TrainConfig; default the bundled corpus)")
     claims.add_argument("--cache-dir", default=None, help="tokenizer and token cache folder (TrainConfig)")
+    _add_launcher_flags(claims)
 
     report = sub.add_parser("report", help="rebuild the tables and figures of a compare or sweep folder",
                             description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
@@ -305,14 +348,16 @@ def _compare(args: argparse.Namespace, command: str) -> int:
     tune = parse_numbers(args.tune_lr, "--tune-lr") if args.tune_lr else spec.tune_lr
     spec = dataclasses.replace(spec, arms=arms, tune_lr=tune, tune_seeds=args.tune_seeds or spec.tune_seeds,
                                effect=args.effect if args.effect is not None else spec.effect)
+    launcher = _launcher(args, spec.launcher)
     started = time.time()
     if args.plan:
         from .experiments.compare import plan_compare
 
-        text = plan_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, args.pilot_seeds, command)
+        text = plan_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, args.pilot_seeds, command,
+                            launcher=launcher)
         print(f"\n{text}\n\n{_written(Path(args.out), started)}")
         return 0
-    table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command)
+    table = run_compare(spec, Path(args.out), _jobs(args, default_jobs), args.baseline, command, launcher=launcher)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
@@ -327,8 +372,9 @@ def _sweep(args: argparse.Namespace, command: str) -> int:
     reference = parse_assignments(args.reference) if args.reference else spec.reference
     spec = dataclasses.replace(spec, grid=grid, reference=reference,
                                tokens=args.tokens if args.tokens is not None else spec.tokens)
+    launcher = _launcher(args, spec.launcher)
     started = time.time()
-    table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command)
+    table = run_sweep(spec, Path(args.out), _jobs(args, default_jobs), command, launcher=launcher)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
@@ -339,9 +385,10 @@ def _claims(args: argparse.Namespace) -> int:
 
     only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
     shared = {k: v for k, v in (("data", args.data), ("cache_dir", args.cache_dir)) if v is not None}
+    launcher = _launcher(args)
     started = time.time()
     table = run_claims(Path(args.out), args.budget, only, Path(args.file) if args.file else CLAIMS_FILE,
-                       _jobs(args, default_jobs), shared=shared)
+                       _jobs(args, default_jobs), shared=shared, launcher=launcher)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
@@ -453,6 +500,7 @@ def _train(args: argparse.Namespace) -> int:
 def _run(argv: list[str], command: str) -> int:
     from . import interrupts
     from .experiments.execute import RunsFailedError
+    from .experiments.launcher import JobsSubmitted
     from .fileio import StorageError
     from .train import InterruptedRun, NonFiniteLossError
     from .train.distributed import PeerLostError
@@ -479,6 +527,11 @@ def _run(argv: list[str], command: str) -> int:
             print(f"\n{exc.report}\n\n{_written(Path(args.out), started)}")
         print(f"gradpower: error: {exc}; each run's own message is above (or in its train.log)", file=sys.stderr)
         return 1
+    except JobsSubmitted as exc:  # --detach: the jobs run on; the tables come once they are done
+        report = "" if args.command == "claims" else f"gradpower report {shlex.quote(args.out)} (or) "
+        print(f"gradpower: {exc}\nwhen they are done: {report}the same command again, which waits for running jobs "
+              f"and submits only missing or failed runs: {command}")
+        return 0
     except InterruptedRun as exc:
         if args.command in ("compare", "sweep", "claims"):  # the same command resumes an experiment
             print(f"gradpower: interrupted by {exc.what}; run the same command again to continue (finished runs "

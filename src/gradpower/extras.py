@@ -18,6 +18,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "hf": ("transformers",),
     "tensorboard": ("tensorboard",),
     "wandb": ("wandb",),
+    "cluster": ("submitit",),
 }
 
 

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM at safe points: start-up stops cleanly, training stops at a step boundary.
+"""Ctrl-C, SIGTERM (and SLURM's SIGUSR2 in a cluster job) at safe points: start-up stops cleanly, training
+stops at a step boundary.
 
 Raising ``KeyboardInterrupt`` at an arbitrary byte of an import or a
 checkpoint write leaves half-initialised modules or files behind, and some
@@ -25,8 +26,9 @@ def _record(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Record SIGINT/SIGTERM instead of acting on them inside the block (main thread only).
+def deferred(also: tuple[signal.Signals, ...] = ()) -> Iterator[None]:
+    """Record SIGINT/SIGTERM (and the signals in ``also``, e.g. SLURM's SIGUSR2 before a time limit) instead
+    of acting on them inside the block (main thread only).
 
     Nested blocks share the outer block's pending request; leaving a block
     restores the handlers it found.
@@ -34,7 +36,7 @@ def deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, *also)}
     outer = previous[signal.SIGINT] is _record
     if not outer:
         _requested.clear()

@@ -20,6 +20,7 @@ from typing import Any
 
 from .compare import finished_final_runs, run_compare
 from .folder import load_listed_runs, read_experiment, write_csv
+from .launcher import LauncherConfig
 from .runs import Run
 from .spec import Arm, ExperimentSpec
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
@@ -194,19 +195,21 @@ def _row(claim: Claim, folders: dict[str, Path]) -> dict[str, Any]:
 
 
 def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], seeds: int,
-               shared: dict[str, Any], jobs: int, echo: Callable[[str], None]) -> dict[str, Path]:
+               shared: dict[str, Any], jobs: int, echo: Callable[[str], None],
+               launcher: LauncherConfig | None = None) -> dict[str, Path]:
     """Run (or reuse) each of the claim's comparisons with ``seeds`` seeds; return their folders by part."""
     folders = {}
     for part, (folder, grid) in claim.folders(out).items():
         run_compare(_spec(claim, budget, seeds, shared, grid), folder, jobs,
                     command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo,
-                    runs_root=out / "runs")
+                    runs_root=out / "runs", launcher=launcher)
         folders[part] = folder
     return folders
 
 
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
-               jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print) -> str:
+               jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
+               launcher: LauncherConfig | None = None) -> str:
     """Run (or reuse) every selected claim at ``budget_name``; write claims.csv and claims.md; return the table.
 
     ``shared`` sets TrainConfig fields of every run (e.g. ``data``, ``cache_dir``)."""
@@ -226,12 +229,13 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     rows = []
     for claim in claims:
         echo(f"== {claim.id} ({claim.source}): {claim.statement}")
-        folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo)
+        folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo,
+                             launcher)
         if budget.get("effect"):
             seeds = _seeds_for(claim, folders, budget, share_s)
             if seeds > int(budget["seeds"]):
                 echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
-                _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo)
+                _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
         rows.append(_row(claim, folders))
         echo(f"   {claim.id}: {rows[-1]['verdict']} ({claim.contrast_text} = {_interval_text(rows[-1])})")
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)

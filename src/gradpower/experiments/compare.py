@@ -21,6 +21,7 @@ from typing import Any
 from ..train.loop import check_before_start
 from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, format_duration, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
+from .launcher import LauncherConfig
 from .report import choose_lrs, compare_report
 from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
@@ -66,11 +67,12 @@ def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, look
 
 def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
                 command: str = "gradpower compare", echo: Callable[[str], None] = print,
-                runs_root: Path | None = None) -> str:
+                runs_root: Path | None = None, launcher: LauncherConfig | None = None) -> str:
     """Train (or reuse) every run of the comparison, then write its tables, figures and report.
 
-    Runs live in ``runs_root`` (default ``OUT/runs``); comparisons that share one (``gradpower claims``) train a
-    configuration they have in common once, since a run's folder is named after its defining fields.
+    Runs live in ``runs_root`` (default ``OUT/runs``), trained here or as ``launcher``'s jobs; comparisons that
+    share one (``gradpower claims``) train a configuration they have in common once, since a run's folder is
+    named after its defining fields.
 
     Raises :class:`RunsFailedError` (after the report of the other runs is written) when a run failed.
     """
@@ -100,7 +102,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
         write_experiment(out, record)
         echo(f"== tuning lr: {len(spec.arms)} arm(s) x {len(spec.tune_lr)} lr(s) x {len(tune_seeds)} seed(s)")
-        failed = failures(execute(tuning, jobs, echo))
+        failed = failures(execute(tuning, jobs, echo, launcher))
         chosen = choose_lrs(out, record)
         for arm in spec.arms:
             if arm.name not in chosen:
@@ -124,7 +126,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         else:
             echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
         write_experiment(out, record)
-        failed += failures(execute(final, jobs, echo))
+        failed += failures(execute(final, jobs, echo, launcher))
         if spec.max_seeds:
             decisions = _sequential_decisions(out, record, baseline or spec.arms[0].name, looks, spec.effect)
             record["sequential"] = {"looks": list(looks), "stopped_at": seeds, "decisions": decisions}
@@ -144,7 +146,7 @@ PLAN_COLUMNS = ["arm", "n_seeds", "diff_sd", "mde_80", "seeds_needed", "est_wall
 
 def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
                  pilot_seeds: int = 3, command: str = "gradpower compare --plan",
-                 echo: Callable[[str], None] = print) -> str:
+                 echo: Callable[[str], None] = print, launcher: LauncherConfig | None = None) -> str:
     """``compare --plan``: a pilot of ``pilot_seeds`` seeds (runs already in ``out`` are reused), then for each
     arm the spread of its paired differences, what the pilot can detect, the seeds that resolve
     ``spec.effect``, and the wall time of a comparison with that many seeds, from the pilot's time per run.
@@ -156,7 +158,7 @@ def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str |
         raise ValueError(f"--pilot-seeds must be at least 2 (the spread needs two paired seeds), got {pilot_seeds}")
     if spec.max_seeds:
         raise ValueError("--plan sizes a fixed number of seeds: drop --seeds auto")
-    run_compare(dataclasses.replace(spec, seeds=pilot_seeds), out, jobs, baseline, command, echo)
+    run_compare(dataclasses.replace(spec, seeds=pilot_seeds), out, jobs, baseline, command, echo, launcher=launcher)
     baseline = baseline or spec.arms[0].name
     diffs, walls = _final_results(out, read_experiment(out), baseline)
     per_run = sum(walls) / len(walls) if walls else math.nan

@@ -31,6 +31,7 @@ from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
 from ..train.loop import check_before_start
+from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
 
 
@@ -132,10 +133,17 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _train_one(
+def start_config(cfg: TrainConfig) -> TrainConfig:
+    """The config that starts or continues a run that is not finished: resume from its newest checkpoint, else
+    start over in its folder (one this experiment owns: :func:`state_of` checked it holds this configuration)."""
+    resume = latest_checkpoint(cfg.run_dir / "checkpoints") is not None
+    return dataclasses.replace(cfg, resume=resume, overwrite=not resume)
+
+
+def train_one(
     cfg_dict: dict[str, Any], log_path: str | None, threads: int | None, device: str | None
 ) -> tuple[str, str]:
-    """Train one run (in this process or a spawned one); returns (status, message)."""
+    """Train one run (in this process, a spawned one or a cluster job); returns (status, message)."""
     from ..data.corpus import DataError
     from ..train import CheckpointError, NonFiniteLossError, train
 
@@ -165,12 +173,14 @@ def _train_one(
     return "done", f"val {result.final_val_loss:.4f}" if result.final_val_loss is not None else "done"
 
 
-def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print) -> list[Outcome]:
+def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print,
+            launcher: LauncherConfig | None = None) -> list[Outcome]:
     """Run every planned run that is not already finished; return one outcome per planned run.
 
     Prints one progress line per run (``[run i/N] label | seed s | ETA``);
     finished runs are reused without training, interrupted ones resume from
-    their newest checkpoint.
+    their newest checkpoint. With ``launcher.launcher == "submitit"`` the runs are SLURM jobs
+    (:mod:`.slurm`; their logs under ``slurm/`` beside the runs folder) and ``jobs`` is unused.
     """
     check_planned(planned)
     todo, outcomes = [], {}
@@ -180,7 +190,7 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
             outcomes[id(run)] = Outcome(run, "reused")
         else:
             # A folder this experiment owns but whose run never reached a checkpoint is started over.
-            todo.append((run, dataclasses.replace(run.cfg, resume=state == "resume", overwrite=state == "fresh")))
+            todo.append((run, start_config(run.cfg)))
     total = len(planned)
     reused = total - len(todo)
     if reused:
@@ -199,7 +209,12 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
         note = f"{status}: {message}" if status != "done" else message
         echo(f"      {run.label} | seed {run.seed}: {note} ({format_duration(seconds)})")
 
-    if jobs <= 1:
+    if launcher is not None and launcher.launcher == "submitit" and todo:
+        check_available(launcher)
+        from .slurm import run_jobs
+
+        run_jobs(todo, launcher, todo[0][0].run_dir.parent.parent / "slurm", finished, echo)
+    elif jobs <= 1:
         for run, cfg in todo:
             _stop_if_interrupted(counter, total)
             counter += 1
@@ -207,7 +222,7 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
             echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
                  f"{eta(total - counter + 1)}")
             start = time.perf_counter()
-            status, message = _train_one(dataclasses.asdict(cfg), None, None, None)
+            status, message = train_one(dataclasses.asdict(cfg), None, None, None)
             finished(run, status, message, time.perf_counter() - start)
     else:
         _execute_parallel(todo, jobs, total, reused, echo, eta, finished)
@@ -235,7 +250,7 @@ def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> No
                      f"{'resuming' if cfg.resume else 'training'} -> {run.run_dir} (log: train.log) | "
                      f"{eta(total - counter + 1)}")
                 future = pool.submit(
-                    _train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device
+                    train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device
                 )
                 pending[future] = (run, time.perf_counter(), slot)
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

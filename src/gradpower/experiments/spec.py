@@ -5,7 +5,8 @@ fields. On the command line an arm is ``"optim=adampower p=1.2"`` (optionally
 ``"NAME: ..."``); a grid axis is ``"p=0.8,1.0,1.2"``. An experiment TOML file
 holds shared ``TrainConfig`` keys at the top level, the experiment keys
 (``seeds``, ``tune_lr``, ``tune_seeds``) and ``[[arm]]`` tables (each with an
-optional ``name``) or a ``[grid]`` table of lists.
+optional ``name``) or a ``[grid]`` table of lists; a ``[launcher]`` table says where the runs execute
+(:mod:`.launcher`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
 EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "max_seeds", "reference", "tokens",
-                   "arm", "grid")
+                   "arm", "grid", "launcher")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 #: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
 #: smoothed curves, evaluations for the curves, and checkpoints to resume from.
@@ -54,6 +55,8 @@ class ExperimentSpec:
     reference: dict[str, Any] | None = None
     #: sweep: a fixed token budget; each point trains tokens / (batch_size x seq_len) steps (None: ``steps``).
     tokens: int | None = None
+    #: The file's ``[launcher]`` table (:class:`.launcher.LauncherConfig` keys): where the runs execute.
+    launcher: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seed_list(self) -> list[int]:
@@ -185,6 +188,16 @@ def parse_numbers(text: str, flag: str) -> list[float]:
         raise ValueError(f"{flag} expects comma-separated numbers, got {text!r}") from None
 
 
+def _launcher_table(table: Any, file: Path) -> dict[str, Any]:
+    """The ``[launcher]`` table, checked now (unknown keys, wrong types) so a typo fails before anything runs."""
+    from .launcher import launcher_config
+
+    if not isinstance(table, dict):
+        raise ValueError("[launcher] must be a table of launcher keys (launcher = \"submitit\", gpus_per_run, ...)")
+    launcher_config(table, {"launcher": "submitit"}, f"{file} [launcher]")  # keys and types; flags may add more
+    return dict(table)
+
+
 def load_experiment(path: str | Path) -> ExperimentSpec:
     """Read an experiment TOML file (shared TrainConfig keys, seeds/tune keys, [[arm]] or [grid])."""
     file = Path(path)
@@ -210,6 +223,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None,
             reference=dict(raw["reference"]) if raw.get("reference") is not None else None,
             tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None,
+            launcher=_launcher_table(raw.get("launcher", {}), file),
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{file}: {exc}") from None

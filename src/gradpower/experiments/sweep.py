@@ -22,6 +22,7 @@ from ..train.loop import model_config_for
 from . import plots
 from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
+from .launcher import LauncherConfig
 from .spec import ExperimentSpec, with_run_defaults
 from .stats import Interval, t_interval
 
@@ -38,7 +39,7 @@ def point_label(point: dict[str, Any]) -> str:
 
 
 def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gradpower sweep",
-              echo: Callable[[str], None] = print) -> str:
+              echo: Callable[[str], None] = print, launcher: LauncherConfig | None = None) -> str:
     """Train (or reuse) every grid point over every seed, then write the sweep tables and figures."""
     if not spec.grid:
         raise ValueError("sweep needs at least one --grid FIELD=V1,V2,...")
@@ -56,7 +57,7 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
                         "dir": str(p.run_dir.relative_to(out))} for p in planned]}
     write_experiment(out, record)
     echo(f"== sweep: {len(points)} point(s) x {spec.seeds} seed(s) -> {out}")
-    failed = failures(execute(planned, jobs, echo))
+    failed = failures(execute(planned, jobs, echo, launcher))
     text = sweep_report(out)
     if failed:
         raise RunsFailedError(failed, text)

@@ -1,0 +1,233 @@
+"""An experiment's runs as SLURM jobs through submitit: one job per run, submitted as one job array.
+
+The submitting command waits with a progress line (or, with ``--detach``, prints the job ids and returns);
+the run folders are the same as a local run's, so ``gradpower report OUT`` and a second ``compare`` read
+them alike. A second command skips finished runs, waits for jobs of this folder that SLURM still runs
+(``jobs.json`` beside the logs) and submits only the missing or failed runs.
+
+Preemption and time limits: SLURM sends SIGUSR2 (``--signal``, :data:`.launcher.SIGNAL_DELAY_S` before
+the limit; on preemption where the cluster sets ``preempt_send_user_signal``) or SIGTERM. The job records
+it, the training loop writes a checkpoint at the next step boundary and stops, and the job then hands over
+to submitit's own handler, which calls :meth:`RunJob.checkpoint` and requeues it; the requeued job resumes
+from that checkpoint exactly as ``--resume`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import UncompletedJobError
+
+from .. import interrupts
+from ..fileio import atomic_write_text
+from ..train import InterruptedRun
+from ..train.config import TrainConfig
+from .execute import PlannedRun, start_config, train_one
+from .launcher import (
+    SIGNAL_DELAY_S,
+    JobsSubmitted,
+    LauncherConfig,
+    SubmissionError,
+    sbatch_parameters,
+    torchrun_command,
+)
+from .runs import load_run
+
+#: SLURM states of a job that may still finish (a second command waits for it instead of submitting again).
+ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "UNKNOWN")
+#: Seconds between looks at the jobs (sacct is asked at most this often).
+POLL_S = {"slurm": 30.0, "local": 0.5}
+#: Port range of a multi-node run's rendezvous (one port per SLURM job id).
+RDZV_PORT_BASE, RDZV_PORTS = 20000, 20000
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One run of an experiment as a submitit job: ``__call__(cfg, launcher)`` trains it (here, or through
+    ``torchrun`` over the job's GPUs) and returns ``(status, message)`` as a local run does. ``checkpoint``
+    (submitit's, inherited) resubmits the same call; the job decides at start whether to resume."""
+
+    def __call__(self, cfg_dict: dict[str, Any], launcher_dict: dict[str, Any]) -> tuple[str, str]:
+        launcher = LauncherConfig(**launcher_dict)
+        cfg = start_config(TrainConfig(**cfg_dict))
+        requeue = signal.getsignal(signal.SIGUSR2)  # submitit's handler: checkpoint() this job and requeue it
+        with interrupts.deferred(also=(signal.SIGUSR2,)):
+            try:
+                if launcher.distributed:
+                    return _torchrun(cfg, launcher)
+                return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log"), None, None)
+            except InterruptedRun as exc:
+                print(f"gradpower: {exc.what}", flush=True)  # in the job's SLURM log
+                if not callable(requeue):
+                    return "interrupted", str(exc)
+                try:
+                    requeue(signal.SIGUSR2, None)  # exits this process when the job is requeued
+                except (UncompletedJobError, subprocess.SubprocessError, OSError) as why:
+                    return "interrupted", f"{exc}; not requeued ({str(why).splitlines()[0][:160]})"
+                return "interrupted", f"{exc}; requeued by the job's first task"  # the other tasks of a job
+
+
+def _torchrun(cfg: TrainConfig, launcher: LauncherConfig) -> tuple[str, str]:
+    """This node's part of a multi-GPU run: ``torchrun`` with ``train --parallel fsdp`` (output in the run's
+    ``train.log``). A signal to the job is passed on as SIGTERM: every rank checkpoints at one step boundary."""
+    env = submitit.JobEnvironment()
+    port = RDZV_PORT_BASE + int(env.raw_job_id) % RDZV_PORTS
+    command = torchrun_command(cfg, launcher, env.hostnames[0], port, env.job_id)
+    log_path = cfg.run_dir / "train.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log:
+        log.write(f"$ {' '.join(command)}\n")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        passed_on = False
+        while process.poll() is None:
+            if interrupts.requested() and not passed_on:
+                process.send_signal(signal.SIGTERM)
+                passed_on = True
+            time.sleep(0.5)
+    if passed_on:
+        raise InterruptedRun(f"{interrupts.requested()}: torchrun's ranks stopped at a step boundary with a "
+                             "checkpoint", cfg.run_dir)
+    if process.returncode != 0:
+        return "failed", f"torchrun exited with status {process.returncode}; see {log_path}"
+    return "done", f"val {load_run(cfg.run_dir).final_val_loss:.4f}"
+
+
+def _executor(launcher: LauncherConfig, folder: Path) -> submitit.Executor:
+    """submitit's executor for ``launcher``: sbatch on the cluster, or this machine's processes."""
+    if launcher.submitit_executor == "local":
+        executor = submitit.LocalExecutor(folder=folder)  # its controller would make a folder named "%j"
+        executor.update_parameters(timeout_min=launcher.timeout_min, gpus_per_node=launcher.gpus_per_node,
+                                   tasks_per_node=1, signal_delay_s=SIGNAL_DELAY_S)
+        return executor
+    try:
+        executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=3)
+    except RuntimeError as exc:  # no srun on this machine
+        raise SubmissionError(f"--launcher submitit needs a SLURM cluster ({exc}); --submitit-executor local "
+                              "runs the same jobs as processes of this machine") from None
+    executor.update_parameters(**sbatch_parameters(launcher))
+    return executor
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [type(exc).__name__])[-1][:200]
+
+
+class _Registry:
+    """``jobs.json`` in the logs folder: the job of each run folder this experiment submitted, so a second
+    command waits for a job SLURM still runs instead of submitting the run again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "jobs.json"
+        try:
+            self.entries: dict[str, dict[str, str]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            self.entries = {}  # only a hint: without it, a second command submits again (the run's lock guards it)
+
+    def active(self, run_dir: Path, folder: Path) -> submitit.Job | None:
+        entry = self.entries.get(str(run_dir))
+        if entry is None or entry.get("executor") != "slurm":
+            return None
+        job = submitit.SlurmJob(folder=folder / "%j", job_id=entry["job_id"])
+        return job if job.state in ACTIVE_STATES else None
+
+    def record(self, run_dir: Path, job: submitit.Job, executor: str) -> None:
+        self.entries[str(run_dir)] = {"job_id": str(job.job_id), "executor": executor}
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.entries, indent=1) + "\n")
+
+
+def run_jobs(todo: list[tuple[PlannedRun, TrainConfig]], launcher: LauncherConfig, folder: Path,
+             finished: Callable[[PlannedRun, str, str, float], None], echo: Callable[[str], None]) -> None:
+    """Submit every run of ``todo`` (one job each, one array), wait for them with a progress line, and report
+    each through ``finished(run, status, message, seconds)``. ``--detach`` raises :class:`JobsSubmitted`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    registry = _Registry(folder)
+    jobs: dict[int, tuple[PlannedRun, submitit.Job]] = {}
+    submit = []
+    for run, cfg in todo:
+        job = registry.active(run.run_dir, folder)
+        if job is not None:
+            echo(f"      {run.label} | seed {run.seed}: SLURM job {job.job_id} is still {job.state}: waiting for it")
+            jobs[id(run)] = (run, job)
+        else:
+            submit.append((run, cfg))
+    if submit:
+        executor = _executor(launcher, folder)
+        try:
+            with executor.batch():
+                submitted = [executor.submit(RunJob(), dataclasses.asdict(cfg), dataclasses.asdict(launcher))
+                             for _, cfg in submit]
+        except FileNotFoundError as exc:
+            raise SubmissionError(f"cannot submit: {exc.filename or 'sbatch'} not found (is this a SLURM login "
+                                  "node?)") from None
+        except Exception as exc:  # noqa: BLE001 - sbatch's refusal (no such partition, ...) as one line
+            raise SubmissionError(f"SLURM refused the submission: {_first_line(exc)}") from None
+        for (run, _), job in zip(submit, submitted):
+            jobs[id(run)] = (run, job)
+            registry.record(run.run_dir, job, launcher.submitit_executor)
+        registry.save()
+        ids = [str(job.job_id) for job in submitted]
+        echo(f"submitted {len(ids)} job(s) ({launcher.submitit_executor}): {_id_range(ids)}; logs in {folder}")
+        if launcher.detach:
+            raise JobsSubmitted(_id_range(ids), folder)
+    _wait(list(jobs.values()), launcher, finished, echo)
+
+
+def _id_range(ids: list[str]) -> str:
+    """``123_[0-7]`` for an array, the ids otherwise."""
+    heads = {i.split("_")[0] for i in ids}
+    if len(heads) == 1 and all("_" in i for i in ids) and len(ids) > 1:
+        tails = sorted(int(i.split("_")[1]) for i in ids)
+        return f"{heads.pop()}_[{tails[0]}-{tails[-1]}]"
+    return ", ".join(ids)
+
+
+def _wait(jobs: list[tuple[PlannedRun, submitit.Job]], launcher: LauncherConfig,
+          finished: Callable[[PlannedRun, str, str, float], None], echo: Callable[[str], None]) -> None:
+    started = time.perf_counter()
+    pending = list(jobs)
+    failed = 0
+    shown = ""
+    while pending:
+        if interrupts.requested():
+            raise InterruptedRun(f"{interrupts.requested()} while waiting for {len(pending)} SLURM job(s), which "
+                                 "keep running; the same command waits for them again")
+        for item in list(pending):
+            run, job = item
+            if not job.done():
+                continue
+            pending.remove(item)
+            status, message = _outcome(job)
+            failed += status == "failed"
+            finished(run, status, message, time.perf_counter() - started)
+        states = [job.state for _, job in pending]
+        line = (f"[jobs] {len(jobs) - len(pending)}/{len(jobs)} done ({failed} failed), "
+                f"{sum(s == 'RUNNING' for s in states)} running, {sum(s != 'RUNNING' for s in states)} waiting")
+        if line != shown:
+            echo(line)
+            shown = line
+        if pending:
+            time.sleep(POLL_S[launcher.submitit_executor])
+
+
+def _outcome(job: submitit.Job) -> tuple[str, str]:
+    """A finished job's (status, message); a failed one names its SLURM log."""
+    log = job.paths.stderr
+    try:
+        status, message = job.result()
+    except UncompletedJobError as exc:
+        return "failed", f"its log {log}: SLURM job {job.job_id} ended {job.state} ({_first_line(exc)})"
+    if status == "failed":
+        return status, f"its log {log}: {message}"
+    return status, message
