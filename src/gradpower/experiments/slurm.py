@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import time
@@ -30,7 +31,7 @@ from .. import interrupts
 from ..fileio import atomic_write_text
 from ..train import InterruptedRun
 from ..train.config import TrainConfig
-from .execute import PlannedRun, start_config, train_one
+from .execute import PlannedRun, done_message, start_config, train_one
 from .launcher import (
     SIGNAL_DELAY_S,
     JobsSubmitted,
@@ -39,7 +40,6 @@ from .launcher import (
     sbatch_parameters,
     torchrun_command,
 )
-from .runs import load_run
 
 #: SLURM states of a job that may still finish (a second command waits for it instead of submitting again).
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
@@ -55,7 +55,8 @@ class RunJob(submitit.helpers.Checkpointable):
     ``torchrun`` over the job's GPUs) and returns ``(status, message)`` as a local run does. ``checkpoint``
     (submitit's, inherited) resubmits the same call; the job decides at start whether to resume."""
 
-    def __call__(self, cfg_dict: dict[str, Any], launcher_dict: dict[str, Any]) -> tuple[str, str]:
+    def __call__(self, cfg_dict: dict[str, Any], launcher_dict: dict[str, Any], threads: int | None = None
+                 ) -> tuple[str, str]:
         launcher = LauncherConfig(**launcher_dict)
         cfg = start_config(TrainConfig(**cfg_dict))
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's handler: checkpoint() this job and requeue it
@@ -63,7 +64,7 @@ class RunJob(submitit.helpers.Checkpointable):
             try:
                 if launcher.distributed:
                     return _torchrun(cfg, launcher)
-                return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log"), None, None)
+                return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log"), threads, None)
             except InterruptedRun as exc:
                 print(f"gradpower: {exc.what}", flush=True)  # in the job's SLURM log
                 if not callable(requeue):
@@ -97,7 +98,7 @@ def _torchrun(cfg: TrainConfig, launcher: LauncherConfig) -> tuple[str, str]:
                              "checkpoint", cfg.run_dir)
     if process.returncode != 0:
         return "failed", f"torchrun exited with status {process.returncode}; see {log_path}"
-    return "done", f"val {load_run(cfg.run_dir).final_val_loss:.4f}"
+    return "done", done_message(cfg.run_dir)
 
 
 def _executor(launcher: LauncherConfig, folder: Path) -> submitit.Executor:
@@ -134,14 +135,14 @@ class _Registry:
             self.entries = {}  # only a hint: without it, a second command submits again (the run's lock guards it)
 
     def active(self, run_dir: Path, folder: Path) -> submitit.Job | None:
-        entry = self.entries.get(str(run_dir))
+        entry = self.entries.get(str(run_dir.resolve()))
         if entry is None or entry.get("executor") != "slurm":
             return None
         job = submitit.SlurmJob(folder=folder / "%j", job_id=entry["job_id"])
         return job if job.state in ACTIVE_STATES else None
 
     def record(self, run_dir: Path, job: submitit.Job, executor: str) -> None:
-        self.entries[str(run_dir)] = {"job_id": str(job.job_id), "executor": executor}
+        self.entries[str(run_dir.resolve())] = {"job_id": str(job.job_id), "executor": executor}
 
     def save(self) -> None:
         atomic_write_text(self.path, json.dumps(self.entries, indent=1) + "\n")
@@ -165,9 +166,12 @@ def run_jobs(todo: list[tuple[PlannedRun, TrainConfig]], launcher: LauncherConfi
     if submit:
         executor = _executor(launcher, folder)
         try:
+            # the local executor starts every job at once: they share this machine's cores (a SLURM job has its own)
+            threads = max(1, (os.cpu_count() or 1) // len(submit)) if launcher.submitit_executor == "local" else None
             with executor.batch():
-                submitted = [executor.submit(RunJob(), dataclasses.asdict(cfg), dataclasses.asdict(launcher))
-                             for _, cfg in submit]
+                # absolute run folders: the job may start in another directory (sbatch --chdir)
+                submitted = [executor.submit(RunJob(), dataclasses.asdict(dataclasses.replace(
+                    cfg, out=str(cfg.run_dir.resolve()))), dataclasses.asdict(launcher), threads) for _, cfg in submit]
         except FileNotFoundError as exc:
             raise SubmissionError(f"cannot submit: {exc.filename or 'sbatch'} not found (is this a SLURM login "
                                   "node?)") from None
