@@ -101,9 +101,10 @@ def _last_step(run_dir: Path) -> int:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the job's process through /proc")
 def test_a_job_signalled_as_slurm_does_checkpoints_is_requeued_and_ends_as_if_uninterrupted(tmp_path, cache):
     steps = 40
-    assert main(["compare", *micro(cache, steps), "--out", str(tmp_path / "here")]) == 0
+    assert main(["compare", *micro(cache, steps), "--out", str(tmp_path / "here"), "--set", "eval_every=20"]) == 0
     out = tmp_path / "jobs"
-    command = [sys.executable, "-m", "gradpower", "compare", *micro(cache, steps), "--out", str(out), *LOCAL_JOBS]
+    command = [sys.executable, "-m", "gradpower", "compare", *micro(cache, steps), "--out", str(out), *LOCAL_JOBS,
+               "--set", "eval_every=20"]
     submitting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         registry = out / "slurm" / "jobs.json"
@@ -114,7 +115,7 @@ def test_a_job_signalled_as_slurm_does_checkpoints_is_requeued_and_ends_as_if_un
         sent = {}
         # SIGUSR2 (SLURM's warning before a time limit or a preemption) to one job, SIGTERM to the other
         for (run_dir, entry), signum in zip(sorted(jobs.items()), (signal.SIGUSR2, signal.SIGTERM)):
-            while _last_step(Path(run_dir)) < 8 and time.time() < deadline:
+            while _last_step(Path(run_dir)) < 4 and time.time() < deadline:
                 time.sleep(0.1)
             assert _last_step(Path(run_dir)) < steps, "the run ended before it could be signalled"
             (task,) = _children(int(entry["job_id"]))
@@ -172,6 +173,43 @@ def test_detach_prints_the_jobs_and_report_builds_the_tables_when_they_are_done(
         time.sleep(0.5)
     assert main(["report", str(out)]) == 0
     assert len(table(out / "results.csv")) == 2
+
+
+def fake_slurm(folder: Path, sbatch: str) -> str:
+    """A PATH with ``srun`` and an ``sbatch`` running ``sbatch`` (shell) in place of SLURM's."""
+    folder.mkdir()
+    for name, body in (("srun", "exit 0"), ("sbatch", sbatch)):
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_sbatch_refusing_the_jobs_is_one_line(tmp_path, cache, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", 'echo "sbatch: error: invalid partition specified: gpuu" '
+                                                            '>&2; exit 1'))
+    argv = ["compare", *micro(cache, 4), "--out", str(tmp_path / "x"), "--launcher", "submitit",
+            "--slurm-partition", "gpuu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "gradpower: error: SLURM refused the submission: sbatch: error: invalid partition specified: gpuu\n"
+
+
+def test_detach_submits_one_array_to_sbatch_and_names_its_jobs(tmp_path, cache, capsys, monkeypatch):
+    script = tmp_path / "submitted.sh"
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", f'cp "$1" {script}; echo "Submitted batch job 4242"'))
+    out = tmp_path / "x"
+    argv = ["compare", *micro(cache, 4), "--out", str(out), "--launcher", "submitit", "--slurm-partition", "gpu",
+            "--gpus-per-run", "8", "--slurm-setup", "module load cuda", "--slurm-extra", "qos=high", "--detach"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "submitted job(s) 4242_[0-1]" in printed and f"gradpower report {out}" in printed
+    text = script.read_text()
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=8", "#SBATCH --qos=high",
+                 "#SBATCH --cpus-per-task=64", "#SBATCH --signal=USR2@120", "module load cuda"):
+        assert line in text.splitlines(), line
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())
+    assert sorted(e["job_id"] for e in jobs.values()) == ["4242_0", "4242_1"]
+    assert all(Path(run).parent == (out / "runs").resolve() for run in jobs)
 
 
 def test_the_sbatch_script_and_torchrun_command_of_a_two_node_run():
@@ -238,6 +276,7 @@ def test_the_launcher_table_of_a_file_and_flags_that_override_it(tmp_path):
     (["--launcher", "submitit", "--gpus-per-run", "3", "--nodes-per-run", "2"], "does not split evenly"),
     (["--launcher", "submitit", "--slurm-extra", "account"], "--slurm-extra expects KEY=VALUE"),
     (["--launcher", "submitit", "--gpus-per-run", "0"], "needs a SLURM cluster"),
+    (["--launcher", "submitit", "--jobs", "2"], "--jobs is for --launcher local"),
 ])
 def test_launcher_mistakes_are_one_line_errors(tmp_path, cache, capsys, flags, message):
     if "needs a SLURM cluster" in message and subprocess.run(["which", "srun"], capture_output=True).returncode == 0:

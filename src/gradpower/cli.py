@@ -169,6 +169,9 @@ def _launcher(args: argparse.Namespace, table: dict[str, Any] | None = None) -> 
     flags["slurm_extra"] = parse_extra(args.slurm_extra)
     launcher = launcher_config(table, flags)
     check_available(launcher)
+    if launcher.launcher == "submitit" and getattr(args, "jobs", None) is not None:
+        raise ValueError("--jobs is for --launcher local: with submitit every run is its own SLURM job "
+                         "(--slurm-array-parallelism caps how many run at once)")
     return launcher
 
 

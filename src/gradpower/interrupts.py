@@ -1,9 +1,9 @@
-"""Ctrl-C, SIGTERM (and SLURM's SIGUSR2 in a cluster job) at safe points: start-up stops cleanly, training
-stops at a step boundary.
+"""Ctrl-C, SIGTERM and SIGUSR2 (SLURM's warning before a time limit or a preemption) at safe points: start-up
+stops cleanly, training stops at a step boundary.
 
 Raising ``KeyboardInterrupt`` at an arbitrary byte of an import or a
 checkpoint write leaves half-initialised modules or files behind, and some
-libraries swallow it. So the first SIGINT/SIGTERM only records the request
+libraries swallow it. So the first SIGINT/SIGTERM/SIGUSR2 only records the request
 (:func:`deferred`); the program checks it where stopping is safe
 (:func:`raise_if_requested` during start-up, the training loop between
 steps, where it also writes a checkpoint). A second Ctrl-C interrupts at once.
@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 _requested: list[str] = []
+#: The signals that ask a run to stop at its next safe point.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def _record(signum: int, frame: Any) -> None:
@@ -26,9 +28,8 @@ def _record(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def deferred(also: tuple[signal.Signals, ...] = ()) -> Iterator[None]:
-    """Record SIGINT/SIGTERM (and the signals in ``also``, e.g. SLURM's SIGUSR2 before a time limit) instead
-    of acting on them inside the block (main thread only).
+def deferred() -> Iterator[None]:
+    """Record the :data:`STOP_SIGNALS` instead of acting on them inside the block (main thread only).
 
     Nested blocks share the outer block's pending request; leaving a block
     restores the handlers it found.
@@ -36,7 +37,7 @@ def deferred(also: tuple[signal.Signals, ...] = ()) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, *also)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     outer = previous[signal.SIGINT] is _record
     if not outer:
         _requested.clear()

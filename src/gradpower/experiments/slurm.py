@@ -14,7 +14,9 @@ from that checkpoint exactly as ``--resume`` does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -60,7 +62,7 @@ class RunJob(submitit.helpers.Checkpointable):
         launcher = LauncherConfig(**launcher_dict)
         cfg = start_config(TrainConfig(**cfg_dict))
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's handler: checkpoint() this job and requeue it
-        with interrupts.deferred(also=(signal.SIGUSR2,)):
+        with interrupts.deferred():
             try:
                 if launcher.distributed:
                     return _torchrun(cfg, launcher)
@@ -86,7 +88,10 @@ def _torchrun(cfg: TrainConfig, launcher: LauncherConfig) -> tuple[str, str]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
         log.write(f"$ {' '.join(command)}\n")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # SLURM signals every process of the job: torchrun's agent would die of SIGUSR2 (it handles SIGTERM),
+        # so it ignores it; its ranks record it (train defers it) and this task passes it on as SIGTERM.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
         passed_on = False
         while process.poll() is None:
             if interrupts.requested() and not passed_on:
@@ -168,7 +173,8 @@ def run_jobs(todo: list[tuple[PlannedRun, TrainConfig]], launcher: LauncherConfi
         try:
             # the local executor starts every job at once: they share this machine's cores (a SLURM job has its own)
             threads = max(1, (os.cpu_count() or 1) // len(submit)) if launcher.submitit_executor == "local" else None
-            with executor.batch():
+            # submitit prints sbatch's complaint itself: keep it for the one-line error instead
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 # absolute run folders: the job may start in another directory (sbatch --chdir)
                 submitted = [executor.submit(RunJob(), dataclasses.asdict(dataclasses.replace(
                     cfg, out=str(cfg.run_dir.resolve()))), dataclasses.asdict(launcher), threads) for _, cfg in submit]
