@@ -42,6 +42,7 @@ from .launcher import (
     sbatch_parameters,
     torchrun_command,
 )
+from .runs import load_run
 
 #: SLURM states of a job that may still finish (a second command waits for it instead of submitting again).
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
@@ -53,8 +54,8 @@ RDZV_PORT_BASE, RDZV_PORTS = 20000, 20000
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """One run of an experiment as a submitit job: ``__call__(cfg, launcher)`` trains it (here, or through
-    ``torchrun`` over the job's GPUs) and returns ``(status, message)`` as a local run does. ``checkpoint``
+    """One run of an experiment as a submitit job: ``__call__(cfg, launcher, threads)`` trains it (here, or
+    through ``torchrun`` over the job's GPUs) and returns ``(status, message)`` as a local run does. ``checkpoint``
     (submitit's, inherited) resubmits the same call; the job decides at start whether to resume."""
 
     def __call__(self, cfg_dict: dict[str, Any], launcher_dict: dict[str, Any], threads: int | None = None
@@ -98,7 +99,7 @@ def _torchrun(cfg: TrainConfig, launcher: LauncherConfig) -> tuple[str, str]:
                 process.send_signal(signal.SIGTERM)
                 passed_on = True
             time.sleep(0.5)
-    if passed_on:
+    if passed_on and not load_run(cfg.run_dir).finished:  # (a signal as the run ended: it is done)
         raise InterruptedRun(f"{interrupts.requested()}: torchrun's ranks stopped at a step boundary with a "
                              "checkpoint", cfg.run_dir)
     if process.returncode != 0:
