@@ -1,7 +1,8 @@
 """Median optimizer ``step()`` time: AdamPower on a ~45M-parameter LLaMA-like shape set, MuonPower on a model.
 
 Every variant runs in this one process on the same parameters and the same
-gradients, and is printed as a ratio to a baseline measured in the same run,
+gradients, one step of each in turn per round, and is printed as the median
+over rounds of its ratio to a baseline measured in the same round,
 with the first step's time (for the one-pass AdamPower it includes compiling
 the kernel):
 
@@ -46,24 +47,32 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], params, grads, repeats: int,
-               device) -> tuple[float, float]:
-    """Median step time after two warm-up steps, and the first step's time (compilation included)."""
-    opt = make(params)
-    times = []
-    first = 0.0
+def time_steps(makers: dict[str, Callable], params, grads, repeats: int,
+               device) -> dict[str, tuple[float, float, float]]:
+    """Each optimizer's median step time after two warm-up rounds, its first step's time (compilation included),
+    and the median over rounds of its step time over the baseline's (the first maker's) in the same round.
+
+    Every round steps each optimizer once in turn, so the machine's drift (on a shared VM the memory bandwidth
+    varies by 2x within a minute) falls on every variant alike and cancels out of the ratio."""
+    opts = {name: make(params) for name, make in makers.items()}
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    first: dict[str, float] = {}
     for i in range(repeats + 2):
-        for prm, g in zip(params, grads):
-            prm.grad.copy_(g)
-        sync(device)
-        start = time.perf_counter()
-        opt.step()
-        sync(device)
-        if i == 0:
-            first = time.perf_counter() - start
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), first
+        for name, opt in opts.items():
+            for prm, g in zip(params, grads):
+                prm.grad.copy_(g)
+            sync(device)
+            start = time.perf_counter()
+            opt.step()
+            sync(device)
+            took = time.perf_counter() - start
+            if i == 0:
+                first[name] = took
+            if i >= 2:
+                times[name].append(took)
+    base = times[next(iter(opts))]
+    return {name: (statistics.median(ts), first[name], statistics.median(t / b for t, b in zip(ts, base)))
+            for name, ts in times.items()}
 
 
 MUON_BASELINE = "torch Muon + AdamW(fused)  [baseline]"
@@ -83,9 +92,9 @@ class TorchMuonPair:
             part.step()
 
 
-def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
-    """MuonPower (default and each Newton-Schulz dtype) and torch's Muon + fused AdamW, each
-    (median step s, first step s), on ``preset_name``'s parameters; the baseline is listed first."""
+def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """MuonPower (default and each Newton-Schulz dtype) and torch's Muon + fused AdamW, each as
+    :func:`time_steps` gives it, on ``preset_name``'s parameters; the baseline is listed first."""
     torch.manual_seed(0)
     model = build_model(preset(preset_name)).to(device)
     named = list(model.named_parameters())
@@ -103,7 +112,7 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
     }
     print(f"\nMuon: preset={preset_name} params={sum(t.numel() for t in params) / 1e6:.1f}M matrices to Muon="
           f"{sum(uses_muon(nm, t) for nm, t in named)} (torch's Muon runs Newton-Schulz in bf16)")
-    return {name: time_steps(make, params, grads, repeats, device) for name, make in variants.items()}
+    return time_steps(variants, params, grads, repeats, device)
 
 
 class InductorRoute:
@@ -136,16 +145,16 @@ ADAM_VARIANTS: dict[str, Callable] = {
 
 
 def adam_results(shapes: list[tuple[int, ...]], device: torch.device, repeats: int,
-                 names: list[str] | None = None) -> dict[str, tuple[float, float]]:
-    """Each AdamW / AdamPower variant in ``names`` (default all; the baseline first) as (median step s, first step
-    s) on parameters of ``shapes`` with fixed gradients."""
+                 names: list[str] | None = None) -> dict[str, tuple[float, float, float]]:
+    """Each AdamW / AdamPower variant in ``names`` (default all; the baseline first) as :func:`time_steps` gives
+    it, on parameters of ``shapes`` with fixed gradients."""
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.02).to(device)) for s in shapes]
     grads = [(torch.randn(s, generator=gen) * 1e-3).to(device) for s in shapes]
     for prm in params:
         prm.grad = torch.zeros_like(prm)
     chosen = names or list(ADAM_VARIANTS)
-    return {name: time_steps(ADAM_VARIANTS[name], params, grads, repeats, device) for name in chosen}
+    return time_steps({name: ADAM_VARIANTS[name] for name in chosen}, params, grads, repeats, device)
 
 
 def main() -> None:
@@ -159,16 +168,15 @@ def main() -> None:
     n = sum(math.prod(s) for s in shapes)
     print(f"device={device} params={n / 1e6:.1f}M tensors={len(shapes)} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")
+    print("ms: median step; ratio: median over rounds of the step over the baseline's in the same round")
     results = adam_results(shapes, device, args.repeats)
-    base = results[ADAM_BASELINE][0]
-    for name, (t, first) in results.items():
-        print(f"{name:34s} {t * 1e3:9.2f} ms   {t / base:6.2f}x fused AdamW   first step {first:6.2f} s")
+    for name, (t, first, ratio) in results.items():
+        print(f"{name:38s} {t * 1e3:9.2f} ms   {ratio:6.2f}x fused AdamW   first step {first:6.2f} s")
     print("first step: includes torch.compile of the one-pass kernel when this process compiles it for the first "
           "time (the on-disk Inductor cache makes later processes faster)")
     results = muon_results(args.muon_preset, device, args.repeats)
-    base = results[MUON_BASELINE][0]
-    for name, (t, first) in results.items():
-        print(f"{name:40s} {t * 1e3:9.2f} ms   {t / base:6.2f}x torch Muon+AdamW   first step {first:6.2f} s")
+    for name, (t, first, ratio) in results.items():
+        print(f"{name:40s} {t * 1e3:9.2f} ms   {ratio:6.2f}x torch Muon+AdamW   first step {first:6.2f} s")
 
 
 if __name__ == "__main__":

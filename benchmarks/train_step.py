@@ -2,9 +2,9 @@
 
 The step is the harness's own :func:`gradpower.train.loop.train_step` (bf16
 autocast on CUDA, as in training). Every optimizer trains the same model from
-the same weights on the same batch in this one process; each is printed as the overhead over AdamW
-measured in the same run (the paper reports +0.4% per step on GPU), for the
-whole training step and for the optimizer step alone. Defaults: llama-small
+the same weights on the same batch in this one process, one step of each in turn per round; each is
+printed as the median over rounds of its overhead over AdamW's step in the same round (the paper
+reports +0.4% per step on GPU), for the whole training step and for the optimizer step alone. Defaults: llama-small
 on CPU, llama-0.2b in bf16 autocast on CUDA.
 
     python benchmarks/train_step.py [--preset llama-small] [--batch-size 8] [--repeats 10] [--device cpu|cuda]
@@ -29,32 +29,45 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(name: str, model_state: dict, cfg, batch: torch.Tensor, device: torch.device, repeats: int,
-            **opt_kw) -> tuple[float, float]:
-    """Median (training step, optimizer step) seconds after two warm-up steps."""
-    model = build_model(cfg).to(device)
-    model.load_state_dict(model_state)
-    opt = build_optimizer(name, model.named_parameters(), lr=1e-3, **opt_kw)
+def measure(variants: dict[str, tuple[str, dict]], model_state: dict, cfg, batch: torch.Tensor,
+            device: torch.device, repeats: int) -> dict[str, tuple[float, float, float, float]]:
+    """Each optimizer's median (training step, optimizer step) seconds after two warm-up rounds, and the medians
+    over rounds of both over the baseline's (the first variant's) in the same round.
+
+    Every variant trains its own copy of the model from the same weights; each round runs one step of each in
+    turn, so the machine's drift falls on all of them alike and cancels out of the ratios."""
     runtime = Runtime(device)
     aux_coef = float(getattr(cfg, "aux_loss_coef", 0.0))
-    steps, opts = [], []
+    contenders = {}
+    for label, (name, opt_kw) in variants.items():
+        model = build_model(cfg).to(device)
+        model.load_state_dict(model_state)
+        contenders[label] = (model, build_optimizer(name, model.named_parameters(), lr=1e-3, **opt_kw))
+    steps: dict[str, list[float]] = {label: [] for label in contenders}
+    opts: dict[str, list[float]] = {label: [] for label in contenders}
     for i in range(repeats + 2):
-        mid: list[float] = []
+        for label, (model, opt) in contenders.items():
+            mid: list[float] = []
 
-        def before_update(result, mid=mid) -> None:  # forward, backward and clip are done
+            def before_update(result, mid=mid) -> None:  # forward, backward and clip are done
+                sync(device)
+                mid.append(time.perf_counter())
+
             sync(device)
-            mid.append(time.perf_counter())
+            start = time.perf_counter()
+            train_step(model, opt, [batch], runtime, clip=1.0, aux_coef=aux_coef, before_update=before_update)
+            sync(device)
+            end = time.perf_counter()
+            if i >= 2:
+                steps[label].append(end - start)
+                opts[label].append(end - mid[0])
+    base = next(iter(contenders))
 
-        sync(device)
-        start = time.perf_counter()
-        train_step(model, opt, [batch], runtime, clip=1.0, aux_coef=aux_coef, before_update=before_update)
-        sync(device)
-        end = time.perf_counter()
-        mid = mid[0]
-        if i >= 2:
-            steps.append(end - start)
-            opts.append(end - mid)
-    return statistics.median(steps), statistics.median(opts)
+    def ratio(values: dict[str, list[float]], label: str) -> float:
+        return statistics.median(v / b for v, b in zip(values[label], values[base]))
+
+    return {label: (statistics.median(steps[label]), statistics.median(opts[label]), ratio(steps, label),
+                    ratio(opts, label)) for label in contenders}
 
 
 def main() -> None:
@@ -81,13 +94,11 @@ def main() -> None:
     }
     print(f"device={device} preset={name} batch={batch_size}x{cfg.max_seq_len} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")
-    results = {label: measure(opt, state, cfg, batch, device, args.repeats, **kw) for label, (opt, kw) in
-               variants.items()}
-    base_step, base_opt = results["AdamW  [baseline]"]
+    results = measure(variants, state, cfg, batch, device, args.repeats)
+    print("ms: median; vs AdamW: median over rounds of the step over AdamW's in the same round")
     print(f"{'optimizer':34s} {'train step':>12s} {'vs AdamW':>9s} {'opt step':>10s} {'vs AdamW':>9s}")
-    for label, (step, opt) in results.items():
-        print(f"{label:34s} {step * 1e3:9.1f} ms {step / base_step - 1:+8.1%} {opt * 1e3:7.1f} ms "
-              f"{opt / base_opt:8.2f}x")
+    for label, (step, opt, step_ratio, opt_ratio) in results.items():
+        print(f"{label:34s} {step * 1e3:9.1f} ms {step_ratio - 1:+8.1%} {opt * 1e3:7.1f} ms {opt_ratio:8.2f}x")
 
 
 if __name__ == "__main__":
