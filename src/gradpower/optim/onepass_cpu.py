@@ -6,7 +6,7 @@ moments, bias correction, decoupled decay, the update; one read and one write
 of each element), written as one plain loop that GCC/Clang vectorise for the
 machine (``-march=native``) and OpenMP splits over the cores. ``|g|^p`` is
 computed without calls into a vector math library: the exponent is split off
-the float's bits (integer arithmetic only, no selects), ``ln m`` is ``2 atanh(s)`` as an
+the float's bits as in the compiled kernel, ``ln m`` is ``2 atanh(s)`` as an
 odd series in ``s = (m - 1) / (m + 1)`` (four terms) with ``m`` in [0.71, 1.42),
 and the exponential is a degree-6 polynomial after reduction by ``ln 2``; the
 result holds :data:`gradpower.optim.onepass.ACCURACY` (tested over the whole
@@ -45,9 +45,10 @@ static inline int32_t as_int(float f) { int32_t b; std::memcpy(&b, &f, 4); retur
 static inline float power_abs(float a, float p, float p_head, float p_tail) {
     const bool tiny = a < 1.17549435e-38f;                   // subnormal: scale by 2^24 first
     const int32_t bits = as_int(tiny ? a * 16777216.0f : a);
-    const int32_t ke = (bits - 0x3F3504F3) >> 23;            // a = 2^e m with m in [sqrt(1/2), sqrt(2)), no select
-    const float m = as_float(bits - (ke << 23));
-    const float e = (float)ke - (tiny ? 24.0f : 0.0f);
+    const int32_t frac = bits & 0x7FFFFF;
+    const bool big = frac > 0x3504F3;                        // mantissa above sqrt(2): halve it
+    const float m = as_float(frac | (big ? 0x3F000000 : 0x3F800000));
+    const float e = (float)(bits >> 23) - (tiny ? 151.0f : 127.0f) + (big ? 1.0f : 0.0f);
     const float x = m - 1.0f;
     const float s = x / (x + 2.0f);
     const float s2 = s * s;
@@ -74,7 +75,7 @@ void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_av
     float* __restrict ma = reinterpret_cast<float*>(exp_avg);
     float* __restrict va = reinterpret_cast<float*>(exp_avg_sq);
     const float one_minus_beta1 = scalars[0], beta2 = scalars[1], one_minus_beta2 = scalars[2],
-                decay = scalars[3], step_size = scalars[4], inv_bc2_sqrt = 1.0 / scalars[5], eps = scalars[6],
+                decay = scalars[3], step_size = scalars[4], bc2_sqrt = scalars[5], eps = scalars[6],
                 sign = scalars[7], p = scalars[8], p_head = scalars[9], p_tail = scalars[10];
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
@@ -84,7 +85,7 @@ void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_av
         const float v = va[i] * beta2 + one_minus_beta2 * gp * gp;
         ma[i] = m;
         va[i] = v;
-        w[i] = w[i] * decay - step_size * m / (std::sqrt(v) * inv_bc2_sqrt + eps);  // one division per element
+        w[i] = w[i] * decay - step_size * m / (std::sqrt(v) / bc2_sqrt + eps);
     }
 }
 
