@@ -166,7 +166,9 @@ def test_detach_prints_the_jobs_and_report_builds_the_tables_when_they_are_done(
     argv = ["compare", *micro(cache, 4), "--out", str(out), *LOCAL_JOBS, "--detach"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "submitted job(s)" in printed and f"gradpower report {out}" in printed
+    assert "submitted job(s)" in printed and f"'gradpower report {out}' builds the tables" in printed
+    waits = printed.strip().splitlines()[-1].split("writes the tables: ")[1]
+    assert waits.startswith("gradpower compare ") and "--detach" not in waits and f"--out {out}" in waits
     assert not (out / "results.csv").exists()
     deadline = time.time() + 240
     while len(list((out / "slurm").glob("*_result.pkl"))) < 2 and time.time() < deadline:

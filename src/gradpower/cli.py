@@ -155,7 +155,7 @@ def _add_launcher_flags(parser: argparse.ArgumentParser) -> None:
                        help="any other sbatch option (repeatable), e.g. --slurm-extra account=myproj")
     group.add_argument("--detach", action="store_true", default=None,
                        help="submit and return at once, printing the job ids; 'gradpower report OUT' (or the same "
-                       "command again) once they are done")
+                       "command without --detach) once they are done")
     group.add_argument("--submitit-executor", choices=("slurm", "local"), default=None,
                        help="slurm (default) or local: submitit's LocalExecutor runs the same jobs as processes of "
                        "this machine (for tests, and to try a launch without a cluster)")
@@ -531,9 +531,10 @@ def _run(argv: list[str], command: str) -> int:
         print(f"gradpower: error: {exc}; each run's own message is above (or in its train.log)", file=sys.stderr)
         return 1
     except JobsSubmitted as exc:  # --detach: the jobs run on; the tables come once they are done
-        report = "" if args.command == "claims" else f"gradpower report {shlex.quote(args.out)} (or) "
-        print(f"gradpower: {exc}\nwhen they are done: {report}the same command again, which waits for running jobs "
-              f"and submits only missing or failed runs: {command}")
+        waits = "gradpower " + shlex.join(a for a in argv if a != "--detach")
+        report = "" if args.command == "claims" else f"'gradpower report {shlex.quote(args.out)}' builds the tables; "
+        print(f"gradpower: {exc}\nwhen they are done, {report}this waits for jobs still running, submits only missing "
+              f"or failed runs and writes the tables: {waits}")
         return 0
     except InterruptedRun as exc:
         if args.command in ("compare", "sweep", "claims"):  # the same command resumes an experiment

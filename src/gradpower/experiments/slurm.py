@@ -190,8 +190,8 @@ def run_jobs(todo: list[tuple[PlannedRun, TrainConfig]], launcher: LauncherConfi
         registry.save()
         ids = [str(job.job_id) for job in submitted]
         echo(f"submitted {len(ids)} job(s) ({launcher.submitit_executor}): {_id_range(ids)}; logs in {folder}")
-        if launcher.detach:
-            raise JobsSubmitted(_id_range(ids), folder)
+    if launcher.detach:  # the submitted jobs and those still running from before
+        raise JobsSubmitted(_id_range([str(job.job_id) for _, job in jobs.values()]), folder)
     _wait(list(jobs.values()), launcher, finished, echo)
 
 
