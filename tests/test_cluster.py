@@ -92,9 +92,14 @@ def _children(pid: int) -> list[int]:
 
 
 def _last_step(run_dir: Path) -> int:
+    """The last step in the run's metrics so far (a line still being written is skipped)."""
     metrics = run_dir / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.exists() else []
-    return int(lines[-1].split('"step": ')[1].split(",")[0]) if lines else 0
+    for line in reversed(metrics.read_text().splitlines() if metrics.exists() else []):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return 0
 
 
 @pytest.mark.slow
@@ -112,11 +117,11 @@ def test_a_job_signalled_as_slurm_does_checkpoints_is_requeued_and_ends_as_if_un
         while not registry.exists() and time.time() < deadline:
             time.sleep(0.2)
         jobs = json.loads(registry.read_text())
+        while min(_last_step(Path(run_dir)) for run_dir in jobs) < 4 and time.time() < deadline:
+            time.sleep(0.05)
         sent = {}
-        # SIGUSR2 (SLURM's warning before a time limit or a preemption) to one job, SIGTERM to the other
+        # SIGUSR2 (SLURM's warning before a time limit or a preemption) to one job, SIGTERM to the other, at once
         for (run_dir, entry), signum in zip(sorted(jobs.items()), (signal.SIGUSR2, signal.SIGTERM)):
-            while _last_step(Path(run_dir)) < 4 and time.time() < deadline:
-                time.sleep(0.1)
             assert _last_step(Path(run_dir)) < steps, "the run ended before it could be signalled"
             (task,) = _children(int(entry["job_id"]))
             os.kill(task, signum)
