@@ -117,15 +117,21 @@ def test_a_job_signalled_as_slurm_does_checkpoints_is_requeued_and_ends_as_if_un
         while not registry.exists() and time.time() < deadline:
             time.sleep(0.2)
         jobs = json.loads(registry.read_text())
-        while min(_last_step(Path(run_dir)) for run_dir in jobs) < 4 and time.time() < deadline:
-            time.sleep(0.05)
+        # SIGUSR2 (SLURM's warning before a time limit or a preemption) to one job, SIGTERM to the other, each as
+        # soon as its run is past step 4 (the jobs start apart: one may wait for the other's token cache)
+        signals = dict(zip(sorted(jobs), (signal.SIGUSR2, signal.SIGTERM)))
         sent = {}
-        # SIGUSR2 (SLURM's warning before a time limit or a preemption) to one job, SIGTERM to the other, at once
-        for (run_dir, entry), signum in zip(sorted(jobs.items()), (signal.SIGUSR2, signal.SIGTERM)):
-            assert _last_step(Path(run_dir)) < steps, "the run ended before it could be signalled"
-            (task,) = _children(int(entry["job_id"]))
-            os.kill(task, signum)
-            sent[entry["job_id"]] = signal.Signals(signum).name
+        while len(sent) < len(signals) and time.time() < deadline:
+            for run_dir, signum in signals.items():
+                job_id = jobs[run_dir]["job_id"]
+                if job_id in sent or _last_step(Path(run_dir)) < 4:
+                    continue
+                assert _last_step(Path(run_dir)) < steps, "the run ended before it could be signalled"
+                (task,) = _children(int(job_id))
+                os.kill(task, signum)
+                sent[job_id] = signal.Signals(signum).name
+            time.sleep(0.02)
+        assert len(sent) == 2, "the runs did not start"
         text, _ = submitting.communicate(timeout=300)
     finally:
         submitting.kill()
