@@ -62,11 +62,11 @@ class LauncherConfig:
         if self.submitit_executor not in SUBMITIT_EXECUTORS:
             raise ValueError(f"--submitit-executor must be one of {', '.join(SUBMITIT_EXECUTORS)}, "
                              f"got {self.submitit_executor!r}")
-        for name in ("nodes_per_run", "cpus_per_gpu", "timeout_min", "slurm_array_parallelism"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.gpus_per_run, int) or self.gpus_per_run < 0:
-            raise ValueError(f"--gpus-per-run must be a whole number >= 0, got {self.gpus_per_run!r}")
+        for name, least in (("gpus_per_run", 0), ("nodes_per_run", 1), ("cpus_per_gpu", 1), ("timeout_min", 1),
+                            ("slurm_array_parallelism", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= {least}, got {value!r}")
         if self.gpus_per_run % self.nodes_per_run:
             raise ValueError(f"--gpus-per-run {self.gpus_per_run} does not split evenly over --nodes-per-run "
                              f"{self.nodes_per_run} (the GPUs of a run are the same number on each of its nodes)")
@@ -111,18 +111,19 @@ def launcher_config(table: Mapping[str, Any] | None, flags: Mapping[str, Any], w
     for name, value in flags.items():
         if value is not None and value != [] and value != {}:
             values[name] = value
-    for name in ("slurm_setup",):
-        if name in values and (not isinstance(values[name], list) or not all(isinstance(v, str) for v in
-                                                                              values[name])):
-            raise ValueError(f"{where}: {name} must be a list of shell lines, got {values[name]!r}")
+    setup = values.get("slurm_setup", [])
+    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+        raise ValueError(f"{where}: slurm_setup must be a list of shell lines, got {setup!r}")
     if "slurm_extra" in values:
         if not isinstance(values["slurm_extra"], Mapping):
             raise ValueError(f"{where}: slurm_extra must be a table of sbatch options, got {values['slurm_extra']!r}")
         values["slurm_extra"] = {str(k): str(v) for k, v in values["slurm_extra"].items()}
-    for name in ("gpus_per_run", "nodes_per_run", "cpus_per_gpu", "timeout_min", "slurm_array_parallelism"):
-        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)):
-            raise ValueError(f"{where}: {name} must be a whole number, got {values[name]!r}")
-    return LauncherConfig(**values)
+    try:
+        return LauncherConfig(**values)
+    except ValueError as exc:
+        if not table:  # the flags alone: the message names the flag
+            raise
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def parse_extra(items: list[str]) -> dict[str, str]:
