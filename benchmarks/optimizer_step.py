@@ -6,7 +6,10 @@ over rounds of its ratio to a baseline measured in the same round,
 with the first step's time (for the one-pass AdamPower it includes compiling
 the kernel):
 
-- AdamW / AdamPower variants against ``torch.optim.AdamW(fused=True)``;
+- AdamW / AdamPower variants against ``torch.optim.AdamW(fused=True)``, on CPU
+  with AdamPower's one-pass step through each of its routes (the default C++
+  loop; on an AVX-512 CPU, the portable loop other CPUs compile; the Inductor
+  kernel);
 - MuonPower (its default Newton-Schulz dtype, and each dtype forced) against
   torch's own ``Muon`` on the same hidden matrices plus ``AdamW(fused=True)``
   on the rest, the split MuonPower makes (``--muon-preset``, default
@@ -30,7 +33,7 @@ import torch
 
 from gradpower import AdamPower, GradPower, MuonPower
 from gradpower.models import build_model, preset
-from gradpower.optim import onepass
+from gradpower.optim import onepass, onepass_cpu
 from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
 
@@ -129,6 +132,22 @@ class InductorRoute:
             onepass.CPU_KERNEL = before
 
 
+class PortableLoop:
+    """An AdamPower stepped through the C++ loop compiled for CPUs without AVX-512 (``onepass_cpu.build(portable=
+    True)``), on this CPU: the default path's predecessor, for the before and after in one run."""
+
+    def __init__(self, opt: AdamPower) -> None:
+        self.opt, self.module = opt, onepass_cpu.build(portable=True)
+
+    def step(self) -> None:
+        real = onepass_cpu.kernel
+        onepass_cpu.kernel = lambda: self.module
+        try:
+            self.opt.step()
+        finally:
+            onepass_cpu.kernel = real
+
+
 ADAM_BASELINE = "AdamW(fused=True)  [baseline]"
 KW = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
 ADAM_VARIANTS: dict[str, Callable] = {
@@ -137,6 +156,7 @@ ADAM_VARIANTS: dict[str, Callable] = {
     "AdamW(for-loop)": lambda ps: torch.optim.AdamW(ps, foreach=False, **KW),
     "GradPower(AdamW(fused=True))": lambda ps: GradPower(torch.optim.AdamW(ps, fused=True, **KW), p=1.2),
     "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **KW),
+    "AdamPower(one-pass, portable C++ loop)": lambda ps: PortableLoop(AdamPower(ps, **KW)),
     "AdamPower(one-pass, Inductor kernel)": lambda ps: InductorRoute(AdamPower(ps, **KW)),
     "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **KW),
     "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **KW),
@@ -169,7 +189,10 @@ def main() -> None:
     print(f"device={device} params={n / 1e6:.1f}M tensors={len(shapes)} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")
     print("ms: median step; ratio: median over rounds of the step over the baseline's in the same round")
-    results = adam_results(shapes, device, args.repeats)
+    cpu_only = ("AdamPower(one-pass, portable C++ loop)", "AdamPower(one-pass, Inductor kernel)")
+    results = adam_results(shapes, device, args.repeats, [  # the portable loop differs from the default on AVX-512
+        name for name in ADAM_VARIANTS if name not in cpu_only or (
+            device.type == "cpu" and (name != cpu_only[0] or onepass_cpu.avx512()))])
     for name, (t, first, ratio) in results.items():
         print(f"{name:38s} {t * 1e3:9.2f} ms   {ratio:6.2f}x fused AdamW   first step {first:6.2f} s")
     print("first step: includes torch.compile of the one-pass kernel when this process compiles it for the first "

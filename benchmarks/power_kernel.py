@@ -4,7 +4,10 @@ Each route runs over the same 45.4M fp32 magnitudes (the optimizer-step
 benchmark's parameter count, realistic gradient sizes 1e-12..1), compiled
 as the one-pass kernel compiles (TorchInductor, static size), and is printed
 as a ratio to a compiled copy ``|g| * 1`` (the memory traffic alone) measured
-in the same run. Accuracy is the largest relative error against the float64
+in the same run. The C++ loop AdamPower uses on CPU (``onepass_cpu``) is timed
+too, in place (one read and one write, as the copy; the input restored
+outside the timed region): its default build and, on an AVX-512 CPU, the
+portable loop other CPUs compile. Accuracy is the largest relative error against the float64
 formula, on realistic magnitudes [1e-12, 1) and over the whole normal fp32
 range, for p = 1.2.
 
@@ -20,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 
+from gradpower.optim import onepass_cpu
 from gradpower.optim.onepass import power_abs, split_p
 
 Route = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,6 +54,24 @@ def into(route: Route) -> Callable[..., None]:
     def write(a: torch.Tensor, out: torch.Tensor, *scalars: torch.Tensor) -> None:
         out.copy_(route(a, *scalars))
     return write
+
+
+def in_place(module) -> Callable[..., torch.Tensor]:
+    """The C++ loop's ``sign_power_inplace`` of ``module`` as a route (on a copy: the input stays as it is)."""
+    def route(a: torch.Tensor, p: torch.Tensor, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        out = a.clone()
+        module.sign_power_inplace(out.data_ptr(), out.numel(), [p.item(), head.item(), tail.item()])
+        return out
+    return route
+
+
+def cpp_builds() -> dict[str, object]:
+    """The C++ loops to time: the default build, and the portable one where the default is AVX-512's."""
+    builds = {"C++ loop, AVX-512 (CPU default)" if onepass_cpu.avx512() else "C++ loop (CPU default)":
+              onepass_cpu.build()}
+    if onepass_cpu.avx512():
+        builds["C++ loop, portable (no AVX-512)"] = onepass_cpu.build(portable=True)
+    return builds
 
 
 def max_rel_error(route: Callable[..., torch.Tensor], x: torch.Tensor, p: float, scalars) -> float:
@@ -84,10 +106,20 @@ def main() -> None:
         small = torch.compile(route, dynamic=False, fullgraph=True)  # another size: its own compile
         results[name] = (statistics.median(times[2:]), max_rel_error(small, realistic[: 1 << 20], args.p, scalars),
                          max_rel_error(small, whole, args.p, scalars))
+    for name, module in cpp_builds().items():
+        times = []
+        for _ in range(args.repeats + 2):
+            out.copy_(realistic)
+            start = time.perf_counter()
+            module.sign_power_inplace(out.data_ptr(), out.numel(), [p32, head, tail])
+            times.append(time.perf_counter() - start)
+        route = in_place(module)
+        results[name] = (statistics.median(times[2:]), max_rel_error(route, realistic[: 1 << 20], args.p, scalars),
+                         max_rel_error(route, whole, args.p, scalars))
     base = results["copy |g| (memory traffic)  [baseline]"][0]
     print(f"{'route':38s} {'time':>10s} {'vs copy':>8s}   max rel. error [1e-12, 1)   whole fp32 range")
     for name, (t, err_real, err_whole) in results.items():
-        errors = "" if ROUTES[name] is copy_only else f"{err_real:26.1e} {err_whole:18.1e}"
+        errors = "" if ROUTES.get(name) is copy_only else f"{err_real:26.1e} {err_whole:18.1e}"
         print(f"{name:38s} {t * 1e3:7.2f} ms {t / base:7.2f}x {errors}")
 
 

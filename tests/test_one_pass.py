@@ -6,7 +6,7 @@ import torch
 
 from gradpower import AdamPower, sign_power
 from gradpower.cli import main
-from gradpower.optim import onepass
+from gradpower.optim import onepass, onepass_cpu
 
 from .helpers import TinyNet, assert_params_close, batches, loss_of, run_reference, twin
 
@@ -212,6 +212,8 @@ def test_the_power_benchmark_runs_and_shows_the_kernels_accuracy():
     short = rows["exp(p log|g|), compiled"]
     assert float(kernel[-2]) < 5e-7 and float(kernel[-1]) < 5e-7
     assert float(short[-2]) > 1e-6  # the faster route it replaces is not accurate enough
+    cpp = [row for name, row in rows.items() if name.startswith("C++ loop")]
+    assert cpp and all(float(row[-2]) < 5e-7 and float(row[-1]) < 5e-7 for row in cpp)
 
 
 def test_a_compiler_failure_partway_through_a_step_steps_every_tensor_once(monkeypatch, inductor):
@@ -261,8 +263,6 @@ def test_the_kernels_power_and_the_transform_are_the_same_phi_p(p):
 def test_a_cpu_kernel_that_cannot_be_built_falls_back_to_the_inductor_kernel(monkeypatch):
     from torch.utils import cpp_extension
 
-    from gradpower.optim import onepass_cpu
-
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Ninja is required to load C++ extensions")
 
@@ -305,3 +305,38 @@ def test_the_step_pre_hook_powers_fp32_cpu_gradients_with_the_cpp_loop_within_th
     w.grad = g.clone()
     power_group_grads_([{"params": [w], "p": p}])
     torch.testing.assert_close(w.grad, sign_power(g, p), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.skipif(not onepass_cpu.avx512(),
+                    reason="without AVX-512 the default build is the portable loop, which the tests above check")
+def test_the_portable_cpp_loop_holds_the_contract_and_steps_like_the_avx512_one():
+    """CPUs without AVX-512 compile the plain loop: built here with -mno-avx512f, its power holds the contract over
+    the whole fp32 range and its AdamPower steps match the AVX-512 path's to fp32 rounding."""
+    portable, fast = onepass_cpu.build(portable=True), onepass_cpu.build()
+    g = fp32_range_gradient()
+    x = g.double()
+    for p in (0.6, 1.2, onepass.MAX_P):
+        got = g.clone()
+        portable.sign_power_inplace(got.data_ptr(), got.numel(), list(onepass.split_p(p)))
+        exact = torch.sign(x) * x.abs() ** p
+        normal = (exact.abs() >= 2.0**-126) & (exact.abs() < 3e38)
+        assert ((got.double() - exact).abs() / exact.abs())[normal].max().item() <= onepass.ACCURACY
+        assert torch.equal(got[-6:-1].isnan(), exact[-6:-1].isnan())
+        assert got[-6:-2].tolist() == exact[-6:-2].tolist()
+        other = g.clone()
+        fast.sign_power_inplace(other.data_ptr(), other.numel(), list(onepass.split_p(p)))
+        assert not torch.equal(got[normal], other[normal])  # really the other code path: it rounds differently
+    gen = torch.Generator().manual_seed(5)
+    n = 100_003  # not a multiple of the vector width: the masked tail too
+    states = {}
+    for name, module in (("portable", portable), ("fast", fast)):
+        w, m, v = torch.randn(n, generator=torch.Generator().manual_seed(6)), torch.zeros(n), torch.zeros(n)
+        gen.manual_seed(5)
+        for step in range(1, 6):
+            grad = torch.randn(n, generator=gen) * 1e-3
+            scalars = onepass.step_scalars(step, lr=1e-2, beta1=0.9, beta2=0.95, weight_decay=0.1, eps=1e-8,
+                                           maximize=step % 2 == 0, p=1.2)
+            module.adampower_step(w.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), n, scalars)
+        states[name] = (w, m, v)
+    for a, b in zip(states["portable"], states["fast"]):  # moments cancel to ~0 under the alternating sign
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
