@@ -87,8 +87,8 @@ struct Power16 {
         const __m512 e = _mm512_getexp_ps(a);
         const __m512i idx = _mm512_srli_epi32(_mm512_castps_si512(m), 18);   // permutex2var reads 5 bits
         const __m512 r = _mm512_fmsub_ps(m, _mm512_permutex2var_ps(inv_lo, idx, inv_hi), one);
-        const __m512 q = _mm512_fmadd_ps(_mm512_fmadd_ps(r, _mm512_set1_ps(0.480964988f),
-                                                         _mm512_set1_ps(-0.721414208f)), r, _mm512_set1_ps(1.44269502f));
+        __m512 q = _mm512_fmadd_ps(r, _mm512_set1_ps(0.480964988f), _mm512_set1_ps(-0.721414208f));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.44269502f));
         const __m512 log2_m = _mm512_fmadd_ps(r, q, _mm512_permutex2var_ps(log2_lo, idx, log2_hi));  // err < 6e-9
         const __m512 head = _mm512_mul_ps(p_head, e);                         // exact
         const __m512 n = _mm512_roundscale_ps(head, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
