@@ -310,7 +310,7 @@ def test_the_step_pre_hook_powers_fp32_cpu_gradients_with_the_cpp_loop_within_th
 @pytest.mark.skipif(not onepass_cpu.avx512(),
                     reason="without AVX-512 the default build is the portable loop, which the tests above check")
 def test_the_portable_cpp_loop_holds_the_contract_and_steps_like_the_avx512_one():
-    """CPUs without AVX-512 compile the plain loop: built here with -mno-avx512f, its power holds the contract over
+    """CPUs without AVX-512 compile the plain loop: built here (for this CPU), its power holds the contract over
     the whole fp32 range and its AdamPower steps match the AVX-512 path's to fp32 rounding."""
     portable, fast = onepass_cpu.build(portable=True), onepass_cpu.build()
     g = fp32_range_gradient()
