@@ -60,7 +60,7 @@ def in_place(module) -> Callable[..., torch.Tensor]:
     """The C++ loop's ``sign_power_inplace`` of ``module`` as a route (on a copy: the input stays as it is)."""
     def route(a: torch.Tensor, p: torch.Tensor, head: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         out = a.clone()
-        module.sign_power_inplace(out.data_ptr(), out.numel(), [p.item(), head.item(), tail.item()])
+        onepass_cpu.sign_power_([out], p.item(), head.item(), tail.item(), module=module)
         return out
     return route
 
@@ -111,7 +111,7 @@ def main() -> None:
         for _ in range(args.repeats + 2):
             out.copy_(realistic)
             start = time.perf_counter()
-            module.sign_power_inplace(out.data_ptr(), out.numel(), [p32, head, tail])
+            onepass_cpu.sign_power_([out], p32, head, tail, module=module)
             times.append(time.perf_counter() - start)
         route = in_place(module)
         results[name] = (statistics.median(times[2:]), max_rel_error(route, realistic[: 1 << 20], args.p, scalars),

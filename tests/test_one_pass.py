@@ -317,14 +317,14 @@ def test_the_portable_cpp_loop_holds_the_contract_and_steps_like_the_avx512_one(
     x = g.double()
     for p in (0.6, 1.2, onepass.MAX_P):
         got = g.clone()
-        portable.sign_power_inplace(got.data_ptr(), got.numel(), list(onepass.split_p(p)))
+        onepass_cpu.sign_power_([got], *onepass.split_p(p), module=portable)
         exact = torch.sign(x) * x.abs() ** p
         normal = (exact.abs() >= 2.0**-126) & (exact.abs() < 3e38)
         assert ((got.double() - exact).abs() / exact.abs())[normal].max().item() <= onepass.ACCURACY
         assert torch.equal(got[-6:-1].isnan(), exact[-6:-1].isnan())
         assert got[-6:-2].tolist() == exact[-6:-2].tolist()
         other = g.clone()
-        fast.sign_power_inplace(other.data_ptr(), other.numel(), list(onepass.split_p(p)))
+        onepass_cpu.sign_power_([other], *onepass.split_p(p), module=fast)
         assert not torch.equal(got[normal], other[normal])  # really the other code path: it rounds differently
     gen = torch.Generator().manual_seed(5)
     n = 100_003  # not a multiple of the vector width: the masked tail too
@@ -336,7 +336,7 @@ def test_the_portable_cpp_loop_holds_the_contract_and_steps_like_the_avx512_one(
             grad = torch.randn(n, generator=gen) * 1e-3
             scalars = onepass.step_scalars(step, lr=1e-2, beta1=0.9, beta2=0.95, weight_decay=0.1, eps=1e-8,
                                            maximize=step % 2 == 0, p=1.2)
-            module.adampower_step(w.data_ptr(), grad.data_ptr(), m.data_ptr(), v.data_ptr(), n, scalars)
+            onepass_cpu.step([w], [grad], [m], [v], scalars, module=module)
         states[name] = (w, m, v)
     for a, b in zip(states["portable"], states["fast"]):  # moments cancel to ~0 under the alternating sign
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())

@@ -1,16 +1,17 @@
 """A one-pass AdamPower step: phi_p, both moments, bias correction, decoupled decay and the update
-in one kernel per tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation), on CUDA (and
-on CPU where that loop cannot be built) the TorchInductor kernel below (Triton on CUDA, C++ on CPU).
+in one kernel per tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation and CPU
+instruction set; its own power, within the same contract), on CUDA (and on CPU where that loop cannot be built) the
+TorchInductor kernel below (Triton on CUDA, C++ on CPU).
 
 The separate-pass route reads every gradient several times (abs, pow, mul,
 then the fused AdamW kernel); here each element of the gradient, the two
 moments and the parameter is read once and written once.
 
 The accuracy contract (:data:`ACCURACY`, the class of ``torch.pow``'s own
-fp32 power): ``|g|^p`` within a relative 2e-6 of the float64 formula for every
-``|g|`` in [1e-30, 1e4] and every p the kernel takes, with 0, inf and NaN
-passed through exactly and subnormal inputs handled (``tests/test_one_pass.py``).
-It is computed from ``|g| = 2^e * m`` (``m`` in [1, 2), read from the
+fp32 power), which every route holds: ``|g|^p`` within a relative 2e-6 of the
+float64 formula for every ``|g|`` in [1e-30, 1e4] and every p the kernel
+takes, with 0, inf and NaN passed through exactly and subnormal inputs handled
+(``tests/test_one_pass.py``). Here it is computed from ``|g| = 2^e * m`` (``m`` in [1, 2), read from the
 float's bits) as ``2^floor(p e) * exp(ln2 * frac(p e) + p * ln m)``: every
 argument of the vectorised ``exp``/``log`` stays small, so the result is within
 a few fp32 ulps (measured: below 5e-7) of the exact power over the whole fp32
@@ -140,24 +141,27 @@ def takes(param: torch.Tensor, grad: torch.Tensor | None, p: float) -> bool:
 def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
            exp_avg_sqs: list[torch.Tensor], state_steps: list[torch.Tensor], *, p: float, lr: float, beta1: float,
            beta2: float, weight_decay: float, eps: float, maximize: bool) -> int:
-    """Step each tensor (each one the kernel :func:`takes`) through the kernel, in order.
+    """Step each tensor (each one the kernel :func:`takes`) through the kernel: CPU tensors through the C++ loop,
+    one call per step count; the others (and CPU tensors where that loop cannot be built) in order.
 
     Returns how many were stepped: all of them, unless the compiler failed
     (then with a warning, at the failing tensor), so the caller steps exactly
     the rest on the separate-pass path. The step counters live on the host.
     """
-    by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
-    host: dict[float, list[float]] = {}  # the C++ loop's scalars, by step
     hyper = dict(lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
+    if params and CPU_KERNEL and all(t.device.type == "cpu" for t in params) and onepass_cpu.kernel() is not None:
+        at_step: dict[float, list[int]] = {}  # a group's tensors share their step count, unless added later
+        for i, step_t in enumerate(state_steps):
+            at_step.setdefault(float(step_t) + 1, []).append(i)
+        for step, idx in at_step.items():
+            onepass_cpu.step(*([tensors[i] for i in idx] for tensors in (params, grads, exp_avgs, exp_avg_sqs)),
+                             step_scalars(step, **hyper))
+        torch._foreach_add_(state_steps, 1)
+        return len(params)
+    by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
     for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
                                                                        state_steps)):
         step = float(step_t) + 1
-        if param.device.type == "cpu" and CPU_KERNEL and onepass_cpu.kernel() is not None:
-            if step not in host:  # once per group and step, as by_step below
-                host[step] = step_scalars(step, **hyper)
-            onepass_cpu.step(param, grad, exp_avg, exp_avg_sq, host[step])
-            step_t += 1
-            continue
         key = (step, param.device)
         if key not in by_step:  # one small host-to-device copy per group and step (not per tensor)
             by_step[key] = torch.tensor(step_scalars(step, **hyper), dtype=torch.float32).to(

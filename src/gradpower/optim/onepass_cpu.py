@@ -117,18 +117,15 @@ static inline __m512 signed_power(__m512 g, const Power16& power) {
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(magnitude), _mm512_andnot_si512(abs_bits, bits)));
 }
 
-void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_avg_sq, int64_t n,
-                    std::vector<double> scalars) {
-    float* __restrict w = reinterpret_cast<float*>(param);
-    const float* __restrict gr = reinterpret_cast<const float*>(grad);
-    float* __restrict ma = reinterpret_cast<float*>(exp_avg);
-    float* __restrict va = reinterpret_cast<float*>(exp_avg_sq);
+// One tensor's share of the step, as a worksharing loop of the enclosing parallel region (no barrier after it).
+static void adam_loop(float* __restrict w, const float* __restrict gr, float* __restrict ma, float* __restrict va,
+                      int64_t n, const std::vector<double>& scalars) {
     const __m512 one_minus_beta1 = _mm512_set1_ps(scalars[0]), beta2 = _mm512_set1_ps(scalars[1]),
                  one_minus_beta2 = _mm512_set1_ps(scalars[2]), decay = _mm512_set1_ps(scalars[3]),
                  step_size = _mm512_set1_ps(scalars[4]), bc2_sqrt = _mm512_set1_ps(scalars[5]),
                  eps = _mm512_set1_ps(scalars[6]), sign = _mm512_set1_ps(scalars[7]);
     const Power16 power(scalars[8], scalars[9], scalars[10]);
-    #pragma omp parallel for schedule(static)
+    #pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 live = lanes(i, n);
         const __m512 gp = signed_power(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, gr + i), sign), power);
@@ -145,10 +142,9 @@ void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_av
     }
 }
 
-void sign_power_inplace(int64_t data, int64_t n, std::vector<double> scalars) {
-    float* x = reinterpret_cast<float*>(data);
+static void power_loop(float* x, int64_t n, const std::vector<double>& scalars) {
     const Power16 power(scalars[0], scalars[1], scalars[2]);
-    #pragma omp parallel for schedule(static) if(n > 32768)
+    #pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 live = lanes(i, n);
         _mm512_mask_storeu_ps(x + i, live, signed_power(_mm512_maskz_loadu_ps(live, x + i), power));
@@ -187,16 +183,12 @@ static inline float power_abs(float a, float p, float p_head, float p_tail) {
     return (a == 0.0f || !(a <= 3.40282347e38f)) ? a : r;   // 0, inf and NaN pass through
 }
 
-void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_avg_sq, int64_t n,
-                    std::vector<double> scalars) {
-    float* __restrict w = reinterpret_cast<float*>(param);
-    const float* __restrict gr = reinterpret_cast<const float*>(grad);
-    float* __restrict ma = reinterpret_cast<float*>(exp_avg);
-    float* __restrict va = reinterpret_cast<float*>(exp_avg_sq);
+static void adam_loop(float* __restrict w, const float* __restrict gr, float* __restrict ma, float* __restrict va,
+                      int64_t n, const std::vector<double>& scalars) {
     const float one_minus_beta1 = scalars[0], beta2 = scalars[1], one_minus_beta2 = scalars[2],
                 decay = scalars[3], step_size = scalars[4], bc2_sqrt = scalars[5], eps = scalars[6],
                 sign = scalars[7], p = scalars[8], p_head = scalars[9], p_tail = scalars[10];
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp for simd schedule(static) nowait
     for (int64_t i = 0; i < n; ++i) {
         const float g = gr[i] * sign;
         const float gp = std::copysign(power_abs(std::fabs(g), p, p_head, p_tail), g);
@@ -208,16 +200,41 @@ void adampower_step(int64_t param, int64_t grad, int64_t exp_avg, int64_t exp_av
     }
 }
 
-void sign_power_inplace(int64_t data, int64_t n, std::vector<double> scalars) {
-    float* __restrict x = reinterpret_cast<float*>(data);
+static void power_loop(float* __restrict x, int64_t n, const std::vector<double>& scalars) {
     const float p = scalars[0], p_head = scalars[1], p_tail = scalars[2];
-    #pragma omp parallel for simd schedule(static) if(n > 32768)
+    #pragma omp for simd schedule(static) nowait
     for (int64_t i = 0; i < n; ++i) {
         x[i] = std::copysign(power_abs(std::fabs(x[i]), p, p_head, p_tail), x[i]);
     }
 }
 #endif
-"""#: -fno-math-errno / -fno-trapping-math let floor, nearbyint and sqrt vectorise; no -ffast-math (NaN and inf
+
+static int64_t total(const std::vector<int64_t>& numels) {
+    int64_t sum = 0;
+    for (const int64_t n : numels) sum += n;
+    return sum;
+}
+
+// The entry points take tensors as data pointers (the caller checks each is contiguous fp32 on the CPU): every
+// tensor of a step in one call and one parallel region, each tensor split over the threads.
+void adampower_step(std::vector<int64_t> params, std::vector<int64_t> grads, std::vector<int64_t> exp_avgs,
+                    std::vector<int64_t> exp_avg_sqs, std::vector<int64_t> numels, std::vector<double> scalars) {
+    #pragma omp parallel if(total(numels) > 32768)
+    for (size_t t = 0; t < params.size(); ++t) {
+        adam_loop(reinterpret_cast<float*>(params[t]), reinterpret_cast<const float*>(grads[t]),
+                  reinterpret_cast<float*>(exp_avgs[t]), reinterpret_cast<float*>(exp_avg_sqs[t]), numels[t], scalars);
+    }
+}
+
+void sign_power_inplace(std::vector<int64_t> tensors, std::vector<int64_t> numels, std::vector<double> scalars) {
+    #pragma omp parallel if(total(numels) > 32768)
+    for (size_t t = 0; t < tensors.size(); ++t) {
+        power_loop(reinterpret_cast<float*>(tensors[t]), numels[t], scalars);
+    }
+}
+"""
+
+#: -fno-math-errno / -fno-trapping-math let floor, nearbyint and sqrt vectorise; no -ffast-math (NaN and inf
 #: must keep their meaning); 512-bit vectors where the CPU has them (measured 10% faster than GCC's 256-bit default).
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"] + (
     ["-mprefer-vector-width=512"] if platform.machine().lower() in ("x86_64", "amd64") else [])
@@ -280,13 +297,18 @@ def takes(t: torch.Tensor) -> bool:
             and not hasattr(t, "to_local"))
 
 
-def sign_power_(t: torch.Tensor, p: float, p_head: float, p_tail: float) -> None:
-    """phi_p in place on a tensor it :func:`takes` (``p`` split as :func:`gradpower.optim.onepass.split_p`)."""
-    kernel().sign_power_inplace(t.data_ptr(), t.numel(), [p, p_head, p_tail])
+def sign_power_(tensors: list[torch.Tensor], p: float, p_head: float, p_tail: float, *,
+                module: ModuleType | None = None) -> None:
+    """phi_p in place on tensors it :func:`takes`, in one call (``p`` split as
+    :func:`gradpower.optim.onepass.split_p`); ``module``: another build than :func:`kernel`'s."""
+    (module or kernel()).sign_power_inplace([t.data_ptr() for t in tensors], [t.numel() for t in tensors],
+                                            [p, p_head, p_tail])
 
 
-def step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-         scalars: list[float]) -> None:
-    """One AdamPower step of contiguous fp32 CPU tensors, in place (``scalars`` as :func:`onepass.step_scalars`)."""
-    kernel().adampower_step(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
-                            param.numel(), scalars)
+def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+         exp_avg_sqs: list[torch.Tensor], scalars: list[float], *, module: ModuleType | None = None) -> None:
+    """One AdamPower step of contiguous fp32 CPU tensors at one step count, in place and in one call (``scalars``
+    as :func:`onepass.step_scalars`); ``module``: another build than :func:`kernel`'s."""
+    (module or kernel()).adampower_step([t.data_ptr() for t in params], [t.data_ptr() for t in grads],
+                                        [t.data_ptr() for t in exp_avgs], [t.data_ptr() for t in exp_avg_sqs],
+                                        [t.numel() for t in params], scalars)

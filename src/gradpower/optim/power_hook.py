@@ -49,9 +49,7 @@ def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
         grads = [param.grad for param in group["params"] if param.grad is not None]
         fast = [g for g in grads if onepass_cpu.takes(g)] if p <= onepass.MAX_P and onepass.CPU_KERNEL else []
         if fast and onepass_cpu.kernel() is not None:
-            split = onepass.split_p(p)
-            for g in fast:
-                onepass_cpu.sign_power_(g, *split)
+            onepass_cpu.sign_power_(fast, *onepass.split_p(p))
             done = {id(g) for g in fast}
             grads = [g for g in grads if id(g) not in done]
         if grads:
