@@ -340,3 +340,13 @@ def test_the_portable_cpp_loop_holds_the_contract_and_steps_like_the_avx512_one(
         states[name] = (w, m, v)
     for a, b in zip(states["portable"], states["fast"]):  # moments cancel to ~0 under the alternating sign
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
+
+
+def test_each_cpu_instruction_set_gets_its_own_build(monkeypatch):
+    """-march=native builds hold the building CPU's instructions: nodes of different CPUs sharing a home
+    directory (one torch extensions cache) must not load each other's build."""
+    monkeypatch.setattr(onepass_cpu, "cpu_features", lambda: "flags\t\t: fpu sse2 avx2 avx512f")
+    with_avx512 = onepass_cpu._build_name()
+    monkeypatch.setattr(onepass_cpu, "cpu_features", lambda: "flags\t\t: fpu sse2 avx2")
+    assert onepass_cpu._build_name() != with_avx512 and not onepass_cpu.avx512()
+    assert with_avx512.startswith("gradpower_onepass_cpu_")
