@@ -133,8 +133,8 @@ class InductorRoute:
 
 
 class PortableLoop:
-    """An AdamPower stepped through the C++ loop compiled for CPUs without AVX-512 (``onepass_cpu.build(portable=
-    True)``), on this CPU: the default path's predecessor, for the before and after in one run."""
+    """An AdamPower stepped through the plain C++ loop that CPUs without AVX-512 take, built for this CPU
+    (``onepass_cpu.build(portable=True)``): the AVX-512 path's predecessor, for the before and after in one run."""
 
     def __init__(self, opt: AdamPower) -> None:
         self.opt, self.module = opt, onepass_cpu.build(portable=True)
