@@ -291,15 +291,9 @@ def kernel() -> ModuleType | None:
     return module
 
 
-def takes(t: torch.Tensor) -> bool:
-    """A tensor the C++ loops can own: dense, contiguous fp32 on the CPU, not a DTensor shard."""
-    return (t.device.type == "cpu" and t.dtype == torch.float32 and t.layout == torch.strided and t.is_contiguous()
-            and not hasattr(t, "to_local"))
-
-
 def sign_power_(tensors: list[torch.Tensor], p: float, p_head: float, p_tail: float, *,
                 module: ModuleType | None = None) -> None:
-    """phi_p in place on tensors it :func:`takes`, in one call (``p`` split as
+    """phi_p in place on contiguous fp32 CPU tensors (not DTensor shards), in one call (``p`` split as
     :func:`gradpower.optim.onepass.split_p`); ``module``: another build than :func:`kernel`'s."""
     (module or kernel()).sign_power_inplace([t.data_ptr() for t in tensors], [t.numel() for t in tensors],
                                             [p, p_head, p_tail])

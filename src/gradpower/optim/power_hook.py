@@ -47,7 +47,8 @@ def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
         if p == 1.0:
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
-        fast = [g for g in grads if onepass_cpu.takes(g)] if p <= onepass.MAX_P and onepass.CPU_KERNEL else []
+        fast = ([g for g in grads if g.device.type == "cpu" and g.is_contiguous() and onepass.fits(g)]
+                if p <= onepass.MAX_P and onepass.CPU_KERNEL else [])
         if fast and onepass_cpu.kernel() is not None:
             onepass_cpu.sign_power_(fast, *onepass.split_p(p))
             done = {id(g) for g in fast}
