@@ -1,5 +1,5 @@
 """A one-pass AdamPower step: phi_p, both moments, bias correction, decoupled decay and the update
-in one kernel per tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation and CPU
+in one pass over each tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation and CPU
 instruction set; its own power, within the same contract), on CUDA (and on CPU where that loop cannot be built) the
 TorchInductor kernel below (Triton on CUDA, C++ on CPU).
 
@@ -11,8 +11,8 @@ The accuracy contract (:data:`ACCURACY`, the class of ``torch.pow``'s own
 fp32 power), which every route holds: ``|g|^p`` within a relative 2e-6 of the
 float64 formula for every ``|g|`` in [1e-30, 1e4] and every p the kernel
 takes, with 0, inf and NaN passed through exactly and subnormal inputs handled
-(``tests/test_one_pass.py``). Here it is computed from ``|g| = 2^e * m`` (``m`` in [1, 2), read from the
-float's bits) as ``2^floor(p e) * exp(ln2 * frac(p e) + p * ln m)``: every
+(``tests/test_one_pass.py``). Here it is computed from ``|g| = 2^e * m``
+(``m`` in [1, 2), read from the float's bits) as ``2^floor(p e) * exp(ln2 * frac(p e) + p * ln m)``: every
 argument of the vectorised ``exp``/``log`` stays small, so the result is within
 a few fp32 ulps (measured: below 5e-7) of the exact power over the whole fp32
 range, subnormals included. The shorter
