@@ -64,16 +64,19 @@ def test_every_step_hook_fires_exactly_once_per_step(kind):
 
 
 @pytest.mark.parametrize("make, transformed", [
-    (lambda ps: AdamPower(ps, lr=1e-2, one_pass=False), False),
-    (lambda ps: AdamPower(ps, lr=1e-2, one_pass=True), False),
-    (lambda ps: AdamPower(ps, lr=1e-2, foreach=True), False),
-    (lambda ps: GradPower(torch.optim.AdamW(ps, lr=1e-2)), True),
-], ids=["adampower-separate", "adampower-one-pass", "adampower-foreach", "wrapper"])
+    (lambda m: AdamPower(m.parameters(), lr=1e-2, one_pass=False), False),
+    (lambda m: AdamPower(m.parameters(), lr=1e-2, one_pass=True), False),
+    (lambda m: AdamPower(m.parameters(), lr=1e-2, foreach=True), False),
+    (lambda m: MuonPower(m, lr=1e-2), False),
+    (lambda m: MuonPower(m, lr=1e-2, adam_fused=True), False),
+    (lambda m: GradPower(torch.optim.AdamW(m.parameters(), lr=1e-2)), True),
+], ids=["adampower-separate", "adampower-one-pass", "adampower-foreach", "muonpower", "muonpower-adam-fused",
+        "wrapper"])
 def test_which_gradient_each_pre_hook_sees(make, transformed):
-    """AdamPower applies phi_p inside its update: every pre-hook sees the raw gradient, on every route. The
-    wrapper's phi_p is a pre-hook: global pre-hooks see the raw gradient, its own later ones phi_p(g)."""
+    """AdamPower and MuonPower apply phi_p inside their updates: every pre-hook sees the raw gradient, on every
+    route. The wrapper's phi_p is a pre-hook: global pre-hooks see the raw gradient, its own later ones phi_p(g)."""
     model = TinyNet()
-    opt = make(model.parameters())
+    opt = make(model)
     seen = {}
 
     def record(key):

@@ -149,6 +149,21 @@ def _muon_reference(model, lr, wd):
     ]
 
 
+def _muon_reference_run(model, p, data, nesterov=True):
+    """torch's Muon + AdamW (the same split) on gradients transformed by the float64 formula."""
+    refs = _muon_reference(model, 2e-2, 0.1)
+    refs[0].param_groups[0]["nesterov"] = nesterov
+    for batch in data:
+        for r in refs:
+            r.zero_grad()
+        loss_of(model, batch).backward()
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.grad.copy_(reference_phi(prm.grad, p))
+        for r in refs:
+            r.step()
+
+
 @pytest.mark.parametrize("p", [1.0, 1.2])
 def test_muonpower_equals_torch_muon_plus_adamw(p):
     a = TinyNet()
@@ -157,18 +172,37 @@ def test_muonpower_equals_torch_muon_plus_adamw(p):
     muon_names = {n for n, t in a.named_parameters() if uses_muon(n, t)}
     assert muon_names == {"q_proj.weight", "up_proj.weight"}
     run_ours(a, opt, batches(15))
-    refs = _muon_reference(b, 2e-2, 0.1)
-    for batch in batches(15):
-        for r in refs:
-            r.zero_grad()
-        loss_of(b, batch).backward()
-        with torch.no_grad():
-            for prm in b.parameters():
-                prm.grad.copy_(reference_phi(prm.grad, p))
-        for r in refs:
-            r.step()
+    _muon_reference_run(b, p, batches(15))
     # Newton-Schulz in bf16 on both sides (same ops); the float64 reference transform allows tiny drift.
     assert_params_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("route", ["default", "separate"])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_each_muonpower_route_equals_torch_muon_plus_adamw_on_powered_gradients(route, nesterov, monkeypatch):
+    """Large enough that the AdamW half's embedding and head take the one-pass kernel: by default phi_p fused
+    into Muon's momentum and into the AdamW step (C++ on the CPU); "separate": phi_p on the gradients, then
+    torch's lerps and fused AdamW."""
+    if route == "separate":
+        monkeypatch.setattr(onepass, "CPU_KERNEL", False)
+    a = TinyNet(vocab=4099)
+    assert a.embed_tokens.weight.numel() >= onepass.MIN_NUMEL
+    b = twin(a)
+    opt = MuonPower(a, lr=2e-2, p=1.2, weight_decay=0.1, nesterov=nesterov, ns_dtype="bfloat16",
+                    adam_fused=True if route == "separate" else None)
+    assert opt.one_pass == (route == "default")
+    run_ours(a, opt, batches(8, vocab=4099))
+    _muon_reference_run(b, 1.2, batches(8, vocab=4099), nesterov)
+    assert_params_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_muonpower_at_p_1_is_torch_muon_plus_adamw_exactly():
+    a = TinyNet(vocab=4099)
+    b = twin(a)
+    run_ours(a, MuonPower(a, lr=2e-2, p=1.0, weight_decay=0.1, ns_dtype="bfloat16"), batches(6, vocab=4099))
+    _muon_reference_run(b, 1.0, batches(6, vocab=4099))
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(pa, pb), name
 
 
 def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon():

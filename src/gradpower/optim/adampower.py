@@ -20,7 +20,6 @@ from torch.optim.adamw import adamw
 
 from ..transform import check_p, sign_power_
 from . import onepass
-from .adamw_update import adam_state
 from .power_hook import PowerMixin, refuse_differentiable
 
 #: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
@@ -64,6 +63,38 @@ def adampower(
               foreach=foreach, fused=fused, capturable=capturable, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
               weight_decay=weight_decay, eps=eps, maximize=maximize)
     return failed
+
+
+def adam_state(state: dict[str, Any], param: Tensor, on_device: bool, amsgrad: bool = False) -> dict[str, Any]:
+    """The param's AdamW state, created as torch creates it (``step`` on the device for fused/capturable), so
+    AdamPower and MuonPower's AdamW half keep ``torch.optim.AdamW``'s layout and load its state dicts."""
+    if not state:
+        state["step"] = (torch.zeros((), dtype=torch.float32, device=param.device) if on_device
+                         else torch.tensor(0.0, dtype=torch.float32))
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    if amsgrad and "max_exp_avg_sq" not in state:
+        state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return state
+
+
+def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass: bool) -> bool:
+    """:func:`adampower` on one param group's tensors that have a gradient, with AdamW's state created where it is
+    missing (``state``: the optimizer's); True when the one-pass kernel failed to compile. A group without the
+    AdamW-only keys (``amsgrad``, ``capturable``, ``maximize``: MuonPower's AdamW half) takes them as off."""
+    params = [prm for prm in group["params"] if prm.grad is not None]
+    if not params:
+        return False
+    amsgrad, capturable = bool(group.get("amsgrad")), bool(group.get("capturable"))
+    states = [adam_state(state[prm], prm, bool(group["fused"]) or capturable, amsgrad) for prm in params]
+    beta1, beta2 = group["betas"]
+    return adampower(
+        params, [prm.grad for prm in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+        [s.get("max_exp_avg_sq") for s in states], [s["step"] for s in states], p=check_p(group["p"]),
+        one_pass=one_pass, foreach=group["foreach"], fused=group["fused"], capturable=capturable, amsgrad=amsgrad,
+        beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+        maximize=bool(group.get("maximize")),
+    )
 
 
 def _materialize(params: Any) -> list[Any]:
@@ -210,22 +241,8 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     @torch.compiler.disable
     def _update_groups(self) -> None:
         for group in self.param_groups:
-            params = [prm for prm in group["params"] if prm.grad is not None]
-            if not params:
-                continue
-            on_device = bool(group["fused"]) or bool(group["capturable"])
-            states = [adam_state(self.state[prm], prm, on_device, group["amsgrad"]) for prm in params]
-            beta1, beta2 = group["betas"]
-            failed = adampower(
-                params, [prm.grad for prm in params], [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states], [s.get("max_exp_avg_sq") for s in states],
-                [s["step"] for s in states], p=check_p(group["p"]), one_pass=self.one_pass,
-                foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
-                amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
-                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-            )
-            if failed:  # no compiler here: the separate pass from now on, for every group
-                self.one_pass = False
+            if adampower_group(self.state, group, one_pass=self.one_pass):
+                self.one_pass = False  # no compiler here: the separate pass from now on, for every group
 
     def kernels_to_compile(self) -> int:
         """How many one-pass kernels (one per new tensor size) the next step compiles; 0 off that route."""

@@ -4,9 +4,11 @@ One optimizer object, one state dict and one ``step()`` (so step hooks fire
 once). The Muon half is torch.optim.Muon's update (momentum, Nesterov,
 Newton-Schulz with Keller Jordan's coefficients, Moonlight's
 ``match_rms_adamw`` scaling, decoupled weight decay) with a choice of the
-dtype Newton-Schulz runs in; the AdamW half calls torch's functional
-``torch.optim.adamw.adamw`` with AdamW's state layout. phi_p is the shared
-step pre-hook of :mod:`gradpower.optim.power_hook`.
+dtype Newton-Schulz runs in; the AdamW half is AdamPower's update
+(:func:`gradpower.optim.adampower.adampower_group`) with AdamW's state layout.
+phi_p is part of both updates, as in AdamPower: on the CPU it is fused into
+Muon's momentum (:func:`muon_momentum`) and into the AdamW step, so each
+gradient is read once, and every step pre-hook sees the raw gradient.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ..transform import check_p
-from .adamw_update import adamw_group_update
+from ..transform import check_p, sign_power_
+from . import onepass, onepass_cpu
+from .adampower import adampower_group
 from .param_groups import named_param_list, unknown_matrices, uses_muon
 from .power_hook import PowerMixin
 
@@ -96,6 +99,36 @@ def orthogonalize(update: Tensor, steps: int, coefficients: tuple[float, float, 
 
     full = newton_schulz(update.full_tensor(), steps, coefficients, eps, dtype)
     return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+
+
+def muon_momentum(grads: list[Tensor], bufs: list[Tensor], *, p: float, momentum: float,
+                  nesterov: bool) -> list[Tensor]:
+    """torch.optim.Muon's momentum on phi_p(g) for one group's matrices: each buffer in ``bufs`` becomes
+    ``lerp(buf, phi_p(g), 1 - momentum)``; returns what Newton-Schulz orthogonalises, Nesterov's
+    ``lerp(phi_p(g), buf, momentum)`` or the buffer itself.
+
+    Contiguous fp32 CPU matrices take one C++ call (:func:`gradpower.optim.onepass_cpu.muon_momentum`) that reads
+    each gradient once, computes phi_p with the one-pass kernel's power, rounds both lerps as torch does, and
+    leaves ``.grad`` as it was: 4 passes over memory against the 6 of torch's two lerps, plus 2 for a separate
+    phi_p. The rest (CUDA, DTensor shards, other dtypes, p above ``MAX_P``, no C++ compiler) get phi_p in place on
+    the gradient (scratch from then on), then torch's lerps. At p = 1 every matrix takes torch's lerps on the raw
+    gradient: torch.optim.Muon's momentum exactly.
+    """
+    updates: list[Tensor | None] = [None] * len(grads)
+    if p != 1.0:
+        fast = onepass.cpu_loop_indices(grads, bufs, p=p)
+        outs = [torch.empty_like(grads[i]) if nesterov else None for i in fast]
+        if fast:
+            onepass_cpu.muon_momentum([grads[i] for i in fast], [bufs[i] for i in fast], outs,
+                                      [*onepass.split_p(p), 1 - momentum, momentum])
+        for i, out in zip(fast, outs):
+            updates[i] = bufs[i] if out is None else out
+    rest = [i for i, update in enumerate(updates) if update is None]
+    sign_power_([grads[i] for i in rest], p)
+    for i in rest:
+        bufs[i].lerp_(grads[i], 1 - momentum)
+        updates[i] = grads[i].lerp(bufs[i], momentum) if nesterov else bufs[i]
+    return updates  # type: ignore[return-value]
 
 
 def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
@@ -172,7 +205,17 @@ class MuonPower(PowerMixin, Optimizer):
     ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice) or ``"float32"``; the default ``None`` takes
     :func:`default_ns_dtype` of each parameter's device: bf16 on CUDA and on CPUs with native bf16 matrix
     instructions (AMX-BF16 or AVX512-BF16), fp32 elsewhere. Pass a dtype to override it.
+
+    Routes: the Muon half's momentum takes phi_p fused in on the CPU (:func:`muon_momentum`). The AdamW half takes
+    AdamPower's routes (:func:`gradpower.optim.adampower.adampower`): the one-pass kernel by default, torch's
+    fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given (or from a
+    compiler failure on: :attr:`one_pass` turns False, with a warning). At ``p = 1`` both halves are torch's
+    ``Muon`` and ``AdamW`` on the raw gradient. As with AdamPower, every step pre-hook sees the raw gradient, and
+    after ``step()`` the gradients are scratch (the separate passes rewrite them with phi_p(g)).
     """
+
+    #: phi_p is applied inside the update (:func:`muon_momentum`, :func:`adampower_group`), not by a pre-hook.
+    power_in_step = True
 
     def __init__(
         self,
@@ -226,6 +269,8 @@ class MuonPower(PowerMixin, Optimizer):
             "ns_dtype": ns_dtype, "adjust_lr_fn": adjust_lr_fn, "fused": adam_fused, "foreach": adam_foreach,
         }
         super().__init__(groups, defaults)
+        #: Whether the AdamW half takes AdamPower's one-pass kernel (an attribute, never in the state dict).
+        self.one_pass = adam_fused is None and adam_foreach is None
         self._setup_power(p)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -248,10 +293,11 @@ class MuonPower(PowerMixin, Optimizer):
         for group in self.param_groups:  # groups saved by older versions lack the newer keys
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        self.__dict__.setdefault("one_pass", self.defaults["fused"] is None and self.defaults["foreach"] is None)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """One update; phi_p was applied to the gradients by the step pre-hook."""
+        """One update of every group, phi_p included."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -259,22 +305,23 @@ class MuonPower(PowerMixin, Optimizer):
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_group(group)
-            else:
-                adamw_group_update(self.state, group)
+            elif adampower_group(self.state, group, one_pass=self.one_pass and check_p(group["p"]) != 1.0):
+                self.one_pass = False  # no compiler here: the separate pass from now on
         return loss
 
     def _muon_group(self, group: dict[str, Any]) -> None:
-        lr, momentum, decay = float(group["lr"]), group["momentum"], group["weight_decay"]
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            grad = param.grad
+        params = [param for param in group["params"] if param.grad is not None]
+        if not params:
+            return
+        for param in params:
             state = self.state[param]
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-            buf = state["momentum_buffer"]
-            buf.lerp_(grad, 1 - momentum)
-            update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                state["momentum_buffer"] = torch.zeros_like(param.grad, memory_format=torch.preserve_format)
+        lr, decay = float(group["lr"]), group["weight_decay"]
+        updates = muon_momentum([param.grad for param in params],
+                                [self.state[param]["momentum_buffer"] for param in params],
+                                p=check_p(group["p"]), momentum=group["momentum"], nesterov=group["nesterov"])
+        for param, update in zip(params, updates):
             dtype = NS_DTYPES[group["ns_dtype"] or default_ns_dtype(param.device)]
             update = orthogonalize(update, group["ns_steps"], group["ns_coefficients"], group["ns_eps"], dtype)
             param.mul_(1 - lr * decay)

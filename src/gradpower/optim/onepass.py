@@ -130,6 +130,17 @@ def fits(t: torch.Tensor) -> bool:
             and not hasattr(t, "to_local"))
 
 
+def cpu_loop_indices(*tensor_lists: list[torch.Tensor], p: float) -> list[int]:
+    """The positions ``i`` whose tensors (``lists[k][i]`` for every list) the C++ loop of :mod:`.onepass_cpu`
+    takes at this ``p``: each contiguous and on the CPU and one that :func:`fits`, with ``p`` at most
+    ``MAX_P`` and the loop built on this machine (none where it cannot be)."""
+    if not (CPU_KERNEL and p <= MAX_P):
+        return []
+    chosen = [i for i, tensors in enumerate(zip(*tensor_lists))
+              if all(t.device.type == "cpu" and t.is_contiguous() and fits(t) for t in tensors)]
+    return chosen if chosen and onepass_cpu.kernel() is not None else []
+
+
 def takes(param: torch.Tensor, grad: torch.Tensor | None, p: float) -> bool:
     """Whether this step sends ``param`` through the kernel: it :func:`fits`, it and its gradient are
     contiguous fp32, it has at least ``MIN_NUMEL`` elements and p is at most ``MAX_P``. The rest go

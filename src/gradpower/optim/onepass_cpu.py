@@ -50,6 +50,16 @@ SOURCE = r"""
 #include <cmath>
 #include <vector>
 
+// torch's CPU lerp(start, end, w) with a scalar weight, rounded as its vectorised kernel rounds it: one fma from
+// the nearer end, fma(w, end - start, start) for |w| < 0.5, else fma(w - 1, end - start, end), w in fp32.
+struct Lerp {
+    float coeff;
+    bool from_end;
+    explicit Lerp(double w) : coeff((float)w), from_end(!(std::fabs((float)w) < 0.5f)) {
+        if (from_end) coeff -= 1.0f;
+    }
+};
+
 #if defined(__AVX512F__) && !defined(GRADPOWER_PORTABLE)
 #include <immintrin.h>
 #include <cfloat>
@@ -151,6 +161,26 @@ static void power_loop(float* x, int64_t n, const std::vector<double>& scalars) 
     }
 }
 
+static inline __m512 lerp(__m512 start, __m512 end, const Lerp& weight) {
+    return _mm512_fmadd_ps(_mm512_set1_ps(weight.coeff), _mm512_sub_ps(end, start), weight.from_end ? end : start);
+}
+
+// Muon's momentum on phi_p(g): buf <- lerp(buf, phi_p(g), 1 - momentum), and with Nesterov (out not null)
+// out <- lerp(phi_p(g), buf, momentum); g is read once and left as it was.
+static void muon_loop(const float* __restrict gr, float* __restrict buf, float* __restrict out, int64_t n,
+                      const std::vector<double>& scalars) {
+    const Power16 power(scalars[0], scalars[1], scalars[2]);
+    const Lerp to_grad(scalars[3]), to_buf(scalars[4]);
+    #pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 live = lanes(i, n);
+        const __m512 gp = signed_power(_mm512_maskz_loadu_ps(live, gr + i), power);
+        const __m512 b = lerp(_mm512_maskz_loadu_ps(live, buf + i), gp, to_grad);
+        _mm512_mask_storeu_ps(buf + i, live, b);
+        if (out) _mm512_mask_storeu_ps(out + i, live, lerp(gp, b, to_buf));
+    }
+}
+
 #else  // portable: plain loops that the compiler vectorises for the machine
 
 static inline float as_float(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
@@ -207,6 +237,30 @@ static void power_loop(float* __restrict x, int64_t n, const std::vector<double>
         x[i] = std::copysign(power_abs(std::fabs(x[i]), p, p_head, p_tail), x[i]);
     }
 }
+static inline float lerp(float start, float end, const Lerp& weight) {
+    return std::fma(weight.coeff, end - start, weight.from_end ? end : start);
+}
+
+static void muon_loop(const float* __restrict gr, float* __restrict buf, float* __restrict out, int64_t n,
+                      const std::vector<double>& scalars) {
+    const float p = scalars[0], p_head = scalars[1], p_tail = scalars[2];
+    const Lerp to_grad(scalars[3]), to_buf(scalars[4]);
+    if (out) {
+        #pragma omp for simd schedule(static) nowait
+        for (int64_t i = 0; i < n; ++i) {
+            const float gp = std::copysign(power_abs(std::fabs(gr[i]), p, p_head, p_tail), gr[i]);
+            const float b = lerp(buf[i], gp, to_grad);
+            buf[i] = b;
+            out[i] = lerp(gp, b, to_buf);
+        }
+    } else {
+        #pragma omp for simd schedule(static) nowait
+        for (int64_t i = 0; i < n; ++i) {
+            const float gp = std::copysign(power_abs(std::fabs(gr[i]), p, p_head, p_tail), gr[i]);
+            buf[i] = lerp(buf[i], gp, to_grad);
+        }
+    }
+}
 #endif
 
 static int64_t total(const std::vector<int64_t>& numels) {
@@ -230,6 +284,15 @@ void sign_power_inplace(std::vector<int64_t> tensors, std::vector<int64_t> numel
     #pragma omp parallel if(total(numels) > 32768)
     for (size_t t = 0; t < tensors.size(); ++t) {
         power_loop(reinterpret_cast<float*>(tensors[t]), numels[t], scalars);
+    }
+}
+
+void muonpower_momentum(std::vector<int64_t> grads, std::vector<int64_t> bufs, std::vector<int64_t> outs,
+                        std::vector<int64_t> numels, std::vector<double> scalars) {
+    #pragma omp parallel if(total(numels) > 32768)
+    for (size_t t = 0; t < grads.size(); ++t) {
+        muon_loop(reinterpret_cast<const float*>(grads[t]), reinterpret_cast<float*>(bufs[t]),
+                  reinterpret_cast<float*>(outs[t]), numels[t], scalars);
     }
 }
 """
@@ -269,7 +332,7 @@ def build(*, portable: bool = False) -> ModuleType:
     from torch.utils import cpp_extension
 
     return cpp_extension.load_inline(_build_name() + ("_portable" if portable else ""), cpp_sources=SOURCE,
-                                     functions=["adampower_step", "sign_power_inplace"],
+                                     functions=["adampower_step", "sign_power_inplace", "muonpower_momentum"],
                                      extra_cflags=CFLAGS + (["-DGRADPOWER_PORTABLE"] if portable else []),
                                      extra_ldflags=["-fopenmp"])
 
@@ -306,3 +369,15 @@ def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[t
     (module or kernel()).adampower_step([t.data_ptr() for t in params], [t.data_ptr() for t in grads],
                                         [t.data_ptr() for t in exp_avgs], [t.data_ptr() for t in exp_avg_sqs],
                                         [t.numel() for t in params], scalars)
+
+
+
+def muon_momentum(grads: list[torch.Tensor], bufs: list[torch.Tensor], outs: list[torch.Tensor | None],
+                  scalars: list[float], *, module: ModuleType | None = None) -> None:
+    """Muon's momentum on phi_p(g) for contiguous fp32 CPU matrices, in one call: each buffer updated in place and,
+    where ``outs`` holds a tensor, Nesterov's update written to it; the gradients are read, not written.
+    ``scalars``: ``p`` split as :func:`gradpower.optim.onepass.split_p`, then ``1 - momentum`` and ``momentum``
+    (the two lerp weights, rounded as torch rounds them); ``module``: another build than :func:`kernel`'s."""
+    (module or kernel()).muonpower_momentum([t.data_ptr() for t in grads], [t.data_ptr() for t in bufs],
+                                            [0 if t is None else t.data_ptr() for t in outs],
+                                            [t.numel() for t in grads], scalars)

@@ -47,12 +47,11 @@ def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
         if p == 1.0:
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
-        fast = ([g for g in grads if g.device.type == "cpu" and g.is_contiguous() and onepass.fits(g)]
-                if p <= onepass.MAX_P and onepass.CPU_KERNEL else [])
-        if fast and onepass_cpu.kernel() is not None:
-            onepass_cpu.sign_power_(fast, *onepass.split_p(p))
-            done = {id(g) for g in fast}
-            grads = [g for g in grads if id(g) not in done]
+        fast = onepass.cpu_loop_indices(grads, p=p)
+        if fast:
+            onepass_cpu.sign_power_([grads[i] for i in fast], *onepass.split_p(p))
+            done = set(fast)
+            grads = [g for i, g in enumerate(grads) if i not in done]
         if grads:
             sign_power_(grads, p, foreach=group.get("foreach"))
 
