@@ -10,7 +10,11 @@ the kernel):
   with AdamPower's one-pass step through each of its routes (the default C++
   loop; on an AVX-512 CPU, the portable loop other CPUs compile; the Inductor
   kernel);
-- MuonPower (its default Newton-Schulz dtype, and each dtype forced) against
+- MuonPower (its default: phi_p fused into Muon's momentum and the AdamW
+  step, Newton-Schulz batched over matrices of one shape; the earlier routes,
+  Newton-Schulz one matrix at a time, and that with phi_p as a separate pass
+  before an unchanged update; ``adam_fused=True``; each Newton-Schulz dtype
+  forced) against
   torch's own ``Muon`` on the same hidden matrices plus ``AdamW(fused=True)``
   on the rest, the split MuonPower makes (``--muon-preset``, default
   llama-small).
@@ -33,9 +37,10 @@ import torch
 
 from gradpower import AdamPower, GradPower, MuonPower
 from gradpower.models import build_model, preset
-from gradpower.optim import onepass, onepass_cpu
+from gradpower.optim import muonpower, onepass, onepass_cpu
 from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
+from gradpower.optim.power_hook import power_group_grads_
 
 
 def llama_like_shapes(vocab: int = 32000, dim: int = 512, ff: int = 1376, layers: int = 4) -> list[tuple[int, ...]]:
@@ -95,6 +100,25 @@ class TorchMuonPair:
             part.step()
 
 
+class EarlierMuonRoute:
+    """MuonPower's step by an earlier route, for the before and after in one run: Newton-Schulz one matrix at a
+    time (batches of one), and with ``separate_power`` also phi_p as a pass of its own before an unchanged update
+    (the step pre-hook's ``power_group_grads_``, C++ on the CPU; then torch's lerps and fused AdamW)."""
+
+    def __init__(self, named: list[tuple[str, torch.nn.Parameter]], separate_power: bool, **kw) -> None:
+        self.separate_power = separate_power
+        self.opt = MuonPower(named, p=1.0, adam_fused=True, **kw) if separate_power else MuonPower(named, **kw)
+
+    def step(self) -> None:
+        if self.separate_power:
+            power_group_grads_([{**group, "p": 1.2} for group in self.opt.param_groups])
+        muonpower.MAX_BATCH_NUMEL, before = 1, muonpower.MAX_BATCH_NUMEL
+        try:
+            self.opt.step()
+        finally:
+            muonpower.MAX_BATCH_NUMEL = before
+
+
 def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[str, tuple[float, float, float]]:
     """MuonPower (default and each Newton-Schulz dtype) and torch's Muon + fused AdamW, each as
     :func:`time_steps` gives it, on ``preset_name``'s parameters; the baseline is listed first."""
@@ -109,9 +133,12 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
     kw = dict(lr=1e-3, weight_decay=0.1)
     variants: dict[str, Callable] = {
         MUON_BASELINE: lambda ps: TorchMuonPair(named, **kw),
-        f"MuonPower(default: {default_ns_dtype(device)} NS)": lambda ps: MuonPower(named, adam_fused=True, **kw),
-        "MuonPower(ns_dtype='float32')": lambda ps: MuonPower(named, adam_fused=True, ns_dtype="float32", **kw),
-        "MuonPower(ns_dtype='bfloat16')": lambda ps: MuonPower(named, adam_fused=True, ns_dtype="bfloat16", **kw),
+        f"MuonPower(default: {default_ns_dtype(device)} NS)": lambda ps: MuonPower(named, **kw),
+        "MuonPower(NS one matrix at a time)": lambda ps: EarlierMuonRoute(named, False, **kw),
+        "MuonPower(that, phi_p a separate pass)": lambda ps: EarlierMuonRoute(named, True, **kw),
+        "MuonPower(adam_fused=True)": lambda ps: MuonPower(named, adam_fused=True, **kw),
+        "MuonPower(ns_dtype='float32')": lambda ps: MuonPower(named, ns_dtype="float32", **kw),
+        "MuonPower(ns_dtype='bfloat16')": lambda ps: MuonPower(named, ns_dtype="bfloat16", **kw),
     }
     print(f"\nMuon: preset={preset_name} params={sum(t.numel() for t in params) / 1e6:.1f}M matrices to Muon="
           f"{sum(uses_muon(nm, t) for nm, t in named)} (torch's Muon runs Newton-Schulz in bf16)")

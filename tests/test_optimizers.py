@@ -205,6 +205,32 @@ def test_muonpower_at_p_1_is_torch_muon_plus_adamw_exactly():
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.parametrize("batch_numel", [1 << 24, 5000])
+def test_batched_newton_schulz_equals_torch_muon_matrix_by_matrix(batch_numel, monkeypatch):
+    """Matrices of one shape (tall and wide alike) are orthogonalised as one batch, in chunks of at most
+    MAX_BATCH_NUMEL elements (5000: two or three matrices per chunk): on the CPU, to the bit torch's Muon
+    stepping each matrix alone."""
+    import gradpower.optim.muonpower as muonpower
+
+    monkeypatch.setattr(muonpower, "MAX_BATCH_NUMEL", batch_numel)
+    gen = torch.Generator().manual_seed(8)
+    shapes = [(32, 64), (64, 32), (64, 32), (32, 64), (48, 48), (48, 48), (48, 48), (64, 32), (20, 70)]
+    weights = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02) for s in shapes]
+    refs = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    ours = MuonPower([(f"layers.{i}.mlp.up_proj.weight", w) for i, w in enumerate(weights)], lr=1e-2, p=1.0,
+                     weight_decay=0.1, ns_dtype="bfloat16")
+    theirs = [torch.optim.Muon([r], lr=1e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw") for r in refs]
+    for _ in range(3):
+        for w, r in zip(weights, refs):
+            w.grad = torch.randn(w.shape, generator=gen) * 1e-3
+            r.grad = w.grad.clone()
+        ours.step()
+        for opt in theirs:
+            opt.step()
+    for w, r in zip(weights, refs):
+        assert torch.equal(w, r), w.shape
+
+
 def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon():
     """Newton-Schulz in fp32 (ns_dtype="float32"). One step's update against torch.optim.Muon's bf16 one."""
     torch.manual_seed(3)

@@ -165,19 +165,19 @@ static inline __m512 lerp(__m512 start, __m512 end, const Lerp& weight) {
     return _mm512_fmadd_ps(_mm512_set1_ps(weight.coeff), _mm512_sub_ps(end, start), weight.from_end ? end : start);
 }
 
-// Muon's momentum on phi_p(g): buf <- lerp(buf, phi_p(g), 1 - momentum), and with Nesterov (out not null)
-// out <- lerp(phi_p(g), buf, momentum); g is read once and left as it was.
-static void muon_loop(const float* __restrict gr, float* __restrict buf, float* __restrict out, int64_t n,
-                      const std::vector<double>& scalars) {
+// Muon's momentum on phi_p(g): buf <- lerp(buf, phi_p(g), 1 - momentum); with Nesterov the update
+// lerp(phi_p(g), buf, momentum) then replaces g (each element read before it is written), else g is left.
+static void muon_loop(float* gr, float* __restrict buf, int64_t n, const std::vector<double>& scalars) {
     const Power16 power(scalars[0], scalars[1], scalars[2]);
     const Lerp to_grad(scalars[3]), to_buf(scalars[4]);
+    const bool nesterov = scalars[5] != 0.0;
     #pragma omp for schedule(static) nowait
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 live = lanes(i, n);
         const __m512 gp = signed_power(_mm512_maskz_loadu_ps(live, gr + i), power);
         const __m512 b = lerp(_mm512_maskz_loadu_ps(live, buf + i), gp, to_grad);
         _mm512_mask_storeu_ps(buf + i, live, b);
-        if (out) _mm512_mask_storeu_ps(out + i, live, lerp(gp, b, to_buf));
+        if (nesterov) _mm512_mask_storeu_ps(gr + i, live, lerp(gp, b, to_buf));
     }
 }
 
@@ -241,17 +241,16 @@ static inline float lerp(float start, float end, const Lerp& weight) {
     return std::fma(weight.coeff, end - start, weight.from_end ? end : start);
 }
 
-static void muon_loop(const float* __restrict gr, float* __restrict buf, float* __restrict out, int64_t n,
-                      const std::vector<double>& scalars) {
+static void muon_loop(float* gr, float* __restrict buf, int64_t n, const std::vector<double>& scalars) {
     const float p = scalars[0], p_head = scalars[1], p_tail = scalars[2];
     const Lerp to_grad(scalars[3]), to_buf(scalars[4]);
-    if (out) {
+    if (scalars[5] != 0.0) {
         #pragma omp for simd schedule(static) nowait
         for (int64_t i = 0; i < n; ++i) {
             const float gp = std::copysign(power_abs(std::fabs(gr[i]), p, p_head, p_tail), gr[i]);
             const float b = lerp(buf[i], gp, to_grad);
             buf[i] = b;
-            out[i] = lerp(gp, b, to_buf);
+            gr[i] = lerp(gp, b, to_buf);
         }
     } else {
         #pragma omp for simd schedule(static) nowait
@@ -287,12 +286,11 @@ void sign_power_inplace(std::vector<int64_t> tensors, std::vector<int64_t> numel
     }
 }
 
-void muonpower_momentum(std::vector<int64_t> grads, std::vector<int64_t> bufs, std::vector<int64_t> outs,
-                        std::vector<int64_t> numels, std::vector<double> scalars) {
+void muonpower_momentum(std::vector<int64_t> grads, std::vector<int64_t> bufs, std::vector<int64_t> numels,
+                        std::vector<double> scalars) {
     #pragma omp parallel if(total(numels) > 32768)
     for (size_t t = 0; t < grads.size(); ++t) {
-        muon_loop(reinterpret_cast<const float*>(grads[t]), reinterpret_cast<float*>(bufs[t]),
-                  reinterpret_cast<float*>(outs[t]), numels[t], scalars);
+        muon_loop(reinterpret_cast<float*>(grads[t]), reinterpret_cast<float*>(bufs[t]), numels[t], scalars);
     }
 }
 """
@@ -372,12 +370,12 @@ def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[t
 
 
 
-def muon_momentum(grads: list[torch.Tensor], bufs: list[torch.Tensor], outs: list[torch.Tensor | None],
-                  scalars: list[float], *, module: ModuleType | None = None) -> None:
-    """Muon's momentum on phi_p(g) for contiguous fp32 CPU matrices, in one call: each buffer updated in place and,
-    where ``outs`` holds a tensor, Nesterov's update written to it; the gradients are read, not written.
-    ``scalars``: ``p`` split as :func:`gradpower.optim.onepass.split_p`, then ``1 - momentum`` and ``momentum``
-    (the two lerp weights, rounded as torch rounds them); ``module``: another build than :func:`kernel`'s."""
+def muon_momentum(grads: list[torch.Tensor], bufs: list[torch.Tensor], scalars: list[float], *,
+                  module: ModuleType | None = None) -> None:
+    """Muon's momentum on phi_p(g) for contiguous fp32 CPU matrices, in one call: each buffer updated in place
+    and, with Nesterov, the update written over its gradient (no new tensor, each element read before it is
+    written); without, the gradients are left. ``scalars``: ``p`` split as
+    :func:`gradpower.optim.onepass.split_p`, ``1 - momentum`` and ``momentum`` (the two lerp weights, rounded as
+    torch rounds them), then 1.0 for Nesterov or 0.0; ``module``: another build than :func:`kernel`'s."""
     (module or kernel()).muonpower_momentum([t.data_ptr() for t in grads], [t.data_ptr() for t in bufs],
-                                            [0 if t is None else t.data_ptr() for t in outs],
                                             [t.numel() for t in grads], scalars)
