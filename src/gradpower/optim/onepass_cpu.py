@@ -1,5 +1,6 @@
-"""AdamPower's one-pass step on CPU in C++, built by ``torch.utils.cpp_extension`` at first use; and phi_p in
-place with the same power, for the step pre-hook of MuonPower, AdagradPower and the wrapper.
+"""AdamPower's one-pass step on CPU in C++, built by ``torch.utils.cpp_extension`` at first use; with the same
+power, MuonPower's momentum on phi_p(g) (:func:`muon_momentum`: torch's two lerps, rounded as torch rounds them,
+in one pass) and phi_p in place for the step pre-hook of AdagradPower and the wrapper.
 
 The same arithmetic as :func:`gradpower.optim.onepass._update` (phi_p, both
 moments, bias correction, decoupled decay, the update; one read and one write

@@ -1,12 +1,12 @@
 """phi_p as a stateless step pre-hook: "transform, then the unchanged base update", written once.
 
 ``AdagradPower`` and the ``GradPower`` wrapper run their base optimizer's own
-``step()``, and ``MuonPower`` its own; each attaches one :class:`PowerTransform`
-with the public ``Optimizer.register_step_pre_hook``. Nothing unwraps or
-re-implements torch's step wrapper, so step hooks fire once per ``step()``,
-``torch.compile`` traces the hook like any other, and torch upgrades keep
-working. ``AdamPower`` applies phi_p inside its update instead (its one-pass
-kernel fuses it), so it takes the p bookkeeping from here but no hook.
+``step()``; each attaches one :class:`PowerTransform` with the public
+``Optimizer.register_step_pre_hook``. Nothing unwraps or re-implements torch's
+step wrapper, so step hooks fire once per ``step()``, ``torch.compile`` traces
+the hook like any other, and torch upgrades keep working. ``AdamPower`` and
+``MuonPower`` apply phi_p inside their updates instead (fused into AdamW's
+step and Muon's momentum), so they take the p bookkeeping from here but no hook.
 
 Order inside one ``step()`` (torch runs pre-hooks in this order):
 
