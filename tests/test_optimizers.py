@@ -389,3 +389,22 @@ def test_bad_arguments():
         GradPower(model.parameters())
     with pytest.raises(ValueError, match="nan"):
         AdagradPower(model.parameters(), p=float("nan"))
+
+
+def test_the_muon_benchmark_steps_every_route_and_restores_the_batch_bound():
+    """benchmarks/optimizer_step.py's Muon table (gpu_check's check 2 runs it too) on llama-tiny, one round: each
+    route steps, and the earlier routes leave MuonPower's batch bound as they found it."""
+    import importlib.util
+
+    import gradpower.optim.muonpower as muonpower
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "optimizer_step.py"
+    spec = importlib.util.spec_from_file_location("optimizer_step_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bound = muonpower.MAX_BATCH_NUMEL
+    results = bench.muon_results("llama-tiny", torch.device("cpu"), 1)
+    assert muonpower.MAX_BATCH_NUMEL == bound
+    assert next(iter(results)) == bench.MUON_BASELINE and results[bench.MUON_BASELINE][2] == 1.0
+    assert {"MuonPower(NS one matrix at a time)", "MuonPower(that, phi_p a separate pass)"} <= set(results)
+    assert all(t > 0 and ratio > 0 for t, _, ratio in results.values())
