@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -63,7 +63,7 @@ def default_ns_dtype(device: torch.device) -> str:
     return "float32"
 
 
-#: The most elements :func:`orthogonalize_all` stacks into one batch (32 MiB in bf16): a bound on the extra
+#: The most elements :func:`orthogonalized` stacks into one batch (32 MiB in bf16): a bound on the extra
 #: memory the batched Newton-Schulz holds at once (the batch and the iteration's intermediates, a few times it).
 MAX_BATCH_NUMEL = 1 << 24
 
@@ -121,17 +121,18 @@ def orthogonalize(update: Tensor, steps: int, coefficients: tuple[float, float, 
     return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
-def orthogonalize_all(updates: list[Tensor], dtypes: list[torch.dtype], steps: int,
-                      coefficients: tuple[float, float, float], eps: float) -> list[Tensor]:
-    """Newton-Schulz of every matrix in ``updates`` (each in its ``dtypes`` entry), the same numbers as
+def orthogonalized(updates: list[Tensor], dtypes: list[torch.dtype], steps: int,
+                   coefficients: tuple[float, float, float], eps: float) -> Iterator[tuple[int, Tensor]]:
+    """``(i, Newton-Schulz of updates[i])`` for every matrix (each in its ``dtypes`` entry), the same numbers as
     :func:`orthogonalize` of each: matrices of one shape (up to orientation), device and dtype are stacked into
     batches of at most :data:`MAX_BATCH_NUMEL` elements and iterated together (a model's hidden matrices come in
-    a few shapes); FSDP2 shards (DTensors) one at a time, each gathered whole."""
-    out: list[Tensor | None] = [None] * len(updates)
+    a few shapes); FSDP2 shards (DTensors) one at a time, each gathered whole. A batch's results are views into
+    it, yielded as it finishes, so the caller applies them before the next batch is computed and at most one
+    batch is held."""
     batches: dict[tuple, list[int]] = {}
     for i, (update, dtype) in enumerate(zip(updates, dtypes)):
         if hasattr(update, "full_tensor"):
-            out[i] = orthogonalize(update, steps, coefficients, eps, dtype)
+            yield i, orthogonalize(update, steps, coefficients, eps, dtype)
         else:
             batches.setdefault((tuple(_wide(update).shape), update.device, dtype), []).append(i)
     for (shape, device, dtype), members in batches.items():
@@ -143,8 +144,7 @@ def orthogonalize_all(updates: list[Tensor], dtypes: list[torch.dtype], steps: i
                 row.copy_(_wide(updates[i]))
             x = newton_schulz_batch(x, steps, coefficients, eps)
             for row, i in zip(x, chunk):
-                out[i] = _unwide(row, updates[i])
-    return out  # type: ignore[return-value]
+                yield i, _unwide(row, updates[i])
 
 
 def muon_momentum(grads: list[Tensor], bufs: list[Tensor], *, p: float, momentum: float,
@@ -254,7 +254,9 @@ class MuonPower(PowerMixin, Optimizer):
     fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given (or from a
     compiler failure on: :attr:`one_pass` turns False, with a warning). At ``p = 1`` both halves are torch's
     ``Muon`` and ``AdamW`` on the raw gradient. As with AdamPower, every step pre-hook sees the raw gradient, and
-    after ``step()`` the gradients are scratch (the separate passes rewrite them with phi_p(g)).
+    after ``step()`` the gradients are scratch: the separate passes rewrite them with phi_p(g), and Nesterov's
+    update is written over the Muon matrices' gradients. Newton-Schulz runs batched over matrices of one shape
+    (:func:`orthogonalized`; :data:`MAX_BATCH_NUMEL` bounds the memory it adds).
     """
 
     #: phi_p is applied inside the update (:func:`muon_momentum`, :func:`adampower_group`), not by a pre-hook.
@@ -365,8 +367,9 @@ class MuonPower(PowerMixin, Optimizer):
                                 [self.state[param]["momentum_buffer"] for param in params],
                                 p=check_p(group["p"]), momentum=group["momentum"], nesterov=group["nesterov"])
         dtypes = [NS_DTYPES[group["ns_dtype"] or default_ns_dtype(param.device)] for param in params]
-        updates = orthogonalize_all(updates, dtypes, group["ns_steps"], group["ns_coefficients"], group["ns_eps"])
-        for param, update in zip(params, updates):
+        for i, update in orthogonalized(updates, dtypes, group["ns_steps"], group["ns_coefficients"],
+                                        group["ns_eps"]):
+            param = params[i]
             param.mul_(1 - lr * decay)
             param.add_(update, alpha=-lr * muon_lr_scale(param.shape, group["adjust_lr_fn"]))
 
