@@ -100,23 +100,37 @@ class TorchMuonPair:
             part.step()
 
 
-class EarlierMuonRoute:
-    """MuonPower's step by an earlier route, for the before and after in one run: Newton-Schulz one matrix at a
-    time (batches of one), and with ``separate_power`` also phi_p as a pass of its own before an unchanged update
-    (the step pre-hook's ``power_group_grads_``, C++ on the CPU; then torch's lerps and fused AdamW)."""
+class Patched:
+    """An optimizer stepped with one module attribute set to ``value`` for the step (and restored after): another
+    route of the same optimizer, timed in the same run as its default."""
 
-    def __init__(self, named: list[tuple[str, torch.nn.Parameter]], separate_power: bool, **kw) -> None:
-        self.separate_power = separate_power
-        self.opt = MuonPower(named, p=1.0, adam_fused=True, **kw) if separate_power else MuonPower(named, **kw)
+    def __init__(self, opt: object, module: object, name: str, value: object) -> None:
+        self.opt, self.module, self.name, self.value = opt, module, name, value
 
     def step(self) -> None:
-        if self.separate_power:
-            power_group_grads_([{**group, "p": 1.2} for group in self.opt.param_groups])
-        muonpower.MAX_BATCH_NUMEL, before = 1, muonpower.MAX_BATCH_NUMEL
+        before = getattr(self.module, self.name)
+        setattr(self.module, self.name, self.value)
         try:
             self.opt.step()
         finally:
-            muonpower.MAX_BATCH_NUMEL = before
+            setattr(self.module, self.name, before)
+
+
+class SeparatePower:
+    """MuonPower at p = 1 with fused AdamW after phi_p as a pass of its own (the step pre-hook's
+    ``power_group_grads_``, C++ on the CPU): phi_p before an unchanged update."""
+
+    def __init__(self, named: list[tuple[str, torch.nn.Parameter]], **kw) -> None:
+        self.opt = MuonPower(named, p=1.0, adam_fused=True, **kw)
+
+    def step(self) -> None:
+        power_group_grads_([{**group, "p": 1.2} for group in self.opt.param_groups])
+        self.opt.step()
+
+
+def one_matrix_at_a_time(opt: object) -> Patched:
+    """``opt`` with Newton-Schulz in batches of one matrix."""
+    return Patched(opt, muonpower, "MAX_BATCH_NUMEL", 1)
 
 
 def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[str, tuple[float, float, float]]:
@@ -134,8 +148,8 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
     variants: dict[str, Callable] = {
         MUON_BASELINE: lambda ps: TorchMuonPair(named, **kw),
         f"MuonPower(default: {default_ns_dtype(device)} NS)": lambda ps: MuonPower(named, **kw),
-        "MuonPower(NS one matrix at a time)": lambda ps: EarlierMuonRoute(named, False, **kw),
-        "MuonPower(that, phi_p a separate pass)": lambda ps: EarlierMuonRoute(named, True, **kw),
+        "MuonPower(NS one matrix at a time)": lambda ps: one_matrix_at_a_time(MuonPower(named, **kw)),
+        "MuonPower(that, phi_p a separate pass)": lambda ps: one_matrix_at_a_time(SeparatePower(named, **kw)),
         "MuonPower(adam_fused=True)": lambda ps: MuonPower(named, adam_fused=True, **kw),
         "MuonPower(ns_dtype='float32')": lambda ps: MuonPower(named, ns_dtype="float32", **kw),
         "MuonPower(ns_dtype='bfloat16')": lambda ps: MuonPower(named, ns_dtype="bfloat16", **kw),
@@ -145,34 +159,11 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
     return time_steps(variants, params, grads, repeats, device)
 
 
-class InductorRoute:
-    """An AdamPower stepped through the Inductor one-pass kernel on CPU too (the C++ loop's predecessor)."""
-
-    def __init__(self, opt: AdamPower) -> None:
-        self.opt = opt
-
-    def step(self) -> None:
-        onepass.CPU_KERNEL, before = False, onepass.CPU_KERNEL
-        try:
-            self.opt.step()
-        finally:
-            onepass.CPU_KERNEL = before
-
-
-class PortableLoop:
-    """An AdamPower stepped through the plain C++ loop that CPUs without AVX-512 take, built for this CPU
-    (``onepass_cpu.build(portable=True)``): the AVX-512 path's predecessor, for the before and after in one run."""
-
-    def __init__(self, opt: AdamPower) -> None:
-        self.opt, self.module = opt, onepass_cpu.build(portable=True)
-
-    def step(self) -> None:
-        real = onepass_cpu.kernel
-        onepass_cpu.kernel = lambda: self.module
-        try:
-            self.opt.step()
-        finally:
-            onepass_cpu.kernel = real
+def portable_loop(opt: AdamPower) -> Patched:
+    """``opt`` stepped through the plain C++ loop that CPUs without AVX-512 take, built here for this CPU (before
+    the timing) in place of :func:`onepass_cpu.kernel`'s build."""
+    module = onepass_cpu.build(portable=True)
+    return Patched(opt, onepass_cpu, "kernel", lambda: module)
 
 
 ADAM_BASELINE = "AdamW(fused=True)  [baseline]"
@@ -183,8 +174,9 @@ ADAM_VARIANTS: dict[str, Callable] = {
     "AdamW(for-loop)": lambda ps: torch.optim.AdamW(ps, foreach=False, **KW),
     "GradPower(AdamW(fused=True))": lambda ps: GradPower(torch.optim.AdamW(ps, fused=True, **KW), p=1.2),
     "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **KW),
-    "AdamPower(one-pass, portable C++ loop)": lambda ps: PortableLoop(AdamPower(ps, **KW)),
-    "AdamPower(one-pass, Inductor kernel)": lambda ps: InductorRoute(AdamPower(ps, **KW)),
+    "AdamPower(one-pass, portable C++ loop)": lambda ps: portable_loop(AdamPower(ps, **KW)),
+    # the Inductor kernel, CUDA's route, on the CPU too
+    "AdamPower(one-pass, Inductor kernel)": lambda ps: Patched(AdamPower(ps, **KW), onepass, "CPU_KERNEL", False),
     "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **KW),
     "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **KW),
     "AdamPower(single-tensor)": lambda ps: AdamPower(ps, foreach=False, fused=False, **KW),

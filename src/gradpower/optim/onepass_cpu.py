@@ -238,6 +238,7 @@ static void power_loop(float* __restrict x, int64_t n, const std::vector<double>
         x[i] = std::copysign(power_abs(std::fabs(x[i]), p, p_head, p_tail), x[i]);
     }
 }
+
 static inline float lerp(float start, float end, const Lerp& weight) {
     return std::fma(weight.coeff, end - start, weight.from_end ? end : start);
 }
@@ -368,7 +369,6 @@ def step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[t
     (module or kernel()).adampower_step([t.data_ptr() for t in params], [t.data_ptr() for t in grads],
                                         [t.data_ptr() for t in exp_avgs], [t.data_ptr() for t in exp_avg_sqs],
                                         [t.numel() for t in params], scalars)
-
 
 
 def muon_momentum(grads: list[torch.Tensor], bufs: list[torch.Tensor], scalars: list[float], *,
