@@ -1,11 +1,12 @@
-"""The pilot's selection rule (experiments/pilot/choose.py) on hand-made candidate folders: it fits seeds into
-the budget from the wall time, predicts the half-width with Student's t, and never reads the paired mean."""
+"""The pilot's selection rules on hand-made candidate folders: the default's (experiments/pilot/choose.py) goes up the
+horizon ladder as far as the budget allows, then takes the smallest predicted half-width, never the paired mean."""
 
 import csv
 import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 from scipy import stats
 
 CHOOSE = Path(__file__).resolve().parents[1] / "experiments" / "pilot" / "choose.py"
@@ -24,32 +25,45 @@ def candidate(root: Path, name: str, diff_sd: float, wall_s: float, diff_mean: f
     with (folder / "plan.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arm", "n_seeds", "diff_sd", "mde_80", "seeds_needed", "est_wall_s"])
-        writer.writerow(["adampower p=1.2", 4, diff_sd, "", "", ""])
+        writer.writerow(["adampower p=1.2", 3, diff_sd, "", "", ""])
     with (folder / "runs.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arm", "seed", "final_val_loss", "tokens", "wall_s"])
-        for seed in range(4):
+        for seed in range(3):
             writer.writerow(["adamw", seed, 5.0, 1000, wall_s])
             writer.writerow(["adampower p=1.2", seed, 5.0 + diff_mean, 1000, wall_s])
 
 
-def test_the_rule_fits_seeds_into_the_budget_and_predicts_the_half_width(tmp_path):
+def test_the_rule_predicts_the_demo_time_and_the_half_width_with_four_seeds(tmp_path):
     rule = load_rule()
-    candidate(tmp_path, "short", diff_sd=0.02, wall_s=20.0, diff_mean=+0.05)
-    row = rule.candidate(tmp_path / "short", budget_s=220.0)
-    assert row["seeds_in_budget"] == 5  # 220 // (2 arms x 20 s)
-    assert math.isclose(row["expected_half"], stats.t.ppf(0.975, 4) * 0.02 / math.sqrt(5))
+    candidate(tmp_path, "wsd-h320", diff_sd=0.02, wall_s=30.0, diff_mean=+0.05)
+    row = rule.pilot(tmp_path / "wsd-h320")
+    assert row["candidate"] == "wsd" and row["horizon"] == 320
+    assert rule.predicted_s(row, 640, jobs=1) == 4 * 2 * 30.0 * 2  # linear in the steps
+    assert rule.predicted_s(row, 320, jobs=2) == 4 * 2 * 30.0 / 2
+    assert math.isclose(rule.half_width(0.02), stats.t.ppf(0.975, 3) * 0.02 / 2)
 
 
-def test_the_choice_follows_the_predicted_half_width_not_the_paired_mean(tmp_path, capsys):
+def test_with_nothing_fitting_the_rule_stays_at_320_steps_and_takes_the_cheapest(tmp_path, capsys):
     rule = load_rule()
-    candidate(tmp_path, "flattering", diff_sd=0.04, wall_s=20.0, diff_mean=-0.08)  # lowest mean, noisy
-    candidate(tmp_path, "quiet", diff_sd=0.01, wall_s=30.0, diff_mean=+0.01)
-    candidate(tmp_path, "too-slow", diff_sd=0.001, wall_s=200.0, diff_mean=-0.2)  # one seed fits: no interval
-    assert rule.main([str(tmp_path), "--budget-s", "220"]) == 0
+    candidate(tmp_path, "flattering-h320", diff_sd=0.05, wall_s=100.0, diff_mean=-0.2)  # best mean, noisier
+    candidate(tmp_path, "quiet-h320", diff_sd=0.01, wall_s=105.0, diff_mean=+0.1)  # within 10%: a tie on cost
+    candidate(tmp_path, "slow-h320", diff_sd=0.001, wall_s=150.0, diff_mean=-0.3)  # quietest, but dearer
+    assert rule.main([str(tmp_path), "--budget-s", "270"]) == 0
     printed = capsys.readouterr().out
-    assert "chosen: quiet with 3 seeds" in printed
-    assert "| too-slow |" in printed and "| inf |" in printed
+    assert "chosen: quiet at 320 steps" in printed and "no candidate fits 270 s at 320 steps" in printed
+
+
+def test_the_rule_goes_up_the_ladder_as_far_as_the_budget_allows_then_asks_for_that_pilot(tmp_path, capsys):
+    rule = load_rule()
+    candidate(tmp_path, "wsd-h320", diff_sd=0.03, wall_s=10.0, diff_mean=-0.2)  # 80 s at 320: fits to 1280 (320 s)
+    candidate(tmp_path, "cos-h320", diff_sd=0.01, wall_s=20.0, diff_mean=+0.2)  # fits to 640 (320 s)
+    with pytest.raises(SystemExit, match="horizon 1280 fits: pilot wsd there first"):
+        rule.main([str(tmp_path), "--budget-s", "330"])
+    candidate(tmp_path, "wsd-h1280", diff_sd=0.04, wall_s=40.0, diff_mean=-0.5)
+    assert rule.main([str(tmp_path), "--budget-s", "330"]) == 0
+    assert "chosen: wsd at 1280 steps" in capsys.readouterr().out  # the only one that fits there
+    # fidelity before precision: the quieter cos candidate fits only a shorter horizon, so it is not taken
 
 
 C5_RULE = Path(__file__).resolve().parents[1] / "experiments" / "c5-spikes" / "rule.py"

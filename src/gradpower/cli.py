@@ -125,6 +125,13 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
                         "with a larger --seeds, its earlier runs are reused")
+    ladder = parser.add_mutually_exclusive_group()
+    ladder.add_argument("--horizons", metavar="S1,S2,...",
+                        help="training length as an axis: every arm/point and seed trains to each of these step "
+                        "counts, paired by seed within each (one warm-up for all; wsd runs branch their decays from "
+                        "one stable run); replaces --steps")
+    ladder.add_argument("--horizon-tokens", metavar="T1,T2,...",
+                        help="the same in training tokens (steps = tokens / (batch_size x seq_len))")
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs in parallel processes (default: 1 on CPU, one per visible GPU on CUDA)")
@@ -337,8 +344,27 @@ def _experiment_spec(args: argparse.Namespace, default: Any) -> Any:
         seeds = sequential_looks(max_seeds)[0]
     elif getattr(args, "max_seeds", None) is not None:
         raise ValueError("--max-seeds goes with --seeds auto")
-    return dataclasses.replace(spec, base=base, seeds=seeds, max_seeds=max_seeds,
+    horizons, unit = spec.horizons, spec.horizon_unit
+    for flag, given, kind in (("--horizons", args.horizons, "steps"), ("--horizon-tokens", args.horizon_tokens,
+                                                                      "tokens")):
+        if given is not None:
+            if args.steps is not None:
+                raise ValueError(f"--steps and {flag} both set the runs' length: drop one of them")
+            horizons, unit = _whole_numbers(given, flag), kind
+    return dataclasses.replace(spec, base=base, seeds=seeds, max_seeds=max_seeds, horizons=horizons,
+                               horizon_unit=unit,
                                first_seed=args.first_seed if args.first_seed is not None else spec.first_seed)
+
+
+def _whole_numbers(text: str, flag: str) -> list[int]:
+    """``"80,160,320"`` -> ``[80, 160, 320]``; anything else is refused naming ``flag``."""
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}")
+    return values
 
 
 def _compare(args: argparse.Namespace, command: str) -> int:

@@ -39,10 +39,14 @@ def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=DEFAULT_SEEDS)
 
 
-def finished_final_runs(out: Path, record: dict[str, Any]) -> dict[tuple[str, int], Run]:
-    """The finished final (not lr-tuning) runs a compare folder lists so far, by (arm, seed)."""
+def finished_final_runs(out: Path, record: dict[str, Any], horizon: int | None | str = "headline"
+                        ) -> dict[tuple[str, int], Run]:
+    """The finished final (not lr-tuning) runs a compare folder lists so far at one horizon of its ladder
+    (default: the headline, the longest; a folder without a ladder has one), by (arm, seed)."""
+    if horizon == "headline":
+        horizon = ExperimentSpec.from_dict(record["spec"]).headline
     return {(entry["arm"], int(entry["seed"])): run for entry, run in load_listed_runs(out, record["runs"])
-            if entry["phase"] == "final" and run is not None and run.finished}
+            if entry["phase"] == "final" and entry.get("horizon") == horizon and run is not None and run.finished}
 
 
 def _final_results(out: Path, record: dict[str, Any], baseline: str) -> tuple[dict[str, list[float]], list[float]]:
@@ -83,21 +87,36 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         raise ValueError(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
     spec = with_run_defaults(spec)
     for arm in spec.arms:  # every arm's configuration is valid before the first run trains
-        check_before_start(spec.config(spec.first_seed, **arm.overrides,
-                                       **({"lr": spec.tune_lr[0]} if spec.tune_lr else {})))
+        for _, settings in spec.horizon_runs(arm.overrides):
+            check_before_start(spec.config(spec.first_seed, **arm.overrides, **settings,
+                                           **({"lr": spec.tune_lr[0]} if spec.tune_lr else {})))
     out.mkdir(parents=True, exist_ok=True)
     runs_root = runs_root or out / "runs"
     record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}
 
+    horizons: dict[int, tuple[str, int | None]] = {}  # each planned run's arm and horizon, by id
+
+    def planned_run(arm: Arm, seed: int, horizon: int | None, settings: dict[str, Any], **extra: Any) -> PlannedRun:
+        label = arm.name + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
+        run = PlannedRun(label, seed, place(spec.config(seed, **arm.overrides, **settings, **extra), runs_root))
+        horizons[id(run)] = (arm.name, horizon)
+        return run
+
     def entries(planned: list[PlannedRun], phase: str, lrs: dict[str, float]) -> list[dict[str, Any]]:
-        return [{"phase": phase, "arm": p.label, "seed": p.seed, "lr": lrs.get(p.label, p.cfg.lr),
-                 "dir": os.path.relpath(p.run_dir, out)} for p in planned]
+        out_entries = []
+        for p in planned:
+            arm, horizon = horizons[id(p)]
+            out_entries.append({"phase": phase, "arm": arm, "seed": p.seed, "lr": lrs.get(arm, p.cfg.lr),
+                                "dir": os.path.relpath(p.run_dir, out),
+                                **({"horizon": horizon} if horizon is not None else {})})
+        return out_entries
 
     chosen: dict[str, float] = {}
     failed: list[Outcome] = []
     if spec.tune_lr:
         tune_seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
-        tuning = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides, lr=lr), runs_root))
+        # at the headline horizon (the longest), the one the verdict speaks of
+        tuning = [planned_run(arm, seed, *spec.horizon_runs(arm.overrides)[-1], lr=lr)
                   for arm in spec.arms for lr in spec.tune_lr for seed in tune_seeds]
         record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
         write_experiment(out, record)
@@ -114,17 +133,18 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     looks = sequential_looks(spec.max_seeds) if spec.max_seeds else (spec.seeds,)
     for look, seeds in enumerate(looks, 1):
         spec = dataclasses.replace(spec, seeds=seeds)
-        final = [PlannedRun(arm.name, seed, place(spec.config(seed, **arm.overrides,
-                                                              **({"lr": chosen[arm.name]} if chosen else {})),
-                                                  runs_root))
-                 for seed in spec.seed_list for arm in spec.arms]
+        final = [planned_run(arm, seed, horizon, settings, **({"lr": chosen[arm.name]} if chosen else {}))
+                 for seed in spec.seed_list for arm in spec.arms
+                 for horizon, settings in spec.horizon_runs(arm.overrides)]
         record["runs"] = tuning_entries + entries(final, "final", chosen)
         record["spec"] = spec.to_dict()
+        ladder = (f" x {len(spec.horizons)} horizon(s) ({', '.join(map(str, sorted(spec.horizons)))} "
+                  f"{spec.horizon_unit})" if spec.horizons else "")
         if spec.max_seeds:
-            echo(f"== compare, look {look}/{len(looks)} of --seeds auto: {len(spec.arms)} arm(s) x {seeds} seed(s) "
-                 f"-> {out}")
+            echo(f"== compare, look {look}/{len(looks)} of --seeds auto: {len(spec.arms)} arm(s) x {seeds} seed(s)"
+                 f"{ladder} -> {out}")
         else:
-            echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s) -> {out}")
+            echo(f"== compare: {len(spec.arms)} arm(s) x {spec.seeds} seed(s){ladder} -> {out}")
         write_experiment(out, record)
         failed += failures(execute(final, jobs, echo, launcher))
         if spec.max_seeds:

@@ -31,6 +31,7 @@ from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
 from ..train.loop import check_before_start
+from .ladder import chains, checkpoint_step, seed_branch
 from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
 
@@ -178,24 +179,103 @@ def done_message(run_dir: Path) -> str:
     return f"val {run.final_val_loss:.4f}"
 
 
+def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], logs: bool, threads: int | None,
+            device: str | None, started: Callable[[int, str], None] | None = None) -> list[tuple[str, str, float]]:
+    """Train a run, or a wsd trunk with the shorter runs that branch from it (:mod:`.ladder`), in this process.
+
+    For each branch, by ascending step: the trunk trains to the branch's decay start (``stop_after``) and
+    checkpoints there, the branch is seeded from that checkpoint and trains its decay. A branch that has a
+    checkpoint of its own resumes from it, and one whose step the trunk is already past trains whole (the same
+    result, at the full cost). Then the trunk trains to its end. ``started(i, action)`` is told before run ``i``
+    (the branches in order, then the trunk) trains. Returns (status, message, seconds) for each run, in that
+    order; a trunk that fails on the way fails the branches still waiting for it."""
+    def train(cfg: TrainConfig, stop_after: int | None = None) -> tuple[str, str]:
+        cfg = dataclasses.replace(start_config(cfg), stop_after=stop_after)
+        return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log") if logs else None, threads, device)
+
+    trunk_cfg = TrainConfig(**trunk)
+    results: list[tuple[str, str, float]] = []
+    trunk_seconds, trunk_failure = 0.0, None
+    for index, (branch, step) in enumerate(branches):
+        cfg = TrainConfig(**branch)
+        start = time.perf_counter()
+        action = "resuming" if checkpoint_step(cfg.run_dir) is not None else "training"
+        if trunk_failure is not None:
+            results.append((*trunk_failure, 0.0))
+            continue
+        if action == "training":
+            at = checkpoint_step(trunk_cfg.run_dir) or 0
+            if at < step:
+                if started:
+                    started(len(branches), f"stable phase to step {step}")
+                trunk_start = time.perf_counter()
+                status, message = train(trunk_cfg, step - at)
+                trunk_seconds += time.perf_counter() - trunk_start
+                if status != "done":
+                    trunk_failure = (status, f"its trunk {trunk_cfg.run_dir} stopped: {message}")
+                    results.append((*trunk_failure, 0.0))
+                    continue
+                at = checkpoint_step(trunk_cfg.run_dir)
+                start = time.perf_counter()
+            if at == step:
+                seed_branch(trunk_cfg.run_dir, cfg.run_dir, step)
+                action = f"branching at step {step} from {trunk_cfg.run_dir.name}"
+        if started:
+            started(index, action)
+        status, message = train(cfg)
+        results.append((status, message, time.perf_counter() - start))
+    if trunk_failure is not None:
+        results.append((*trunk_failure, trunk_seconds))
+        return results
+    if started:
+        started(len(branches), "resuming" if checkpoint_step(trunk_cfg.run_dir) is not None else "training")
+    start = time.perf_counter()
+    status, message = train(trunk_cfg)
+    results.append((status, message, trunk_seconds + time.perf_counter() - start))
+    return results
+
+
+#: What one worker trains: a run and the (run, branch step) pairs that branch from it, by ascending step.
+Job = tuple[PlannedRun, list[tuple[PlannedRun, int]]]
+
+
+def plan_jobs(planned: list[PlannedRun], todo: list[PlannedRun]) -> list[Job]:
+    """The runs of ``todo`` as jobs: a trunk with the branches it still owes (:func:`.ladder.chains` over every
+    planned run), or a run alone. A branch whose trunk is finished already trains alone."""
+    waiting = {id(run) for run in todo}
+    jobs = []
+    for trunk, branches in chains([run.cfg for run in planned]):
+        owed = [(planned[i], step) for i, step in branches if id(planned[i]) in waiting]
+        if id(planned[trunk]) in waiting:
+            jobs.append((planned[trunk], owed))
+        else:
+            jobs += [(run, []) for run, _ in owed]
+    return jobs
+
+
+def _job_args(trunk: PlannedRun, branches: list[tuple[PlannedRun, int]]) -> tuple[dict, list[tuple[dict, int]]]:
+    """A job's configs as plain dicts, for :func:`run_job` here or in a spawned process."""
+    return dataclasses.asdict(trunk.cfg), [(dataclasses.asdict(run.cfg), step) for run, step in branches]
+
+
 def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print,
             launcher: LauncherConfig | None = None) -> list[Outcome]:
     """Run every planned run that is not already finished; return one outcome per planned run.
 
     Prints one progress line per run (``[run i/N] label | seed s | ETA``);
     finished runs are reused without training, interrupted ones resume from
-    their newest checkpoint. With ``launcher.launcher == "submitit"`` the runs are SLURM jobs
-    (:mod:`.slurm`; their logs under ``slurm/`` beside the runs folder) and ``jobs`` is unused.
+    their newest checkpoint, and wsd runs that differ only in length share their stable phase
+    (:func:`run_job`). With ``launcher.launcher == "submitit"`` the runs are SLURM jobs
+    (:mod:`.slurm`; their logs under ``slurm/`` beside the runs folder), each trained whole, and ``jobs`` is
+    unused.
     """
     check_planned(planned)
     todo, outcomes = [], {}
     for run in planned:
-        state = state_of(run)
-        if state == "done":
+        if state_of(run) == "done":
             outcomes[id(run)] = Outcome(run, "reused")
         else:
-            # A folder this experiment owns but whose run never reached a checkpoint is started over.
-            todo.append((run, start_config(run.cfg)))
+            todo.append(run)
     total = len(planned)
     reused = total - len(todo)
     if reused:
@@ -218,27 +298,36 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
         check_available(launcher)
         from .slurm import run_jobs
 
-        run_jobs(todo, launcher, todo[0][0].run_dir.parent.parent / "slurm", finished, echo)
+        run_jobs([(run, start_config(run.cfg)) for run in todo], launcher, todo[0].run_dir.parent.parent / "slurm",
+                 finished, echo)
     elif jobs <= 1:
-        for run, cfg in todo:
-            _stop_if_interrupted(counter, total)
-            counter += 1
-            action = "resuming" if cfg.resume else "training"
-            echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
-                 f"{eta(total - counter + 1)}")
-            start = time.perf_counter()
-            status, message = train_one(dataclasses.asdict(cfg), None, None, None)
-            finished(run, status, message, time.perf_counter() - start)
+        for trunk, branches in plan_jobs(planned, todo):
+            runs = [run for run, _ in branches] + [trunk]
+            numbers: dict[int, int] = {}  # each run keeps the number it was given when it began
+
+            def started(index: int, action: str, runs: list[PlannedRun] = runs, numbers: dict = numbers) -> None:
+                nonlocal counter
+                run = runs[index]
+                if index not in numbers:
+                    _stop_if_interrupted(counter, total)
+                    counter += 1
+                    numbers[index] = counter
+                echo(f"[run {numbers[index]}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
+                     f"{eta(total - counter + 1)}")
+
+            results = run_job(*_job_args(trunk, branches), False, None, None, started)
+            for run, (status, message, seconds) in zip(runs, results):
+                finished(run, status, message, seconds)
     else:
-        _execute_parallel(todo, jobs, total, reused, echo, eta, finished)
+        _execute_parallel(plan_jobs(planned, todo), jobs, total, reused, echo, eta, finished)
     return [outcomes[id(run)] for run in planned]
 
 
-def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> None:
+def _execute_parallel(work, jobs, total, done_before, echo, eta, finished) -> None:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     threads = max(1, (os.cpu_count() or 1) // jobs) if gpus == 0 else None
-    pending: dict[Future, tuple[PlannedRun, float, int]] = {}
-    queue = list(todo)
+    pending: dict[Future, tuple[list[PlannedRun], int]] = {}
+    queue = list(work)
     free_slots = list(range(jobs))
     counter = done_before
     context = multiprocessing.get_context("spawn")
@@ -247,28 +336,30 @@ def _execute_parallel(todo, jobs, total, done_before, echo, eta, finished) -> No
             if interrupts.requested():
                 queue.clear()  # let the running ones checkpoint and stop; start nothing new
             while queue and free_slots:
-                run, cfg = queue.pop(0)
+                trunk, branches = queue.pop(0)
+                runs = [run for run, _ in branches] + [trunk]
                 slot = free_slots.pop(0)
-                device = f"cuda:{slot % gpus}" if gpus and cfg.device in ("auto", "cuda") else None
-                counter += 1
-                echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | "
-                     f"{'resuming' if cfg.resume else 'training'} -> {run.run_dir} (log: train.log) | "
-                     f"{eta(total - counter + 1)}")
-                future = pool.submit(
-                    train_one, dataclasses.asdict(cfg), str(run.run_dir / "train.log"), threads, device
-                )
-                pending[future] = (run, time.perf_counter(), slot)
+                device = f"cuda:{slot % gpus}" if gpus and trunk.cfg.device in ("auto", "cuda") else None
+                for run in runs:
+                    counter += 1
+                    what = f"branch of {trunk.run_dir.name}" if run is not trunk and branches else (
+                        "resuming" if checkpoint_step(run.run_dir) is not None else "training")
+                    echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {what} -> {run.run_dir} "
+                         f"(log: train.log) | {eta(total - counter + 1)}")
+                future = pool.submit(run_job, *_job_args(trunk, branches), True, threads, device)
+                pending[future] = (runs, slot)
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                run, start, slot = pending.pop(future)
+                runs, slot = pending.pop(future)
                 free_slots.append(slot)
                 try:
-                    status, message = future.result()
+                    results = future.result()
                 except InterruptedRun as exc:
-                    status, message = "interrupted", str(exc)
-                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its run, not the experiment
-                    status, message = "failed", f"{type(exc).__name__}: {exc}"
-                finished(run, status, message, time.perf_counter() - start)
+                    results = [("interrupted", str(exc), 0.0)] * len(runs)
+                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its runs, not the experiment
+                    results = [("failed", f"{type(exc).__name__}: {exc}", 0.0)] * len(runs)
+                for run, (status, message, seconds) in zip(runs, results):
+                    finished(run, status, message, seconds)
     sys.stdout.flush()
     _stop_if_interrupted(counter, total)
 

@@ -123,3 +123,29 @@ def error_bar_lines(path: Path, x_name: str, series: dict[str, tuple[list, np.nd
     if any(series):
         ax.legend()
     return _save(fig, path)
+
+
+def horizon_differences(path: Path, series: dict[str, dict[str, np.ndarray]], baseline: str,
+                        baseline_loss: tuple[np.ndarray, np.ndarray], title: str) -> Path:
+    """Left: each arm's paired final-val-loss difference to the baseline against training tokens (log x), with
+    its 95% interval as bars and the zero line. Right: the baseline's final val loss (seed mean) per horizon.
+
+    ``series[arm]`` holds ``tokens``, ``mean``, ``low`` and ``high`` (nan bounds: no bar)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, s in series.items():
+        low, high = np.nan_to_num(s["mean"] - s["low"]), np.nan_to_num(s["high"] - s["mean"])
+        left.errorbar(s["tokens"], s["mean"], yerr=[low, high], marker="o", capsize=4, label=arm)
+    left.axhline(0.0, color="black", linewidth=0.8)
+    left.set_xscale("log")
+    left.set_xlabel("training tokens (log)")
+    left.set_ylabel(f"final val loss - {baseline} (nats)")
+    left.set_title("paired difference, 95% interval")
+    left.legend(fontsize=8)
+    tokens, loss = baseline_loss
+    right.plot(tokens, loss, marker="o", color="black")
+    right.set_xscale("log")
+    right.set_xlabel("training tokens (log)")
+    right.set_ylabel(f"{baseline}: final val loss (seed mean)")
+    right.set_title("the baseline at each horizon")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..train.config import TrainConfig
 from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
+from .ladder import decay_start, shared_seconds
 from .runs import Run
 from .spec import ExperimentSpec
+from .stage import stage_of
 from .stats import (
     CONFIDENCE,
     SEQUENTIAL_RULE,
@@ -35,10 +38,15 @@ from .stats import (
 )
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
-                "spikes", "run_dir", "val_tokens", "val_loss_se"]
+                "spikes", "run_dir", "val_tokens", "val_loss_se", "horizon", "tokens_per_param"]
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
                    "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed"]
+#: Columns of ``horizons.csv``: one row per (arm, horizon) of a ladder, paired with the baseline at that horizon.
+HORIZONS_COLUMNS = ["arm", "horizon_steps", "tokens", "tokens_per_param", "n_seeds", "diff_mean", "diff_ci_low",
+                    "diff_ci_high", "diff_sd", "mde_80", "baseline_val_loss", "horizon", "baseline_drop"]
+
+
 @dataclass
 class ArmRuns:
     """The finished final-phase runs of one arm, by seed."""
@@ -81,8 +89,29 @@ def choose_lrs(out: Path, record: dict[str, Any]) -> dict[str, float]:
     return best
 
 
+def _arms_at(loaded: list[tuple[dict[str, Any], Run | None]], names: list[str], horizon: int | None
+             ) -> tuple[dict[str, ArmRuns], list[str]]:
+    """The finished final runs of each arm at one horizon, and the listed ones not finished."""
+    arms = {name: ArmRuns(name, {}) for name in names}
+    missing = []
+    for entry, run in loaded:
+        if entry["phase"] != "final" or entry.get("horizon") != horizon:
+            continue
+        if run is None or not run.finished:
+            missing.append(f"{entry['arm']} seed {entry['seed']}" + (f" @ {horizon}" if horizon is not None else ""))
+        else:
+            arms[entry["arm"]].runs[int(entry["seed"])] = run
+    return arms, missing
+
+
+def _paired_final(arm: ArmRuns, base: ArmRuns) -> list[float]:
+    """The arm's per-seed final val loss minus the baseline's, over the seeds both finished."""
+    return [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in sorted(set(arm.runs) & set(base.runs))]
+
+
 def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
-    """Write runs.csv, results.csv, the figures and report.md for a compare folder; return the table text."""
+    """Write runs.csv, results.csv, the figures and report.md for a compare folder (and horizons.csv,
+    horizons.png for a ladder); return the table text. The main table speaks of the headline horizon."""
     record = read_experiment(out)
     spec = ExperimentSpec.from_dict(record["spec"])
     names = [arm.name for arm in spec.arms]
@@ -93,26 +122,21 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
     loaded = load_listed_runs(out, record["runs"])
 
     runs_rows = []
-    arms = {name: ArmRuns(name, {}) for name in names}
-    missing = []
     for entry, run in loaded:
-        if entry["phase"] != "final":
+        if entry["phase"] != "final" or run is None:
             continue
-        if run is None or not run.finished:
-            missing.append(f"{entry['arm']} seed {entry['seed']}")
-            if run is None:
-                continue
-        else:
-            arms[entry["arm"]].runs[int(entry["seed"])] = run
         runs_rows.append({
             "arm": entry["arm"], "seed": entry["seed"], "lr": run.peak_lr, "final_val_loss": run.final_val_loss,
             "best_val_loss": run.best_val_loss, "steps": run.steps, "tokens": run.tokens,
             "tokens_per_s": run.mean_tokens_per_s, "wall_s": run.wall_s, "spikes": run.spikes,
             "run_dir": str(run.path), "val_tokens": run.val_tokens, "val_loss_se": run.val_loss_se,
+            "horizon": entry.get("horizon"), "tokens_per_param": run.tokens_per_param,
         })
     write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
 
+    arms, missing = _arms_at(loaded, names, spec.headline)
     base = arms[baseline]
+    stage = stage_of(list(base.runs.values()))
     # --seeds auto: the intervals of the sequential rule (each look's level), else the plain 95% interval
     confidence = sequential_confidence(sequential_looks(spec.max_seeds)) if spec.max_seeds else CONFIDENCE
     steps = _common_val_steps([a for a in arms.values() if a.runs])
@@ -135,7 +159,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             row.update(steps_to_target=sp.steps_to_target, speedup=sp.speedup)
             if name != baseline:
                 row.update(speedup_ci_low=sp.interval.low, speedup_ci_high=sp.interval.high)
-                per_seed = [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in paired_seeds]
+                per_seed = _paired_final(arm, base)
                 diff = t_interval(per_seed, confidence)
                 diff_sd = sd(per_seed)
                 row.update(diff_mean=diff.mean, diff_ci_low=diff.low, diff_ci_high=diff.high, diff_sd=diff_sd,
@@ -150,17 +174,108 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
                 diff_curves[name]["per_seed"] = np.array(arm_curves) - np.array(base_curves)
         results_rows.append(row)
     write_csv(out / "results.csv", RESULTS_COLUMNS, results_rows)
+    if stage is not None and verdicts:
+        where = f"at {spec.horizon_text(spec.headline)}, " if spec.horizons else ""
+        verdicts = [f"{v}\n   {where}{stage.text()}" for v in verdicts]
 
     figures = _compare_figures(out, arms, names, baseline, steps, diff_curves, spec)
+    ladder = _horizons_section(out, spec, loaded, names, baseline, confidence) if spec.horizons else None
+    if ladder is not None:
+        figures.insert(0, ladder["figure"])
+        missing = ladder["missing"]
     tuning = _tuning_section(loaded, spec)
     table = results_table(results_rows, f"{confidence * 100:.4g}%")
-    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows)
+    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder)
     text = table + "\n" + "\n".join(verdicts)
+    if ladder is not None:
+        text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
     if tuning["warnings"]:
         text += "\n" + "\n".join(tuning["warnings"])
     if missing:
         text += f"\nnot finished (left out): {', '.join(missing)}"
     return text
+
+
+def _horizons_section(out: Path, spec: ExperimentSpec, loaded, names: list[str], baseline: str,
+                      confidence: float) -> dict[str, Any]:
+    """horizons.csv, horizons.png, the per-horizon table and one verdict per horizon and arm."""
+    rows, verdicts, missing, series = [], [], [], {}
+    base_tokens, base_loss = [], []
+    for horizon in sorted(spec.horizons or []):
+        arms, left_out = _arms_at(loaded, names, horizon)
+        missing += left_out
+        base = arms[baseline]
+        stage = stage_of(list(base.runs.values()))
+        if stage is None:
+            continue
+        base_val = float(np.mean([r.final_val_loss for r in base.runs.values()]))
+        base_tokens.append(stage.tokens)
+        base_loss.append(base_val)
+        for name in names[1:]:
+            arm = arms[name]
+            per_seed = _paired_final(arm, base)
+            diff = t_interval(per_seed, confidence)
+            diff_sd = sd(per_seed)
+            arm_runs = list(arm.runs.values())
+            row = {"arm": name, "horizon": horizon,
+                   "horizon_steps": arm_runs[0].steps if arm_runs else base.runs[min(base.runs)].steps,
+                   "tokens": arm_runs[0].tokens if arm_runs else stage.tokens,
+                   "tokens_per_param": arm_runs[0].tokens_per_param if arm_runs else stage.tokens_per_param,
+                   "n_seeds": diff.n, "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
+                   "diff_sd": diff_sd, "mde_80": mde_80(diff_sd, diff.n), "baseline_val_loss": base_val,
+                   "baseline_drop": stage.drop}
+            rows.append(row)
+            line = verdict(name, baseline, diff, diff_sd=diff_sd, effect=spec.effect, confidence=confidence)
+            verdicts.append(f"at {spec.horizon_text(horizon)} ({stage.tokens_per_param:.3g} tokens per parameter; "
+                            f"baseline val loss fell {stage.drop:.3f} nats over its last doubling): {line}")
+            entry = series.setdefault(name, {"tokens": [], "mean": [], "low": [], "high": []})
+            for key, value in (("tokens", row["tokens"]), ("mean", diff.mean), ("low", diff.low),
+                               ("high", diff.high)):
+                entry[key].append(value)
+    write_csv(out / "horizons.csv", HORIZONS_COLUMNS, rows)
+    shared = spec.config()
+    seeds = max((r["n_seeds"] for r in rows), default=0)
+    title = (f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | n = {seeds} seeds | warm-up "
+             f"{spec.horizon_runs(spec.arms[0].overrides)[0][1]['warmup']} steps at every horizon")
+    figure = plots.horizon_differences(out / "horizons.png", {k: {a: np.array(b, dtype=float) for a, b in v.items()}
+                                                              for k, v in series.items()},
+                                       baseline, (np.array(base_tokens), np.array(base_loss)), title)
+    return {"rows": rows, "verdicts": verdicts, "missing": missing, "figure": figure.name,
+            "table": horizons_table(rows, spec.horizon_unit), "saved_s": _branch_savings(loaded, names, spec)}
+
+
+def _branch_savings(loaded, names: list[str], spec: ExperimentSpec) -> float:
+    """Seconds the ladder did not spend: each shorter wsd run that branched from its headline run (same arm and
+    seed) inherited that run's stable phase, the wall time recorded at its decay start in both."""
+    trunks, _ = _arms_at(loaded, names, spec.headline)
+    saved = 0.0
+    for horizon in sorted(spec.horizons or [])[:-1]:
+        arms, _ = _arms_at(loaded, names, horizon)
+        for name, arm in arms.items():
+            for seed, run in arm.runs.items():
+                trunk = trunks[name].runs.get(seed)
+                if trunk is None or run.config.get("schedule") != "wsd":
+                    continue
+                step = decay_start(TrainConfig.from_dict(run.config))
+                inherited = shared_seconds(run.records, step)
+                if inherited and inherited == shared_seconds(trunk.records, step):
+                    saved += inherited
+    return saved
+
+
+def horizons_table(rows: list[dict[str, Any]], unit: str) -> str:
+    """The per-horizon table of horizons.csv."""
+    header = [f"horizon ({unit})", "steps", "tokens/param", "arm", "diff vs baseline [95% CI]", "seeds", "mde_80",
+              "baseline final val loss", "baseline drop over last doubling"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        diff = f"{r['diff_mean']:+.4f}" if math.isfinite(r["diff_mean"]) else ""
+        if diff and math.isfinite(r["diff_ci_low"]):
+            diff += f" [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}]"
+        lines.append(f"| {r['horizon']:,} | {r['horizon_steps']} | {r['tokens_per_param']:.3g} | {r['arm']} | {diff} | "
+                     f"{r['n_seeds']} | {_fmt(r['mde_80'], '.3f')} | {r['baseline_val_loss']:.4f} | "
+                     f"{_fmt(r['baseline_drop'], '.3f')} |")
+    return "\n".join(lines)
 
 
 def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> list[str]:
@@ -229,7 +344,8 @@ def results_table(rows: list[dict[str, Any]], diff_level: str = "95%") -> str:
     return "\n".join(lines)
 
 
-def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows) -> None:
+def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows,
+                            ladder=None) -> None:
     shared = spec.config()
     by_arms = {k for arm in spec.arms for k in arm.overrides}
     settings = {k: v for k, v in shared.defining().items() if k != "seed" and k not in by_arms}
@@ -243,6 +359,9 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
               for arm in spec.arms]
     lines += ["", "Shared settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()
                                                    if v is not None and k not in {"seed"}), ""]
+    if spec.horizons:
+        lines += [f"Horizons: {', '.join(f'{h:,}' for h in sorted(spec.horizons))} {spec.horizon_unit}; the "
+                  f"table below is at the longest, {spec.horizon_text(spec.headline)}.", ""]
     lines += ["## Results", "", table, ""]
     if spec.max_seeds:
         sequential = record.get("sequential", {})
@@ -254,7 +373,19 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
                   "sequential rule's level):", ""]
     else:
         lines += ["Verdicts (paired by seed, 95% Student-t interval with n-1 degrees of freedom):", ""]
-    lines += [f"- {v}" for v in verdicts] or ["- (one arm: nothing to compare)"]
+    lines += [f"- {v}" for v in verdicts] or [
+        "- (one arm: nothing to compare)" if len(spec.arms) < 2 else "- (no paired runs finished: no verdict)"]
+    if ladder is not None:
+        first = spec.horizon_runs(spec.arms[0].overrides)[0][1]
+        lines += ["", "## Training length", "",
+                  f"Every arm and seed trained to each horizon, paired by seed within each; one warm-up of "
+                  f"{first['warmup']} steps and one evaluation every {first['eval_every']} steps at every horizon.",
+                  ""]
+        if spec.config().schedule == "wsd":
+            lines += [f"wsd: each shorter run branched from the longest run of its arm and seed at its own decay "
+                      f"start (the same run up to there), which saved {ladder['saved_s'] / 60:.1f} minutes of "
+                      "training.", ""]
+        lines += [ladder["table"], "", *[f"- {v}" for v in ladder["verdicts"]], ""]
     lines += ["", "`speed-up`: baseline steps / arm steps to reach the baseline's final seed-mean val loss "
               "(linear interpolation between evaluations); interval from the per-seed ratios.", ""]
     if tuning["lines"]:

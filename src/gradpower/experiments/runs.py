@@ -8,6 +8,7 @@ numpy arrays, so tables, statistics and plots never parse files themselves.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +108,34 @@ class Run:
         return count_spikes(self.loss)
 
     @property
+    def params(self) -> int:
+        """The model's total parameter count (every parameter, embeddings and all experts included: the count
+        the papers' ~20 tokens per parameter uses)."""
+        return _param_count(json.dumps(self.model, sort_keys=True))
+
+    @property
+    def tokens_per_param(self) -> float:
+        """Training tokens over :attr:`params`: where in training the run ended."""
+        return self.tokens / self.params if self.params else float("nan")
+
+    def val_near(self, step: float) -> float:
+        """The regular evaluation's loss at ``step``, linearly interpolated between evaluations (nan outside)."""
+        if not self.val_step.size or step < self.val_step[0] or step > self.val_step[-1]:
+            return float("nan")
+        return float(np.interp(step, self.val_step, self.val_loss))
+
+    @property
     def peak_lr(self) -> float:
         """The peak lr the run used (its ``lr``, or the preset's default it resolved to)."""
         return float(self.config.get("lr") or self.resolved.get("lr", float("nan")))
+
+
+@functools.cache
+def _param_count(model_json: str) -> int:
+    """Parameters of a run's model config (built on the meta device, once per config)."""
+    from ..models import config_from_dict, count_params
+
+    return count_params(config_from_dict(json.loads(model_json))).total
 
 
 def _read_json(path: Path) -> Any:

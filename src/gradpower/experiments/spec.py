@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models import preset
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
+from .ladder import eval_every as ladder_eval_every
+from .ladder import ladder_warmup
 from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
 EXPERIMENT_KEYS = ("seeds", "first_seed", "tune_lr", "tune_seeds", "effect", "max_seeds", "reference", "tokens",
-                   "arm", "grid", "launcher")
+                   "horizons", "horizon_tokens", "arm", "grid", "launcher")
+#: How a ladder's horizons are given: optimizer steps, or training tokens (steps = tokens / (batch x seq_len)).
+HORIZON_UNITS = ("steps", "tokens")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 #: Settings every compare and sweep run gets unless the experiment sets them: a per-step loss for spike counts and
 #: smoothed curves, evaluations for the curves, and checkpoints to resume from.
@@ -57,6 +62,10 @@ class ExperimentSpec:
     tokens: int | None = None
     #: The file's ``[launcher]`` table (:class:`.launcher.LauncherConfig` keys): where the runs execute.
     launcher: dict[str, Any] = field(default_factory=dict)
+    #: A horizon ladder: every arm (or grid point) and seed trains to each of these lengths (None: ``steps``).
+    horizons: list[int] | None = None
+    #: What ``horizons`` count: ``steps`` or ``tokens``.
+    horizon_unit: str = "steps"
 
     @property
     def seed_list(self) -> list[int]:
@@ -90,7 +99,54 @@ class ExperimentSpec:
                                      + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
         if self.tokens is not None and self.tokens < 1:
             raise ValueError(f"--tokens must be a positive token budget, got {self.tokens}")
+        if self.horizons is not None:
+            self._check_horizons()
         self.config(**{k: v[0] for k, v in self.grid.items()})  # validates shared settings early
+
+    def _check_horizons(self) -> None:
+        flag = "--horizons" if self.horizon_unit == "steps" else "--horizon-tokens"
+        if self.horizon_unit not in HORIZON_UNITS:
+            raise ValueError(f"horizon_unit must be one of {', '.join(HORIZON_UNITS)}, got {self.horizon_unit!r}")
+        if (not self.horizons or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.horizons)
+                or len(set(self.horizons)) != len(self.horizons)):
+            raise ValueError(f"{flag} must be distinct positive whole numbers, got {self.horizons}")
+        if self.tokens is not None:
+            raise ValueError(f"{flag} sets each run's length: drop --tokens")
+        for arm in self.arms:
+            if "steps" in arm.overrides:
+                raise ValueError(f"arm {arm.name!r} sets steps, which {flag} sets: drop one of them")
+        if "steps" in self.grid:
+            raise ValueError(f"{flag} sets each run's length: drop steps from the grid")
+        for overrides in [arm.overrides for arm in self.arms] or [{k: v[0] for k, v in self.grid.items()}]:
+            for horizon, settings in self.horizon_runs(overrides):
+                if settings["steps"] < 2 or settings["warmup"] >= settings["steps"]:
+                    raise ValueError(f"{flag}: horizon {horizon} is {settings['steps']} step(s), not more than the "
+                                     f"ladder's warm-up of {settings['warmup']} steps; drop it or set a shorter warmup")
+
+    @property
+    def headline(self) -> int | None:
+        """The horizon the main table speaks of: the longest (None without a ladder)."""
+        return max(self.horizons) if self.horizons else None
+
+    def horizon_runs(self, overrides: dict[str, Any]) -> list[tuple[int | None, dict[str, Any]]]:
+        """Each horizon (shortest first) and the fields a run of it sets besides ``overrides``: its steps, the
+        ladder's one warm-up and evaluation cadence (:mod:`.ladder`), and a checkpoint every quarter.
+        ``[(None, {})]`` without a ladder."""
+        if not self.horizons:
+            return [(None, {})]
+        cfg = self.config(**overrides)
+        per_step = cfg.batch_size * (cfg.seq_len or preset(cfg.preset).max_seq_len)
+        horizons = sorted(self.horizons)
+        steps = [h if self.horizon_unit == "steps" else h // per_step for h in horizons]
+        given = {**self.base, **overrides}
+        warmup = ladder_warmup(steps, given.get("warmup"))
+        every = given.get("eval_every") or ladder_eval_every(steps)
+        return [(h, {"steps": s, "warmup": warmup, "eval_every": every,
+                     "ckpt_every": given.get("ckpt_every") or max(1, s // 4)}) for h, s in zip(horizons, steps)]
+
+    def horizon_text(self, horizon: int | None) -> str:
+        """``640 steps`` or ``655,360 tokens``; "" without a ladder."""
+        return "" if horizon is None else f"{horizon:,} {self.horizon_unit}"
 
     def config(self, seed: int = 0, **overrides: Any) -> TrainConfig:
         """The TrainConfig of this experiment's shared settings plus ``overrides`` for ``seed``."""
@@ -105,8 +161,11 @@ class ExperimentSpec:
 
 
 def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:
-    """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset."""
+    """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset (a ladder
+    sets its evaluations and checkpoints per horizon: :meth:`ExperimentSpec.horizon_runs`)."""
     base = {**RUN_DEFAULTS, **spec.base}
+    if spec.horizons:
+        return dataclasses.replace(spec, base=base)
     steps = TrainConfig(**base).steps
     base.setdefault("eval_every", max(1, steps // 10))
     base.setdefault("ckpt_every", max(1, steps // 4))
@@ -198,6 +257,18 @@ def _launcher_table(table: Any, file: Path) -> dict[str, Any]:
     return dict(table)
 
 
+def _horizons_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """An experiment file's ``horizons = [steps, ...]`` or ``horizon_tokens = [tokens, ...]`` (not both)."""
+    if raw.get("horizons") is not None and raw.get("horizon_tokens") is not None:
+        raise ValueError("set horizons (steps) or horizon_tokens (tokens), not both")
+    for key, unit in (("horizons", "steps"), ("horizon_tokens", "tokens")):
+        if raw.get(key) is not None:
+            if not isinstance(raw[key], list):
+                raise ValueError(f"{key} must be a list of whole numbers, e.g. {key} = [320, 640]")
+            return {"horizons": list(raw[key]), "horizon_unit": unit}
+    return {}
+
+
 def load_experiment(path: str | Path) -> ExperimentSpec:
     """Read an experiment TOML file (shared TrainConfig keys, seeds/tune keys, [[arm]] or [grid])."""
     file = Path(path)
@@ -223,7 +294,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None,
             reference=dict(raw["reference"]) if raw.get("reference") is not None else None,
             tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None,
-            launcher=_launcher_table(raw.get("launcher", {}), file),
+            launcher=_launcher_table(raw.get("launcher", {}), file), **_horizons_of(raw),
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{file}: {exc}") from None

@@ -24,7 +24,11 @@ from .execute import PlannedRun, RunsFailedError, check_planned, execute, failur
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .launcher import LauncherConfig
 from .spec import ExperimentSpec, with_run_defaults
+from .stage import stage_of
 from .stats import Interval, t_interval
+
+#: The column of a ladder's horizon in a sweep's tables.
+HORIZON = "horizon"
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -47,16 +51,23 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
         raise ValueError("--tokens fixes each point's steps: drop steps from the grid")
     spec = with_run_defaults(spec)
     points = grid_points(spec.grid)
-    planned = [PlannedRun(point_label(point), seed, place(spec.config(seed, **point, **_budget(spec, point)),
-                                                          out / "runs"))
-               for seed in spec.seed_list for point in points]
+    planned, horizons = [], []
+    for seed in spec.seed_list:
+        for point in points:
+            for horizon, settings in spec.horizon_runs(point):
+                label = point_label(point) + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
+                planned.append(PlannedRun(label, seed, place(spec.config(seed, **point, **_budget(spec, point),
+                                                                         **settings), out / "runs")))
+                horizons.append(horizon)
     check_planned(planned)  # every point is valid before the folder is written
     out.mkdir(parents=True, exist_ok=True)
     record = {"kind": "sweep", "command": command, "spec": spec.to_dict(),
               "runs": [{"point": {k: p.cfg.to_dict()[k] for k in spec.grid}, "seed": p.seed,
-                        "dir": str(p.run_dir.relative_to(out))} for p in planned]}
+                        "dir": str(p.run_dir.relative_to(out)), **({"horizon": h} if h is not None else {})}
+                       for p, h in zip(planned, horizons)]}
     write_experiment(out, record)
-    echo(f"== sweep: {len(points)} point(s) x {spec.seeds} seed(s) -> {out}")
+    ladder = f" x {len(spec.horizons)} horizon(s)" if spec.horizons else ""
+    echo(f"== sweep: {len(points)} point(s) x {spec.seeds} seed(s){ladder} -> {out}")
     failed = failures(execute(planned, jobs, echo, launcher))
     text = sweep_report(out)
     if failed:
@@ -81,13 +92,16 @@ def sweep_report(out: Path) -> str:
     """Write sweep.csv, summary.csv, best.csv and the figures of a sweep folder; return the summary text."""
     record = read_experiment(out)
     spec = ExperimentSpec.from_dict(record["spec"])
-    fields = list(spec.grid)
+    # a ladder's horizon is one more axis of the tables and figures (never a "best" of its own)
+    grid = {**spec.grid, **({HORIZON: sorted(spec.horizons)} if spec.horizons else {})}
+    fields = list(grid)
     rows = []
-    for entry, run in load_listed_runs(out, record["runs"]):
+    loaded = load_listed_runs(out, record["runs"])
+    for entry, run in loaded:
         done = run is not None and run.finished
         rows.append(
             {
-                **entry["point"],
+                **entry["point"], **({HORIZON: entry.get("horizon")} if spec.horizons else {}),
                 "seed": entry["seed"],
                 "final_val_loss": run.final_val_loss if done else math.nan,
                 "best_val_loss": run.best_val_loss if run is not None else math.nan,
@@ -103,7 +117,7 @@ def sweep_report(out: Path) -> str:
                if math.isfinite(r["final_val_loss"])}
     reference = spec.reference or {fields[0]: spec.grid[fields[0]][0]}
     summary = []
-    for point in grid_points(spec.grid):
+    for point in grid_points(grid):
         values = [r["final_val_loss"] for r in rows if all(r[k] == point[k] for k in fields)
                   and math.isfinite(r["final_val_loss"])]
         diff = _paired(by_seed, fields, {**point, **reference}, point)
@@ -111,9 +125,9 @@ def sweep_report(out: Path) -> str:
                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values),
                         "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high})
     write_csv(out / "summary.csv", fields + ["mean", "std", "n", "diff_mean", "diff_ci_low", "diff_ci_high"], summary)
-    best = best_per_field(spec.grid, summary, by_seed)
+    best = [b for b in best_per_field(grid, summary, by_seed) if b["field"] != HORIZON]
     write_csv(out / "best.csv", ["field", "given", "best_value", "mean", "std", "n", "resolved"], best)
-    _sweep_figures(out, spec.grid, summary)
+    _sweep_figures(out, grid, summary)
     lines = ["| " + " | ".join(fields) + " | final val loss (mean ± std) | n |", "|" + "---|" * (len(fields) + 2)]
     for s in summary:
         value = f"{s['mean']:.4f} ± {s['std']:.4f}" if math.isfinite(s["std"]) else (
@@ -127,12 +141,31 @@ def sweep_report(out: Path) -> str:
     budget = (f"tokens held fixed at {spec.tokens} per run (steps = tokens / (batch_size x seq_len))"
               if spec.tokens is not None else f"steps held fixed at {shared.steps}" if "steps" not in fields
               else "steps from the grid")
+    if spec.horizons:
+        budget = f"horizons {', '.join(f'{h:,}' for h in grid[HORIZON])} {spec.horizon_unit} (the `{HORIZON}` column)"
     settings = (f"Shared settings: optimizer `{shared.optim}`, lr `{shared.lr or 'the preset default'}`, schedule "
-                f"`{shared.schedule}`, {budget}; differences are paired by seed against {ref} (95% Student-t).")
+                f"`{shared.schedule}`, {budget}; differences are paired by seed against {ref} (95% Student-t)"
+                + (", within each horizon." if spec.horizons else "."))
+    stages = _stages(loaded, spec, reference)
+    text += "\n" + "\n".join(stages)
+    settings += "\n\nWhere in training (the reference point's runs):\n\n" + "\n".join(f"- {line}" for line in stages)
     (out / "report.md").write_text(f"# Sweep\n\nCommand: `{record.get('command', 'gradpower sweep')}`\n\n{settings}\n\n"
                                    f"{text}\n\n"
                                    + "".join(f"![{f.name}]({f.name})\n\n" for f in sorted(out.glob("*.png"))))
     return text
+
+
+def _stages(loaded, spec: ExperimentSpec, reference: dict[str, Any]) -> list[str]:
+    """Where in training the reference point's runs ended, per horizon (:mod:`.stage`)."""
+    lines = []
+    for horizon in sorted(spec.horizons) if spec.horizons else [None]:
+        runs = [run for entry, run in loaded if run is not None and entry.get("horizon") == horizon
+                and all(entry["point"].get(k) == v for k, v in reference.items() if k in entry["point"])]
+        stage = stage_of(runs)
+        if stage is not None:
+            where = f"{HORIZON} {spec.horizon_text(horizon)}: " if horizon is not None else ""
+            lines.append(f"{where}{stage.text()}".replace("the baseline's", "the reference's"))
+    return lines
 
 
 def _best_line(b: dict[str, Any], reference: str) -> str:
