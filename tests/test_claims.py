@@ -36,10 +36,17 @@ def test_micro_claims_write_the_table_and_a_verdict_that_follows_runs_csv(tmp_pa
     printed = capsys.readouterr().out
     assert "| C9 | GPAS paper |" in printed and "written to" in printed and "claims.md" in printed
     rows = read(out / "claims.csv")
-    assert [r["claim"] for r in rows] == ["C6", "C9"] and list(rows[0])[:len(COLUMNS)] == COLUMNS
-    assert (out / "claims.md").exists() and (out / "C9" / "difference.png").exists()
-    for row, (arm, base) in zip(rows, [("muonpower p=1.2", "muon"), ("pre-ln + gpas", "pre-ln")]):
-        runs = read(out / row["claim"] / "runs.csv")
+    # one row per (claim, horizon of its ladder): C6 and C9 declare 1x, 2x and 4x the budget's 256 tokens
+    assert [(r["claim"], r["horizon_steps"]) for r in rows] == [("C6", "4"), ("C6", "8"), ("C6", "16"), ("C9", "4"),
+                                                                ("C9", "8"), ("C9", "16")]
+    assert list(rows[0])[:len(COLUMNS)] == COLUMNS
+    params = 2_000_000 < float(rows[2]["tokens"]) / float(rows[2]["tokens_per_param"]) < 2_200_000
+    assert params and rows[2]["tokens"] == "1024"
+    assert (out / "claims.md").exists() and (out / "C9" / "horizons.png").exists()
+    assert "C9/horizons.png" in (out / "claims.md").read_text() and "tokens per parameter" in printed
+    headline = [r for r in rows if r["horizon_steps"] == "16"]
+    for row, (arm, base) in zip(headline, [("muonpower p=1.2", "muon"), ("pre-ln + gpas", "pre-ln")]):
+        runs = [r for r in read(out / row["claim"] / "runs.csv") if r["steps"] == "16"]
         loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
         diffs = [loss[(arm, s)] - loss[(base, s)] for s in sorted({r["seed"] for r in runs})]
         mean, half = sum(diffs) / len(diffs), stats.t.ppf(0.975, len(diffs) - 1) * stats.tstd(diffs) / math.sqrt(2)

@@ -189,3 +189,17 @@ def test_a_sweep_over_a_ladder_has_the_horizon_as_an_axis(tmp_path, cache, capsy
     assert printed.count("branching at step 4") == 2
     assert "tokens per parameter" in (out / "report.md").read_text()
     assert all(load_run(out / r["run_dir"]).finished for r in rows)
+
+
+def test_compare_help_states_the_embedded_default_from_the_values_the_code_runs(capsys):
+    from gradpower.experiments.compare import DEFAULT_BASE, DEFAULT_SEEDS, default_spec
+
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    spec = default_spec()
+    assert spec.seeds == DEFAULT_SEEDS and spec.config().steps == DEFAULT_BASE["steps"]
+    for fact in (DEFAULT_BASE["preset"], f"{DEFAULT_BASE['schedule']} schedule",
+                 f"batch {DEFAULT_BASE['batch_size']} x {DEFAULT_BASE['seq_len']}", f"{DEFAULT_BASE['steps']} steps",
+                 f"({DEFAULT_SEEDS} seeds)", "adamw vs adampower p=1.2"):
+        assert fact in text, fact

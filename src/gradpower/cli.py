@@ -119,9 +119,8 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
     parser.add_argument("--seeds", type=_flag_type(_seeds_value), default=None, metavar="N|auto",
-                        help="seeds per arm / point (default 3; 4 for compare's embedded default, as its pilot "
-                        "chose); compare also takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule "
-                        "stops (see README)")
+                        help="seeds per arm / point (default 3; 4 for compare's embedded default); compare also "
+                        "takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops (see README)")
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
                         "with a larger --seeds, its earlier runs are reused")
@@ -183,6 +182,8 @@ def _launcher(args: argparse.Namespace, table: dict[str, Any] | None = None) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .experiments.compare import default_text
+
     parser = _OneLineErrors(prog="gradpower", description="GradPower and GPAS for language-model pre-training.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="arms over seeds, paired, with tables, plots and a verdict (the main job)",
         description="Run arms that differ in any TrainConfig fields over seeds (same initial weights and batches "
         "within a seed) and report paired differences with 95% intervals. With no arguments: the embedded default, "
-        "AdamW vs AdamPower (p=1.2) on the bundled corpus, 3 seeds.")
+        f"{default_text()}.")
     compare.add_argument("--arm", action="append", default=[], metavar="'[NAME:] KEY=VALUE ...'",
                          help="an arm (repeatable; the first is the baseline), e.g. --arm 'optim=adamw'")
     compare.add_argument("--tune-lr", metavar="LR1,LR2,...", help="tune lr per arm over this grid first")

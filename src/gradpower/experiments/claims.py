@@ -23,6 +23,7 @@ from .folder import load_listed_runs, read_experiment, write_csv
 from .launcher import LauncherConfig
 from .runs import Run
 from .spec import Arm, ExperimentSpec
+from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
 CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
@@ -32,7 +33,8 @@ DIRECTIONS = ("lower", "higher", "additive")
 #: measured on 2 cores; the time cap of a ``full`` claim adds it to every run.
 RUN_OVERHEAD_S = 3.0
 CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
-                 "ci_high", "n_seeds", "verdict", "mde_80"]
+                 "ci_high", "n_seeds", "verdict", "mde_80", "horizon_steps", "tokens_per_param", "tokens",
+                 "baseline_drop"]
 
 
 @dataclass
@@ -60,6 +62,13 @@ class Claim:
     #: Sub-comparisons of the same arms, each in its folder, by name -> its lr grid (None: the shared lr); e.g.
     #: ``{"tuned": [...], "preset": None}`` compares each arm at its own best lr with both at the preset's.
     parts: dict[str, list[float] | None] = field(default_factory=dict)
+    #: The claim's horizon ladder as multiples of its budget's ``tokens``; the longest is its headline. ``[1]``:
+    #: one horizon, the budget's tokens.
+    ladder: list[float] = field(default_factory=lambda: [1])
+
+    def horizons(self, budget: dict[str, Any]) -> list[int]:
+        """The ladder in training tokens at ``budget``."""
+        return sorted(int(round(float(budget["tokens"]) * m)) for m in self.ladder)
 
     def folders(self, root: Path) -> dict[str, tuple[Path, list[float] | None]]:
         """Each sub-comparison's folder and lr grid ("" for a claim with one comparison)."""
@@ -92,6 +101,13 @@ def _terms(raw: list[dict[str, Any]], arms: set[str], where: str, parts: dict[st
     return terms
 
 
+def _ladder(raw: Any, where: str) -> list[float]:
+    if (not isinstance(raw, list) or not raw or len(set(raw)) != len(raw)
+            or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in raw)):
+        raise ValueError(f"{where}: ladder must be distinct positive multiples of the budget's tokens, e.g. [1, 2, 4]")
+    return [float(m) for m in raw]
+
+
 def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[str, Any]]]:
     """The claims and budgets of ``path``; a malformed file is a one-line ValueError naming it."""
     try:
@@ -113,7 +129,7 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             claims.append(Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
                                 dict(raw.get("base", {})), arms, _terms(raw["terms"], names, where, parts),
                                 raw.get("tune_lr"), [_terms(t, names, where, parts) for t in raw.get("also", [])],
-                                parts))
+                                parts, _ladder(raw.get("ladder", [1]), where)))
         budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc}") from None
@@ -136,12 +152,14 @@ def _metric(run: Run, metric: str) -> float:
     return float(run.val_loss[index])
 
 
-def contrast_values(folders: dict[str, Path], terms: list[Term]) -> list[float]:
-    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision.
+def contrast_values(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline"
+                    ) -> list[float]:
+    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision, at one
+    horizon of the claim's ladder (default: its headline).
 
     ``folders`` maps each part ("" for a single comparison) to its compare folder."""
     runs = {(part, arm, seed): run for part, folder in folders.items()
-            for (arm, seed), run in finished_final_runs(folder, read_experiment(folder)).items()}
+            for (arm, seed), run in finished_final_runs(folder, read_experiment(folder), horizon).items()}
     seeds = sorted({s for _, _, s in runs})
     return [sum(t.weight * _metric(runs[(t.part, t.arm, s)], t.metric) for t in terms) for s in seeds
             if all((t.part, t.arm, s) in runs for t in terms)]
@@ -165,33 +183,53 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
 
 def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
           tune_lr: list[float] | None) -> ExperimentSpec:
-    """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq)."""
+    """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq), or each
+    horizon of the claim's ladder."""
     shared = {**budget.get("shared", {}), **extra}
     base = {**claim.base, **shared}
+    horizons = claim.horizons(budget)
+    ladder = len(horizons) > 1
     arms = []
     for arm in claim.arms:
         settings = {**base, **arm.overrides, **shared}
         if "batch_size" not in settings or "seq_len" not in settings:
             raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
                              f"from the token budget)")
-        steps = max(2, int(budget["tokens"]) // (int(settings["batch_size"]) * int(settings["seq_len"])))
+        if ladder:
+            arms.append(Arm(arm.name, {**arm.overrides, **shared}))
+            continue
+        steps = max(2, horizons[-1] // (int(settings["batch_size"]) * int(settings["seq_len"])))
         # a claim read at a fraction of the steps (val_at:F) evaluates every tenth of this arm's steps
         evals = {"eval_every": max(1, steps // 10)} if any(t.metric.startswith("val_at:") for t in claim.terms) else {}
         arms.append(Arm(arm.name, {**evals, **arm.overrides, **shared, "steps": steps}))
-    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr)
+    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr,
+                          **({"horizons": horizons, "horizon_unit": "tokens"} if ladder else {}))
 
 
-def _row(claim: Claim, folders: dict[str, Path]) -> dict[str, Any]:
-    values = contrast_values(folders, claim.terms)
+def _horizons(claim: Claim, folders: dict[str, Path]) -> list[int | None]:
+    """The horizons the claim's comparison ran (``[None]`` without a ladder)."""
+    spec = ExperimentSpec.from_dict(read_experiment(next(iter(folders.values())))["spec"])
+    return sorted(spec.horizons) if spec.horizons else [None]
+
+
+def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "headline") -> dict[str, Any]:
+    values = contrast_values(folders, claim.terms, horizon)
     interval = t_interval(values)
-    also = [t_interval(contrast_values(folders, terms)) for terms in claim.also]
+    also = [t_interval(contrast_values(folders, terms, horizon)) for terms in claim.also]
     spread = sd(values)
     metrics = sorted({t.metric for t in claim.terms})
+    baseline = claim.terms[-1]
+    part_folder = folders[baseline.part]
+    runs = [run for (arm, _), run in finished_final_runs(part_folder, read_experiment(part_folder), horizon).items()
+            if arm == baseline.arm]
+    stage = stage_of(runs)
     return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
-            "metric": "+".join(metrics), "arm": claim.contrast_text, "baseline": claim.terms[-1].arm,
+            "metric": "+".join(metrics), "arm": claim.contrast_text, "baseline": baseline.arm,
             "diff_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n_seeds": interval.n,
             "verdict": verdict(claim.direction, interval, also),
-            "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan}
+            "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan,
+            "horizon_steps": runs[0].steps if runs else None, **(stage.columns() if stage else {}),
+            "stage": stage.text() if stage else ""}
 
 
 def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], seeds: int,
@@ -236,16 +274,28 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
             if seeds > int(budget["seeds"]):
                 echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
                 _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
-        rows.append(_row(claim, folders))
-        echo(f"   {claim.id}: {rows[-1]['verdict']} ({claim.contrast_text} = {_interval_text(rows[-1])})")
+        for horizon in _horizons(claim, folders):
+            rows.append(_row(claim, folders, horizon))
+            echo(f"   {claim.id}{_at(rows[-1])}: {rows[-1]['verdict']} ({claim.contrast_text} = "
+                 f"{_interval_text(rows[-1])}); {rows[-1]['stage']}")
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
+    figures = []
+    for claim in claims:
+        for part, (folder, _) in claim.folders(out).items():
+            name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
+            figures.append(f"![{claim.id} {part}]({folder.relative_to(out)}/{name})\n\n")
+    stages = "".join(f"- {r['claim']}{_at(r)}: {r['stage']}\n" for r in rows if r["stage"])
     (out / "claims.md").write_text(
         f"# What the papers claim, checked\n\nCommand: `gradpower claims --budget {budget_name}`; wall time "
-        f"{time.time() - started:.0f} s.\n\n{table}\n\n"
-        + "".join(f"![{c.id} {part}]({folder.relative_to(out)}/difference.png)\n\n" for c in claims
-                  for part, (folder, _) in c.folders(out).items()))
+        f"{time.time() - started:.0f} s.\n\n{table}\n\nWhere in training each verdict stands (the contrast's "
+        f"baseline arm):\n\n{stages}\n" + "".join(figures))
     return table
+
+
+def _at(row: dict[str, Any]) -> str:
+    """`` @ 160 steps`` for a row of a ladder claim (its horizon in the baseline's steps)."""
+    return f" @ {row['horizon_steps']} steps" if row.get("horizon_steps") else ""
 
 
 def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], share_s: float) -> int:
@@ -264,8 +314,11 @@ def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], s
         tuned = [run for entry, run in load_listed_runs(folder, record["runs"])
                  if entry["phase"] == "tune" and run is not None]
         tuning_s += sum(run.wall_s + RUN_OVERHEAD_S for run in tuned)
-        for (_, seed), run in finished_final_runs(folder, record).items():
-            per_seed[seed] = per_seed.get(seed, 0.0) + run.wall_s + RUN_OVERHEAD_S
+        # every horizon of a ladder, each at its recorded wall time (a wsd branch's includes the stable phase it
+        # shared with its trunk, so a ladder's seed is costed at most what it took)
+        for horizon in _horizons(claim, {"": folder}):
+            for (_, seed), run in finished_final_runs(folder, record, horizon).items():
+                per_seed[seed] = per_seed.get(seed, 0.0) + run.wall_s + RUN_OVERHEAD_S
     seed_s = sum(per_seed.values()) / len(per_seed) if per_seed else math.inf
     fit = int((share_s - tuning_s) // seed_s) if math.isfinite(seed_s) and seed_s > 0 else quick
     cap = min(fit, int(budget.get("max_seeds", fit)))
@@ -280,9 +333,12 @@ def _interval_text(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| claim | source | statement | contrast [95% CI] | seeds | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| claim | source | statement | steps | tokens/param | contrast [95% CI] | seeds | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = f" (mde_80 {r['mde_80']:.3f})" if r["verdict"] == "not resolved" and math.isfinite(r["mde_80"]) else ""
-        lines.append(f"| {r['claim']} | {r['source']} | {r['statement']} | {r['arm']} = {_interval_text(r)} | "
+        per_param = r.get("tokens_per_param")
+        lines.append(f"| {r['claim']} | {r['source']} | {r['statement']} | {r.get('horizon_steps') or ''} | "
+                     f"{f'{per_param:.3g}' if per_param else ''} | {r['arm']} = {_interval_text(r)} | "
                      f"{r['n_seeds']} | {r['verdict']}{extra} |")
     return "\n".join(lines)

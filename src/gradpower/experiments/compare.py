@@ -27,16 +27,27 @@ from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, sequential_decision, sequential_looks
 
-#: The embedded default (``gradpower compare`` with no arguments, ``make demo``): the candidate with the smallest
-#: predicted 95% half-width within 5 minutes on 2 cores in the pilot the README documents ("How the default was
-#: chosen", experiments/pilot/llama-cos-8x128-s120.toml), run on fresh seeds.
+#: The embedded default (``gradpower compare`` with no arguments, ``make demo``), chosen by the pilot's rule
+#: (experiments/pilot/choose.py; README, "How the default was chosen"): fidelity first, the longest horizon of the
+#: ladder from 320 steps that fits the demo's budget (none did on 2 cores, so 320 steps, the cheapest candidate
+#: there within the tie margin), then the smallest predicted half-width; run on fresh seeds.
 DEFAULT_BASE: dict[str, Any] = {
-    "preset": "llama-tiny", "schedule": "cos", "batch_size": 8, "seq_len": 128, "steps": 120,
+    "preset": "llama-tiny", "schedule": "cos", "batch_size": 8, "seq_len": 128, "steps": 320,
 }
 DEFAULT_SEEDS = 4
 DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
+
+
 def default_spec() -> ExperimentSpec:
     return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=DEFAULT_SEEDS)
+
+
+def default_text() -> str:
+    """The embedded default in words (``compare --help``), from the values the code runs."""
+    b = DEFAULT_BASE
+    return (f"{' vs '.join(arm.name for arm in DEFAULT_ARMS)} on the bundled corpus: {b['preset']}, {b['schedule']} "
+            f"schedule, batch {b['batch_size']} x {b['seq_len']}, {b['steps']} steps, seeds 0-{DEFAULT_SEEDS - 1} "
+            f"({DEFAULT_SEEDS} seeds)")
 
 
 def finished_final_runs(out: Path, record: dict[str, Any], horizon: int | None | str = "headline"

@@ -295,7 +295,8 @@ def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> li
     if not curves:
         return []
     shared = spec.config()
-    title = f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {shared.steps} steps"
+    steps_run = next(iter(curves.values()))["step"][-1] if curves else shared.steps
+    title = f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {steps_run} steps"
     files = [plots.loss_curves(out / "loss.png", curves, title), plots.lr_schedules(out / "lr.png", schedules)]
     if diff_curves:
         files.insert(1, plots.difference_curves(out / "difference.png", steps, diff_curves, baseline))
