@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gradpower.fileio import StorageError
-from gradpower.models import CausalLM, build_model, preset
+from gradpower.models import CausalLM, build_model, preset, preset_lr
 from gradpower.train import CheckpointError, NonFiniteLossError, TrainConfig, train
 from gradpower.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from gradpower.train.distributed import Runtime
@@ -88,15 +88,15 @@ def test_resume_needs_a_checkpoint_and_refuses_another_config(tmp_path, cache):
     train(cfg)
     with pytest.raises(StorageError, match="already holds a run: pass --resume"):
         train(cfg)
-    with pytest.raises(CheckpointError, match=r"norm: None -> 'pre_gpas'"):
+    with pytest.raises(RunFolderError, match=r"norm: None -> 'pre_gpas'"):
         train(dataclasses.replace(cfg, resume=True, norm="pre_gpas", steps=8))
-    with pytest.raises(CheckpointError, match="optim: 'adampower' -> 'adamw'"):
+    with pytest.raises(RunFolderError, match="optim: 'adampower' -> 'adamw'"):
         train(dataclasses.replace(cfg, resume=True, optim="adamw", steps=8))
     # A changed hyper-parameter that only the optimizer state would carry is refused too (it used to be
     # silently ignored: the old p stayed in the optimizer while config.json said the new one).
-    with pytest.raises(CheckpointError, match=r"another configuration \(p: 1.2 -> 1.5\)"):
+    with pytest.raises(RunFolderError, match=r"another configuration \(p: 1.2 -> 1.5\)"):
         train(dataclasses.replace(cfg, resume=True, p=1.5, steps=8))
-    with pytest.raises(CheckpointError, match=r"lr: None -> 0.01; seed: 0 -> 1"):
+    with pytest.raises(RunFolderError, match=rf"lr: {preset_lr(cfg.preset)} -> 0.01; seed: 0 -> 1"):
         train(dataclasses.replace(cfg, resume=True, lr=0.01, seed=1, steps=8))
     # Extending the run and changing logging are allowed.
     train(dataclasses.replace(cfg, resume=True, steps=6, log_every=2, eval_every=3))

@@ -84,7 +84,8 @@ def test_a_finished_run_is_not_silently_extended_and_steps_extends_it_keeping_it
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume"]) == 2
     assert last_line(capsys.readouterr().err) == (
-        f"gradpower: error: {out} finished at step 16/16; pass --steps N to train further")
+        f"gradpower: error: --resume: {out} refused: it finished at step 16/16: pass --steps N with N > 16 to "
+        "train further")
     assert main(["train", "--out", str(out), "--resume", "--steps", "10"]) == 2
     assert "is at step 16 already" in last_line(capsys.readouterr().err)
     assert main(["train", "--out", str(out), "--resume", "--steps", "40"]) == 0

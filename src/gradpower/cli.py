@@ -322,6 +322,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key = key.strip().replace("-", "_")
+        if key in values:
+            raise ValueError(f"--set {key} is given twice: give each field once")
         values[key] = parse_value(key, raw)
     return values
 
@@ -398,7 +400,11 @@ def _sweep(args: argparse.Namespace, command: str) -> int:
     from .experiments.spec import parse_assignments
 
     spec = _experiment_spec(args, ExperimentSpec())
-    grid = dict(parse_grid_axis(text) for text in args.grid) or spec.grid
+    axes = [parse_grid_axis(text) for text in args.grid]
+    twice = sorted({key for key, _ in axes if [k for k, _ in axes].count(key) > 1})
+    if twice:
+        raise ValueError(f"--grid {', '.join(twice)} is given twice: give each axis once, with all its values")
+    grid = dict(axes) or spec.grid
     reference = parse_assignments(args.reference) if args.reference else spec.reference
     spec = dataclasses.replace(spec, grid=grid, reference=reference,
                                tokens=args.tokens if args.tokens is not None else spec.tokens)
@@ -409,7 +415,7 @@ def _sweep(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _claims(args: argparse.Namespace) -> int:
+def _claims(args: argparse.Namespace, command: str) -> int:
     from .experiments.claims import CLAIMS_FILE, run_claims
     from .experiments.execute import default_jobs
 
@@ -418,7 +424,7 @@ def _claims(args: argparse.Namespace) -> int:
     launcher = _launcher(args)
     started = time.time()
     table = run_claims(Path(args.out), args.budget, only, Path(args.file) if args.file else CLAIMS_FILE,
-                       _jobs(args, default_jobs), shared=shared, launcher=launcher)
+                       _jobs(args, default_jobs), shared=shared, launcher=launcher, command=command)
     print(f"\n{table}\n\n{_written(Path(args.out), started)}")
     return 0
 
@@ -489,9 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     any moment (start-up included) ends with a hint instead of a traceback.
     """
     from . import interrupts
+    from .invocation import program, record_program
 
+    if argv is None:  # started from a shell: hints name the program as it was typed
+        record_program(sys.argv[0])
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = "gradpower " + shlex.join(argv)
+    command = f"{program()} {shlex.join(argv)}"
     try:
         with interrupts.deferred():
             return _run(argv, command)
@@ -532,6 +541,7 @@ def _run(argv: list[str], command: str) -> int:
     from .experiments.execute import RunsFailedError
     from .experiments.launcher import JobsSubmitted
     from .fileio import StorageError
+    from .invocation import program
     from .train import InterruptedRun, NonFiniteLossError
     from .train.distributed import PeerLostError
 
@@ -540,7 +550,7 @@ def _run(argv: list[str], command: str) -> int:
     handlers: dict[str, Callable[[], int]] = {
         "compare": lambda: _compare(args, command), "sweep": lambda: _sweep(args, command),
         "theory": lambda: _theory(args), "noise": lambda: _noise(args), "report": lambda: _report(args),
-        "claims": lambda: _claims(args),
+        "claims": lambda: _claims(args, command),
         "train": lambda: _train(args),
     }
     # The exit code tells scripts the kind (README, "When things go wrong").
@@ -558,8 +568,8 @@ def _run(argv: list[str], command: str) -> int:
         print(f"gradpower: error: {exc}; each run's own message is above (or in its train.log)", file=sys.stderr)
         return 1
     except JobsSubmitted as exc:  # --detach: the jobs run on; the tables come once they are done
-        waits = "gradpower " + shlex.join(a for a in argv if a != "--detach")
-        report = "" if args.command == "claims" else f"'gradpower report {shlex.quote(args.out)}' builds the tables; "
+        waits = f"{program()} " + shlex.join(a for a in argv if a != "--detach")
+        report = "" if args.command == "claims" else f"'{program()} report {shlex.quote(args.out)}' builds the tables; "
         print(f"gradpower: {exc}\nwhen they are done, {report}this waits for jobs still running, submits only missing "
               f"or failed runs and writes the tables: {waits}")
         return 0

@@ -95,9 +95,8 @@ def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, voca
     return train_bpe(corpus.documents(), size, path)
 
 
-def _local_data(
-    cfg: DataConfig, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int, world: int
-) -> Data:
+def _local_cache(cfg: DataConfig, vocab_size: int) -> tuple[TextTokenizer, Path]:
+    """The local corpus's tokenizer and its token-shard folder, built once in the cache (or verified there)."""
     corpus = open_local(cfg.data)
     fingerprint = corpus.fingerprint()
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root() / f"{corpus.name}-{fingerprint}"
@@ -113,6 +112,13 @@ def _local_data(
         folder = cache / f"shards-{tokenizer.label}"
         build_shards(corpus.documents(), tokenizer, folder, val_fraction=cfg.val_fraction, source=fingerprint,
                      verify=cfg.verify_cache)
+    return tokenizer, folder
+
+
+def _local_data(
+    cfg: DataConfig, seq_len: int, micro_batch_size: int, seed: int, vocab_size: int, rank: int, world: int
+) -> Data:
+    tokenizer, folder = _local_cache(cfg, vocab_size)
     train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_batch_size, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
 
@@ -151,10 +157,18 @@ def needed_packages(cfg: DataConfig) -> list[tuple[str, str]]:
     return needs
 
 
-def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int, world: int) -> Data:
+def _stream_tokenizer(cfg: DataConfig) -> TextTokenizer:
+    """A streamed corpus's tokenizer; a local file to stream is checked first."""
+    path = cfg.data.removeprefix("stream:")
+    if cfg.data not in HUB_CORPORA and not Path(path).is_file():
+        raise DataError(f"{path}: no such file for streaming")
     name = pretrained_tokenizer(cfg)
     assert name is not None  # pretrained_tokenizer refuses a streamed corpus without one
-    tokenizer = load_pretrained(name)
+    return load_pretrained(name)
+
+
+def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int, world: int) -> Data:
+    tokenizer = _stream_tokenizer(cfg)
     if cfg.data in HUB_CORPORA:
         corpus = HUB_CORPORA[cfg.data]
 
@@ -165,8 +179,6 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int
         held_out = corpus.val_split is None
     else:
         path = cfg.data.removeprefix("stream:")
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such file for streaming")
         fmt = "parquet" if path.endswith(".parquet") else "json"
         def train_open(skip: int) -> Any:
             return local_stream(path, fmt).skip(skip)
@@ -197,8 +209,30 @@ def build_data(
     world_size: int = 1,
 ) -> Data:
     """Resolve ``cfg.data`` into train batches, validation batches and the tokenizer."""
-    if not 0 < cfg.val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    _check_val_fraction(cfg)
     if is_streamed(cfg.data):
         return _stream_data(cfg, seq_len, micro_batch_size, rank, world_size)
     return _local_data(cfg, seq_len, micro_batch_size, seed, vocab_size, rank, world_size)
+
+
+def _check_val_fraction(cfg: DataConfig) -> None:
+    if not 0 < cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+
+
+def prepare_data(cfg: DataConfig, vocab_size: int, seq_len: int) -> None:
+    """Refuse what :func:`build_data` would refuse about ``cfg``'s corpus and tokenizer, before any run.
+
+    A local corpus gets its tokenizer and token shards built (or verified) in
+    its cache, where every run then finds them, and each split must hold a
+    sequence of ``seq_len``; a streamed corpus gets its tokenizer loaded and
+    its local file checked. An experiment calls this once per data setting,
+    so bad data stops it before its first run starts.
+    """
+    _check_val_fraction(cfg)
+    if is_streamed(cfg.data):
+        _stream_tokenizer(cfg)
+        return
+    _, folder = _local_cache(cfg, vocab_size)
+    for split in ("train", "val"):
+        PackedTokens.open(folder, split, seq_len)

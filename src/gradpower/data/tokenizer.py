@@ -101,7 +101,8 @@ def load_pretrained(name_or_path: str) -> TextTokenizer:
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as exc:
-        raise ValueError(f"cannot load tokenizer {name_or_path!r}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load tokenizer {name_or_path!r}: {first}") from exc
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"tokenizer {name_or_path!r} has no fast (Rust) version")
     if tok.eos_token_id is None:

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..theory.toy import edge_warning as toy_edge_warning
+from ..theory.toy import grid_edge as toy_grid_edge
 from ..theory.toy import update_limit
 from .gradstats import Measurement
 
@@ -52,21 +54,13 @@ def predict_p(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: 
 
 
 def grid_edge(p_star: float, ps: np.ndarray = P_GRID) -> str | None:
-    """``"lower"`` or ``"upper"`` when ``p_star`` is an end of the grid ``ps`` (the optimum may lie beyond)."""
-    if p_star <= float(ps[0]):
-        return "lower"
-    if p_star >= float(ps[-1]):
-        return "upper"
-    return None
+    """:func:`gradpower.theory.toy.grid_edge` on this module's grid by default."""
+    return toy_grid_edge(p_star, ps)
 
 
 def edge_warning(what: str, p_star: float, ps: np.ndarray = P_GRID) -> str | None:
-    """One line for a p* on the grid's edge, or None."""
-    edge = grid_edge(p_star, ps)
-    if edge is None:
-        return None
-    return (f"{what} p* = {p_star:g} is the {edge} edge of the grid [{float(ps[0]):g}, {float(ps[-1]):g}]: "
-            f"the predicted optimum may lie beyond it, so treat p* as a bound, not an estimate")
+    """:func:`gradpower.theory.toy.edge_warning` on this module's grid by default."""
+    return toy_edge_warning(what, p_star, ps)
 
 
 def noise_ratios(meas: Measurement, batch_size: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:

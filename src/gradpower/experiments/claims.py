@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..invocation import program
 from .compare import finished_final_runs, run_compare
 from .folder import load_listed_runs, read_experiment, write_csv
 from .launcher import LauncherConfig
+from .report import tuned_lr_edges
 from .runs import Run
 from .spec import Arm, ExperimentSpec
 from .stage import stage_of
@@ -34,7 +36,7 @@ DIRECTIONS = ("lower", "higher", "additive")
 RUN_OVERHEAD_S = 3.0
 CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
                  "ci_high", "n_seeds", "verdict", "mde_80", "horizon_steps", "tokens_per_param", "tokens",
-                 "baseline_drop"]
+                 "baseline_drop", "lr_at_edge"]
 
 
 @dataclass
@@ -212,7 +214,16 @@ def _horizons(claim: Claim, folders: dict[str, Path]) -> list[int | None]:
     return sorted(spec.horizons) if spec.horizons else [None]
 
 
-def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "headline") -> dict[str, Any]:
+def _lr_at_edge(folders: dict[str, Path]) -> str:
+    """``adamw 0.006; ...``: the arms whose tuned lr is an end of the claim's lr grid ("" for none)."""
+    edges = {f"{arm}{f' ({part})' if part else ''}": lr for part, folder in folders.items()
+             for arm, lr in tuned_lr_edges(folder).items()}
+    return "; ".join(f"{arm} {lr:g}" for arm, lr in edges.items())
+
+
+def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "headline",
+         plumbing: str | None = None) -> dict[str, Any]:
+    """One row of claims.csv; ``plumbing`` names a budget too small for a verdict (its rows get none)."""
     values = contrast_values(folders, claim.terms, horizon)
     interval = t_interval(values)
     also = [t_interval(contrast_values(folders, terms, horizon)) for terms in claim.also]
@@ -226,10 +237,11 @@ def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "he
     return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
             "metric": "+".join(metrics), "arm": claim.contrast_text, "baseline": baseline.arm,
             "diff_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n_seeds": interval.n,
-            "verdict": verdict(claim.direction, interval, also),
+            "verdict": (f"{plumbing}: plumbing only, no verdict" if plumbing
+                        else verdict(claim.direction, interval, also)),
             "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan,
             "horizon_steps": runs[0].steps if runs else None, **(stage.columns() if stage else {}),
-            "stage": stage.text() if stage else ""}
+            "stage": stage.text() if stage else "", "lr_at_edge": _lr_at_edge(folders)}
 
 
 def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], seeds: int,
@@ -239,7 +251,7 @@ def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
     folders = {}
     for part, (folder, grid) in claim.folders(out).items():
         run_compare(_spec(claim, budget, seeds, shared, grid), folder, jobs,
-                    command=f"gradpower claims --budget {budget_name} --only {claim.id}", echo=echo,
+                    command=f"{program()} claims --budget {budget_name} --only {claim.id}", echo=echo,
                     runs_root=out / "runs", launcher=launcher)
         folders[part] = folder
     return folders
@@ -247,10 +259,12 @@ def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
 
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
                jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
-               launcher: LauncherConfig | None = None) -> str:
+               launcher: LauncherConfig | None = None, command: str | None = None) -> str:
     """Run (or reuse) every selected claim at ``budget_name``; write claims.csv and claims.md; return the table.
 
-    ``shared`` sets TrainConfig fields of every run (e.g. ``data``, ``cache_dir``)."""
+    ``shared`` sets TrainConfig fields of every run (e.g. ``data``, ``cache_dir``); ``command`` is the command
+    line as typed, recorded in claims.md. A budget declared ``verdict = false`` (micro) checks the plumbing and
+    gives no verdict."""
     if budget_name not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
@@ -261,7 +275,6 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
             raise ValueError(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
         claims = [c for c in claims if c.id in only]
     budget = budgets[budget_name]
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
     rows = []
@@ -274,10 +287,13 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
             if seeds > int(budget["seeds"]):
                 echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
                 _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
+        plumbing = None if budget.get("verdict", True) else budget_name
         for horizon in _horizons(claim, folders):
-            rows.append(_row(claim, folders, horizon))
+            rows.append(_row(claim, folders, horizon, plumbing))
             echo(f"   {claim.id}{_at(rows[-1])}: {rows[-1]['verdict']} ({claim.contrast_text} = "
                  f"{_interval_text(rows[-1])}); {rows[-1]['stage']}")
+        if rows and rows[-1]["lr_at_edge"]:
+            echo(f"   {claim.id}: {_edge_warning(rows[-1])}")
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
     figures = []
@@ -286,11 +302,19 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
             name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
             figures.append(f"![{claim.id} {part}]({folder.relative_to(out)}/{name})\n\n")
     stages = "".join(f"- {r['claim']}{_at(r)}: {r['stage']}\n" for r in rows if r["stage"])
+    edges = "".join(f"- {r['claim']}: {_edge_warning(r)}\n" for r in {r["claim"]: r for r in rows}.values()
+                    if r["lr_at_edge"])
+    typed = command or f"{program()} claims --budget {budget_name}"
     (out / "claims.md").write_text(
-        f"# What the papers claim, checked\n\nCommand: `gradpower claims --budget {budget_name}`; wall time "
-        f"{time.time() - started:.0f} s.\n\n{table}\n\nWhere in training each verdict stands (the contrast's "
-        f"baseline arm):\n\n{stages}\n" + "".join(figures))
+        f"# What the papers claim, checked\n\nCommand: `{typed}`; wall time "
+        f"{time.time() - started:.0f} s.\n\n{table}\n\n" + (f"Learning rates:\n\n{edges}\n" if edges else "")
+        + f"Where in training each verdict stands (the contrast's baseline arm):\n\n{stages}\n" + "".join(figures))
     return table
+
+
+def _edge_warning(row: dict[str, Any]) -> str:
+    return (f"warning: the lr chosen at the edge of its tuning grid ({row['lr_at_edge']}): the optimum may lie "
+            "beyond it, so the grid is too narrow for this verdict to be sure")
 
 
 def _at(row: dict[str, Any]) -> str:

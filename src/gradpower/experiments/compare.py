@@ -18,8 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..train.loop import check_before_start
-from .execute import Outcome, PlannedRun, RunsFailedError, execute, failures, format_duration, place
+from .execute import (
+    Outcome,
+    PlannedRun,
+    RunsFailedError,
+    check_configs,
+    execute,
+    failures,
+    format_duration,
+    place,
+)
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .launcher import LauncherConfig
 from .report import choose_lrs, compare_report
@@ -97,10 +105,10 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     if baseline is not None and baseline not in names:
         raise ValueError(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
     spec = with_run_defaults(spec)
-    for arm in spec.arms:  # every arm's configuration is valid before the first run trains
-        for _, settings in spec.horizon_runs(arm.overrides):
-            check_before_start(spec.config(spec.first_seed, **arm.overrides, **settings,
-                                           **({"lr": spec.tune_lr[0]} if spec.tune_lr else {})))
+    # every arm's configuration and data are valid before the folder is written or the first run trains
+    check_configs(spec.config(spec.first_seed, **arm.overrides, **settings,
+                              **({"lr": spec.tune_lr[0]} if spec.tune_lr else {}))
+                  for arm in spec.arms for _, settings in spec.horizon_runs(arm.overrides))
     out.mkdir(parents=True, exist_ok=True)
     runs_root = runs_root or out / "runs"
     record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}

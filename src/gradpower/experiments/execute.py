@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from ..train import InterruptedRun
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
-from ..train.loop import check_before_start
+from ..train.loop import check_before_start, data_config, model_config_for, prepare_run_data
 from .ladder import chains, checkpoint_step, seed_branch
 from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
@@ -70,8 +70,11 @@ class RunsFailedError(RuntimeError):
 
     def __init__(self, failed: list[Outcome], report: str = "") -> None:
         self.failed, self.report = failed, report
-        reasons = [o.message.splitlines()[0][:160] if o.message else "no reason given" for o in failed]
-        names = "; ".join(f"{o.run.label} seed {o.run.seed} ({why})" for o, why in zip(failed, reasons))
+        by_reason: dict[str, list[str]] = {}  # one reason once, however many runs it stopped
+        for o in failed:
+            why = o.message.splitlines()[0][:160] if o.message else "no reason given"
+            by_reason.setdefault(why, []).append(f"{o.run.label} seed {o.run.seed}")
+        names = "; ".join(f"{', '.join(runs)} ({why})" for why, runs in by_reason.items())
         super().__init__(f"{len(failed)} run(s) failed: {names}")
 
 
@@ -112,10 +115,23 @@ def _check_ns_dtype(folder: Path, resolved: dict[str, Any], cfg: TrainConfig) ->
                          f"default is {now}; move it away or use another --out")
 
 
+def check_configs(configs: Iterable[TrainConfig]) -> None:
+    """Everything a run would refuse, found once before an experiment writes anything or trains: each
+    configuration's batch split and optional packages, then each distinct data setting's corpus and tokenizer
+    (a local corpus's token cache is built or verified here, and every run then reuses it)."""
+    prepared = set()
+    for cfg in configs:
+        check_before_start(cfg)
+        model = model_config_for(cfg)
+        data = (dataclasses.astuple(data_config(cfg)), model.vocab_size, model.max_seq_len)
+        if data not in prepared:
+            prepare_run_data(cfg)
+            prepared.add(data)
+
+
 def check_planned(planned: list[PlannedRun]) -> None:
-    """Refuse a missing optional package or a batch that cannot be split before anything trains."""
-    for run in planned:
-        check_before_start(run.cfg)
+    """:func:`check_configs` of the planned runs."""
+    check_configs(run.cfg for run in planned)
 
 
 def default_jobs() -> int:

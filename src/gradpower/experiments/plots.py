@@ -17,8 +17,15 @@ import matplotlib.pyplot as plt  # noqa: E402 - the Agg backend must be chosen b
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    """Write the figure, with every title, axis label and legend entry in its PNG ``Description`` text, so
+    what a figure shows can be searched and checked without looking at it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    words = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        words += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        words += [t.get_text() for t in legend.get_texts()] if legend is not None else []
+    fig.savefig(path, dpi=120, metadata={"Description": " | ".join(w for w in words if w)})
     plt.close(fig)
     return path
 
@@ -37,7 +44,9 @@ def loss_curves(
 ) -> Path:
     """Validation loss (left) and smoothed train loss (right) per arm: seed mean with a min-max band.
 
-    ``curves[arm]`` holds ``val_step``, ``val`` (seeds x evals), ``step``, ``train`` (seeds x steps).
+    ``curves[arm]`` holds ``val_step``, ``val`` (seeds x evals: the small regular evaluation), ``step``,
+    ``train`` (seeds x steps), and ``final`` (the final evaluation of each seed, drawn at ``final_step``: the
+    number the results table gives, on another, larger held-out set).
     """
     fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
     for name, c in curves.items():
@@ -46,7 +55,12 @@ def loss_curves(
                 continue
             (line,) = ax.plot(x, y.mean(axis=0), label=name)
             ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
-    ax_val.set(xlabel="step", ylabel="validation loss", title="validation loss (seed mean, min-max band)")
+            if ax is ax_val and c.get("final") is not None and np.isfinite(c["final"]).any():
+                ax.errorbar([c["final_step"]], [np.nanmean(c["final"])], yerr=[[np.nanmean(c["final"]) - np.nanmin(
+                    c["final"])], [np.nanmax(c["final"]) - np.nanmean(c["final"])]], fmt="D", color=line.get_color(),
+                    capsize=3, label=f"{name}: final evaluation (the table's number)")
+    ax_val.set(xlabel="step", ylabel="validation loss",
+               title="val loss: lines the regular evaluation, ◆ the final one")
     ax_train.set(xlabel="step", ylabel="train loss (smoothed)", title="train loss (moving average)")
     for ax in (ax_val, ax_train):
         ax.grid(alpha=0.3)

@@ -10,6 +10,7 @@ writes the folder's files).
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,11 @@ from .stats import (
 )
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
-                "spikes", "run_dir", "val_tokens", "val_loss_se", "horizon", "tokens_per_param"]
+                "spikes", "run_dir", "val_tokens", "val_loss_se", "horizon", "tokens_per_param", "final_eval_s"]
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
-                   "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed"]
+                   "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed", "speedup_note",
+                   "tokens_per_s_vs_baseline"]
 #: Columns of ``horizons.csv``: one row per (arm, horizon) of a ladder, paired with the baseline at that horizon.
 HORIZONS_COLUMNS = ["arm", "horizon_steps", "tokens", "tokens_per_param", "n_seeds", "diff_mean", "diff_ci_low",
                     "diff_ci_high", "diff_sd", "mde_80", "baseline_val_loss", "horizon", "baseline_drop"]
@@ -104,6 +106,15 @@ def _arms_at(loaded: list[tuple[dict[str, Any], Run | None]], names: list[str], 
     return arms, missing
 
 
+def _throughput_vs(arm: ArmRuns, base: ArmRuns, seeds: list[int]) -> str:
+    """``within noise``, ``faster`` or ``slower``: the arm's training tokens/s against the baseline's, by the
+    paired 95% interval of the per-seed differences (``one seed`` when there is no interval)."""
+    diff = t_interval([arm.runs[s].mean_tokens_per_s - base.runs[s].mean_tokens_per_s for s in seeds])
+    if not math.isfinite(diff.low):
+        return "one seed"
+    return "faster" if diff.low > 0 else "slower" if diff.high < 0 else "within noise"
+
+
 def _paired_final(arm: ArmRuns, base: ArmRuns) -> list[float]:
     """The arm's per-seed final val loss minus the baseline's, over the seeds both finished."""
     return [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in sorted(set(arm.runs) & set(base.runs))]
@@ -131,6 +142,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             "tokens_per_s": run.mean_tokens_per_s, "wall_s": run.wall_s, "spikes": run.spikes,
             "run_dir": str(run.path), "val_tokens": run.val_tokens, "val_loss_se": run.val_loss_se,
             "horizon": entry.get("horizon"), "tokens_per_param": run.tokens_per_param,
+            "final_eval_s": run.final_eval_s,
         })
     write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
 
@@ -152,11 +164,20 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             "tokens_per_s": float(np.mean([r.mean_tokens_per_s for r in arm.runs.values()])) if arm.runs else math.nan,
             "wall_s": float(np.mean([r.wall_s for r in arm.runs.values()])) if arm.runs else math.nan,
         }
+        if name != baseline and paired_seeds:
+            row.update(tokens_per_s_vs_baseline=_throughput_vs(arm, base, paired_seeds))
+        if paired_seeds and not steps.size:
+            row.update(speedup_note="no evaluation step common to every run: no target to reach")
         if paired_seeds and steps.size:
             arm_curves = [_val_at(arm.runs[s], steps) for s in paired_seeds]
             base_curves = [_val_at(base.runs[s], steps) for s in paired_seeds]
             sp = speedup(steps, arm_curves, base_curves)
             row.update(steps_to_target=sp.steps_to_target, speedup=sp.speedup)
+            if not math.isfinite(sp.speedup):
+                row.update(speedup_note="not reached: the arm never got to the baseline's final loss")
+            elif name != baseline and not math.isfinite(sp.interval.low):
+                row.update(speedup_note="no interval: a seed never reached its baseline's final loss"
+                           if len(paired_seeds) > 1 else "no interval: one seed")
             if name != baseline:
                 row.update(speedup_ci_low=sp.interval.low, speedup_ci_high=sp.interval.high)
                 per_seed = _paired_final(arm, base)
@@ -186,7 +207,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
     tuning = _tuning_section(loaded, spec)
     table = results_table(results_rows, f"{confidence * 100:.4g}%")
     _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder)
-    text = table + "\n" + "\n".join(verdicts)
+    text = table + "\n" + textwrap.fill(TABLE_NOTE, 118) + "\n" + "\n".join(verdicts)
     if ladder is not None:
         text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
     if tuning["warnings"]:
@@ -290,13 +311,15 @@ def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> li
             "val_step": steps, "val": np.array([_val_at(r, steps) for r in runs]) if steps.size else np.empty((0, 0)),
             "step": runs[0].step[:common],
             "train": np.array([plots.smooth(r.loss[:common], window) for r in runs]),
+            "final": np.array([r.final_val_loss for r in runs]), "final_step": int(runs[0].steps),
         }
         schedules[name] = (runs[0].step, runs[0].lr)
     if not curves:
         return []
     shared = spec.config()
     steps_run = next(iter(curves.values()))["step"][-1] if curves else shared.steps
-    title = f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {steps_run} steps"
+    title = (f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {steps_run} steps | regular "
+             f"evaluation: {shared.eval_batches} batch(es), final: {shared.eval_tokens:,} tokens")
     files = [plots.loss_curves(out / "loss.png", curves, title), plots.lr_schedules(out / "lr.png", schedules)]
     if diff_curves:
         files.insert(1, plots.difference_curves(out / "difference.png", steps, diff_curves, baseline))
@@ -310,14 +333,29 @@ def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
     grid = sorted(spec.tune_lr)
     lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |",
              "|---" * (len(grid) + 2) + "|"]
-    warnings = []
     for arm, row in means.items():
         cells = [("diverged" if row.get(lr) == math.inf else f"{row[lr]:.4f}") if lr in row else "" for lr in grid]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {best[arm]:g} |")
-        if best[arm] in (grid[0], grid[-1]) and len(grid) > 1:
-            warnings.append(f"warning: {arm}'s best lr {best[arm]:g} is at the edge of the grid "
-                            f"[{grid[0]:g}, {grid[-1]:g}]: extend the grid to be sure it is the optimum")
-    return {"lines": lines, "warnings": warnings}
+    return {"lines": lines, "warnings": [edge_text(arm, lr, grid) for arm, lr in lr_edges(best, grid).items()]}
+
+
+def lr_edges(best: dict[str, float], grid: list[float]) -> dict[str, float]:
+    """The arms whose chosen lr is an end of the tuning grid (the optimum may lie beyond it)."""
+    ends = (min(grid), max(grid))
+    return {arm: lr for arm, lr in best.items() if len(grid) > 1 and lr in ends}
+
+
+def edge_text(arm: str, lr: float, grid: list[float]) -> str:
+    """The warning line of :func:`lr_edges`."""
+    return (f"warning: {arm}'s best lr {lr:g} is at the edge of the grid [{min(grid):g}, {max(grid):g}]: extend "
+            "the grid to be sure it is the optimum")
+
+
+def tuned_lr_edges(out: Path) -> dict[str, float]:
+    """:func:`lr_edges` of a compare folder's lr tuning (empty when it tuned none)."""
+    record = read_experiment(out)
+    grid = record["spec"].get("tune_lr")
+    return lr_edges(choose_lrs(out, record), sorted(grid)) if grid else {}
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -328,7 +366,8 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 def results_table(rows: list[dict[str, Any]], diff_level: str = "95%") -> str:
     """The terminal / markdown table of results.csv (the difference's interval at ``diff_level``)."""
-    header = ["arm", "seeds", "lr", "val loss", f"diff vs baseline [{diff_level} CI]", "speed-up [95% CI]", "tokens/s"]
+    header = ["arm", "seeds", "lr", "val loss (mean ± sd over seeds)", f"diff vs baseline [{diff_level} CI]",
+              "speed-up [95% CI]", "training tokens/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         val = f"{_fmt(r.get('val_loss_mean'))} ± {_fmt(r.get('val_loss_std'))}".strip(" ±")
@@ -340,9 +379,23 @@ def results_table(rows: list[dict[str, Any]], diff_level: str = "95%") -> str:
         sp = _fmt(r.get("speedup"), ".3f")
         if sp and math.isfinite(r.get("speedup_ci_low", math.nan)):
             sp += f" [{r['speedup_ci_low']:.3f}, {r['speedup_ci_high']:.3f}]"
-        cells = [r["arm"], str(r["n_seeds"]), _fmt(r.get("lr"), "g"), val, diff, sp, _fmt(r.get("tokens_per_s"), ".0f")]
+        if r.get("speedup_note"):
+            sp = f"{sp} ({r['speedup_note']})".strip()
+        speed = _fmt(r.get("tokens_per_s"), ",.0f")
+        if speed and r.get("tokens_per_s_vs_baseline") == "within noise":
+            speed += " ~"
+        cells = [r["arm"], str(r["n_seeds"]), _fmt(r.get("lr"), "g"), val, diff, sp, speed]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+#: What the numbers of the results table are, printed under it (console and report.md).
+TABLE_NOTE = (
+    "val loss: the final evaluation (a fixed held-out set, the same for every run); ± is the standard deviation "
+    "over seeds here, and the standard error over the held-out tokens in each run's own `done:` line. "
+    "training tokens/s: a throughput measurement of this machine while it ran (evaluation excluded), not a "
+    "result of the method; ~ marks an arm whose throughput is within run-to-run noise of the baseline's (the "
+    "paired 95% interval of the per-seed difference holds 0).")
 
 
 def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows,
@@ -363,7 +416,7 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
     if spec.horizons:
         lines += [f"Horizons: {', '.join(f'{h:,}' for h in sorted(spec.horizons))} {spec.horizon_unit}; the "
                   f"table below is at the longest, {spec.horizon_text(spec.headline)}.", ""]
-    lines += ["## Results", "", table, ""]
+    lines += ["## Results", "", table, "", TABLE_NOTE, ""]
     if spec.max_seeds:
         sequential = record.get("sequential", {})
         lines += [f"Seeds by `--seeds auto` (looks at {sequential.get('looks')} seeds, at most {spec.max_seeds}; "

@@ -90,17 +90,26 @@ class Run:
 
     @property
     def mean_tokens_per_s(self) -> float:
-        """Tokens over wall time (evaluation included), the rate a user waits for, after the first logged step.
+        """Training throughput: tokens over wall time after the first logged step, evaluation time left out.
 
         The first step pays one-off compiles (AdamPower's kernel, ``--compile``)
         and warm-up, which would make a short run of a compiling optimizer look
-        slower than it trains.
+        slower than it trains; the evaluations (``eval_s``, the final one's
+        included) are not training. Runs logged before ``eval_s`` existed count
+        their evaluations in.
         """
         if self.elapsed_s.size < 2:
             return self.tokens / self.wall_s if self.wall_s > 0 else float("nan")
-        seconds = float(self.elapsed_s[-1] - self.elapsed_s[0])
+        evaluating = sum(float(r.get("eval_s") or 0.0) for r in self.records[1:])
+        seconds = float(self.elapsed_s[-1] - self.elapsed_s[0]) - evaluating
         tokens = int(self.records[-1]["tokens"]) - int(self.records[0]["tokens"])
         return tokens / seconds if seconds > 0 else float("nan")
+
+    @property
+    def final_eval_s(self) -> float:
+        """Seconds the final evaluation took (nan for a run without one, or logged before it was timed)."""
+        value = self.records[-1].get("final_eval_s") if self.records else None
+        return float(value) if value is not None else float("nan")
 
     @property
     def spikes(self) -> int:

@@ -206,7 +206,10 @@ def parse_assignments(text: str) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"expected KEY=VALUE, got {item!r} in {text!r}")
-        out[key.replace("-", "_")] = parse_value(key.replace("-", "_"), raw)
+        key = key.replace("-", "_")
+        if key in out:  # never keep one of two values silently
+            raise ValueError(f"{key} is given twice in {text!r}: give each field once")
+        out[key] = parse_value(key, raw)
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .adagrad import run_adagrad
-from .toy import best_p, simulate_update, update_limit
+from .toy import best_p, edge_warning, grid_edge, simulate_update, update_limit
 
 DEFAULT_RATIOS = (0.5, 2.0, 5.0, 10.0, 50.0)
 
@@ -50,10 +50,11 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
     with open(out / "optimal_p.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["sigma_over_mu", "mu", "sigma", "eps", "p_opt_limit", "p_opt_sim", "update_limit_max",
-                         "update_sim_max"])
+                         "update_sim_max", "p_opt_edge"])
         for i, ratio in enumerate(ratios):
             writer.writerow([f"{ratio:g}", f"{mu:g}", f"{sigmas[i, 0]:g}", f"{eps:g}", f"{best_limit[i]:g}",
-                             f"{best_sim[i]:g}", f"{limit[i].max():.6g}", f"{sim[i].max():.6g}"])
+                             f"{best_sim[i]:g}", f"{limit[i].max():.6g}", f"{sim[i].max():.6g}",
+                             grid_edge(best_limit[i], ps) or ""])
     fig, (ax_rel, ax_log) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, ratio in enumerate(ratios):
         top = limit[i].max()
@@ -75,8 +76,10 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
     fig.savefig(out / "theory.png", dpi=120)
     plt.close(fig)
     lines = ["| sigma/mu | optimal p (limit) | optimal p (simulated) | max update (limit) |", "|---|---|---|---|"]
-    lines += [f"| {r:g} | {best_limit[i]:g} | {best_sim[i]:g} | {limit[i].max():.4f} |" for i, r in enumerate(ratios)]
-    return "\n".join(lines)
+    lines += [f"| {r:g} | {best_limit[i]:g}{' (grid edge)' if grid_edge(best_limit[i], ps) else ''} | "
+              f"{best_sim[i]:g} | {limit[i].max():.4f} |" for i, r in enumerate(ratios)]
+    warnings = [edge_warning(f"warning: sigma/mu = {r:g}:", best_limit[i], ps) for i, r in enumerate(ratios)]
+    return "\n".join(lines + [w for w in warnings if w])
 
 
 def run_adagrad_comparison(out: Path, ps: tuple[float, ...] = (0.8, 1.0, 1.2, 1.5), seeds: int = 3,

@@ -164,3 +164,21 @@ def simulate_update(
 def best_p(p_grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The p of the largest update along the last axis of ``values`` (one per leading index)."""
     return np.asarray(p_grid)[np.argmax(values, axis=-1)]
+
+
+def grid_edge(p_star: float, ps: np.ndarray) -> str | None:
+    """``"lower"`` or ``"upper"`` when ``p_star`` is an end of the grid ``ps`` (the optimum may lie beyond)."""
+    if p_star <= float(np.min(ps)):
+        return "lower"
+    if p_star >= float(np.max(ps)):
+        return "upper"
+    return None
+
+
+def edge_warning(what: str, p_star: float, ps: np.ndarray) -> str | None:
+    """One line for an optimal p on the grid's edge, or None."""
+    edge = grid_edge(p_star, ps)
+    if edge is None:
+        return None
+    return (f"{what} p* = {p_star:g} is the {edge} edge of the grid [{float(np.min(ps)):g}, {float(np.max(ps)):g}]: "
+            f"the optimum may lie beyond it, so treat p* as a bound, not an estimate")

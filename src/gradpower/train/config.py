@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import NORM_SCHEMES, PRESETS
+from ..invocation import program
+from ..models import NORM_SCHEMES, PRESETS, preset_lr
 from ..models.config import INIT_SCHEMES
 from ..optim import OPTIMIZERS, is_power_optimizer
 from ..transform import check_p
@@ -161,6 +162,11 @@ class TrainConfig:
         """``warmup``, or by default min(100, steps // 10): short runs keep a proportionate warm-up."""
         return min(100, self.steps // 10) if self.warmup is None else self.warmup
 
+    @property
+    def resolved_lr(self) -> float:
+        """``lr``, or by default the preset's: the peak lr the run trains with."""
+        return self.lr or preset_lr(self.preset)
+
     def micro_batch(self, world_size: int = 1) -> int:
         """Sequences per forward/backward on each of ``world_size`` processes (see :func:`micro_batch_for`)."""
         return micro_batch_for(self.batch_size, self.micro_batch_size, world_size)
@@ -214,11 +220,13 @@ def resume_differences(saved: dict[str, Any], current: TrainConfig) -> list[str]
 
     The warm-up is compared as resolved (``warmup_steps``): its default depends
     on ``steps``, which a resumed run may change, so an extended run keeps the
-    warm-up it had by stating it.
+    warm-up it had by stating it. The lr is compared as resolved too, so the
+    message shows the lr the run trained with, not an unset default.
     """
     old = TrainConfig.from_dict(saved)
     before, after = old.to_dict(), current.to_dict()
     before["warmup"], after["warmup"] = old.warmup_steps, current.warmup_steps
+    before["lr"], after["lr"] = old.resolved_lr, current.resolved_lr
     return config_differences(before, after, ignore=RESUMABLE)
 
 
@@ -242,7 +250,7 @@ def micro_batch_for(batch_size: int, micro_batch_size: int | None, world_size: i
 
 def resume_command(folder: Path) -> str:
     """The command that continues the run in ``folder`` (``--resume`` takes the configuration saved there)."""
-    return f"gradpower train --out {shlex.quote(str(folder))} --resume"
+    return f"{program()} train --out {shlex.quote(str(folder))} --resume"
 
 
 def run_name(cfg: TrainConfig) -> str:

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from .. import __version__, interrupts
-from ..data.pipeline import Data, DataConfig, build_data, needed_packages
+from ..data.pipeline import Data, DataConfig, build_data, needed_packages, prepare_data
 from ..diagnostics.predict import edge_warning
 from ..extras import require
 from ..fileio import atomic_write_text, warn
-from ..models import TransformerConfig, build_model, count_params, preset, preset_lr
+from ..models import TransformerConfig, build_model, count_params, preset
 from ..optim import build_optimizer, is_power_optimizer
 from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
 from .checkpoint import (
@@ -249,6 +249,9 @@ class _Session:
     first_step_end: float = 0.0
     final_val: float | None = None
     final_eval: FinalEval | None = None
+    #: Seconds spent evaluating after the first step (not training: the throughput leaves them out).
+    eval_seconds: float = 0.0
+    final_eval_seconds: float | None = None
 
     def __post_init__(self) -> None:
         self.first_step_end = self.start_time
@@ -288,7 +291,7 @@ class Trainer:
         )
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
-        self.lr = cfg.lr or preset_lr(cfg.preset)
+        self.lr = cfg.resolved_lr
         self.optimizer = build_optimizer(
             cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p,
             weight_decay=cfg.weight_decay,
@@ -434,11 +437,19 @@ class Trainer:
             if edge and self.runtime.is_main:
                 warn(edge)
             self._write_config()
+        evaluating = time.perf_counter()
         if self._evaluates(self.step):
             record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)
         if self.step == cfg.steps and self.data.final_val:
+            final_start = time.perf_counter()
             final = session.final_eval = evaluate_tokens(self.model, self.data.final_val, self.runtime)
-            record.update(final_val_loss=final.loss, val_loss_se=final.se, val_tokens=final.tokens)
+            session.final_eval_seconds = time.perf_counter() - final_start
+            record.update(final_val_loss=final.loss, val_loss_se=final.se, val_tokens=final.tokens,
+                          final_eval_s=session.final_eval_seconds)
+        if "val_loss" in record or "final_val_loss" in record:
+            record["eval_s"] = time.perf_counter() - evaluating  # this step's evaluations, final one included
+            if not first:
+                session.eval_seconds += record["eval_s"]
         if synced:
             loss, grad_norm = synced
             logger.log({
@@ -462,15 +473,20 @@ class Trainer:
     def _end_session(self, session: _Session) -> TrainResult:
         steps_done = self.step - session.start_step
         if self.runtime.is_main and steps_done:
-            # after the first step (compiles and warm-up excluded), unless that was the only one
+            # after the first step (compiles and warm-up excluded), unless that was the only one; evaluation
+            # time is not training time
             timed, since = (steps_done - 1, session.first_step_end) if steps_done > 1 else (1, session.start_time)
-            rate = timed * session.tokens_per_step / (time.perf_counter() - since)
-            val = session.final_val if session.final_val is not None else "n/a"
+            seconds = time.perf_counter() - since - (session.eval_seconds if steps_done > 1 else 0.0)
+            parts = [f"done: step {self.step}/{self.cfg.steps}",
+                     f"{timed * session.tokens_per_step / seconds:,.0f} training tokens/s (evaluation excluded)"]
+            if session.final_val is not None:
+                parts.append(f"regular-evaluation val loss {session.final_val:.4f} "
+                             f"({len(self.data.val)} batch(es), the curves' last point)")
             final = session.final_eval
-            held_out = (f", final val loss {final.loss:.4f} ± {final.se:.4f} on {final.tokens} tokens"
-                        if final is not None else "")
-            session.logger.message(f"done: step {self.step}/{self.cfg.steps}, {rate:.0f} tokens/s, val_loss {val}"
-                                   f"{held_out}, checkpoint {self.last_checkpoint}")
+            if final is not None:
+                parts.append(f"final val loss {final.loss:.4f} ± {final.se:.4f} (standard error over its "
+                             f"{final.tokens:,} held-out tokens; it took {session.final_eval_seconds:.1f} s)")
+            session.logger.message(", ".join(parts) + f", checkpoint {self.last_checkpoint}")
         return TrainResult(self.run_dir, self.step, session.final_val, self.last_checkpoint, session.final_eval)
 
     def _compiling(self) -> str:
@@ -515,6 +531,12 @@ def check_before_start(cfg: TrainConfig, world_size: int = 1) -> None:
     needs += [("--wandb", "wandb")] if cfg.wandb else []
     for feature, module in needs:
         require(feature, module)
+
+
+def prepare_run_data(cfg: TrainConfig) -> None:
+    """What the run's data and tokenizer would refuse, found before it starts (see :func:`prepare_data`)."""
+    model = model_config_for(cfg)
+    prepare_data(data_config(cfg), model.vocab_size, model.max_seq_len)
 
 
 def data_config(cfg: TrainConfig) -> DataConfig:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..fileio import StorageError, describe_os_error, folder_lock, warn
 from .checkpoint import list_checkpoints, remove_partial_saves, step_of
-from .config import TrainConfig, resume_command
+from .config import TrainConfig, resume_command, resume_differences
 from .metrics import MetricsFileError, read_metrics
 
 #: What a run writes into its folder (``--overwrite`` deletes exactly these).
@@ -90,15 +90,24 @@ def resume_values(explicit: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _check_steps(cfg: TrainConfig, folder: Path, at_step: int) -> None:
-    """Refuse a resume that would train no further; warn when ``--steps`` recomputes the lr schedule."""
+def _check_resume(cfg: TrainConfig, folder: Path, at_step: int) -> None:
+    """Refuse a resume that would train no further or change the run's configuration, naming every refused
+    change at once; warn when ``--steps`` recomputes the lr schedule."""
     saved = saved_config(folder)
     planned = saved["train"].get("steps") if saved else None
+    reasons = []
     if at_step >= cfg.steps:
-        if planned == cfg.steps:
-            raise RunFolderError(f"{folder} finished at step {at_step}/{cfg.steps}; pass --steps N to train further")
-        raise RunFolderError(f"{folder} is at step {at_step} already; --steps {cfg.steps} trains no further: pass "
-                             f"--steps N with N > {at_step}")
+        reasons.append(f"it finished at step {at_step}/{cfg.steps}: pass --steps N with N > {at_step} to train "
+                       "further" if planned == cfg.steps else
+                       f"it is at step {at_step} already, so --steps {cfg.steps} trains no further: pass --steps N "
+                       f"with N > {at_step}")
+    changed = resume_differences(saved["train"], cfg) if saved else []
+    if changed:
+        reasons.append(f"it was trained with another configuration ({'; '.join(changed)}): a resumed run keeps the "
+                       "configuration it was started with, so drop those flags (--resume takes the saved values) "
+                       "or choose another --out")
+    if reasons:
+        raise RunFolderError(f"--resume: {folder} refused: " + "; and ".join(reasons))
     if planned is not None and planned != cfg.steps:
         warn(f"--steps {cfg.steps}: {folder} was planned for {planned} steps; its {cfg.schedule} lr schedule is "
              f"recomputed for {cfg.steps} steps from step {at_step + 1} on")
@@ -118,7 +127,7 @@ def _check_folder(cfg: TrainConfig, folder: Path) -> bool:
             raise RunFolderError(f"--resume: {folder} has no checkpoint (its run stopped at step "
                                  f"{completed_steps(folder)} before writing one): start it over by running the "
                                  "command that started it with --overwrite")
-        _check_steps(cfg, folder, step_of(checkpoints[-1]))
+        _check_resume(cfg, folder, step_of(checkpoints[-1]))
         return False
     if not folder.is_dir():
         return False
@@ -136,7 +145,10 @@ def _check_folder(cfg: TrainConfig, folder: Path) -> bool:
 
 @contextlib.contextmanager
 def open_run_folder(cfg: TrainConfig, is_main: bool = True) -> Iterator[Path]:
-    """Check, create and lock the run folder for this process's run (rank 0 only writes and locks)."""
+    """Check, create and lock the run folder for this process's run (rank 0 only writes and locks).
+
+    A folder this call created is removed again when the run fails before writing anything into it (bad
+    data found while building it, say), so a refused run leaves nothing behind."""
     folder = cfg.run_dir
     if not is_main:
         yield folder
@@ -145,17 +157,31 @@ def open_run_folder(cfg: TrainConfig, is_main: bool = True) -> Iterator[Path]:
         with folder_lock(folder):  # another run holding it is refused first, naming its pid
             pass
     overwrite = _check_folder(cfg, folder)
+    created = None if folder.exists() else _first_missing(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(describe_os_error(exc, folder, "creating")) from None
-    with folder_lock(folder):
-        if overwrite:  # under the lock: never delete the files of a run that is still going
-            for name in RUN_FILES:
-                path = folder / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        remove_partial_saves(folder / "checkpoints")
-        yield folder
+    try:
+        with folder_lock(folder):
+            if overwrite:  # under the lock: never delete the files of a run that is still going
+                for name in RUN_FILES:
+                    path = folder / name
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    elif path.exists():
+                        path.unlink()
+            remove_partial_saves(folder / "checkpoints")
+            yield folder
+    except BaseException:
+        if created is not None and {entry.name for entry in folder.iterdir()} <= {".lock"}:
+            shutil.rmtree(created, ignore_errors=True)  # the folders it made hold nothing else
+        raise
+
+
+def _first_missing(folder: Path) -> Path:
+    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir(parents=True)`` makes)."""
+    top = folder
+    while not top.parent.exists():
+        top = top.parent
+    return top
