@@ -161,13 +161,28 @@ def test_a_run_over_two_devices_is_torchrun_with_fsdp_and_matches_one_process(tm
 
 
 def test_a_failed_job_is_named_with_its_log_and_the_command_exits_1(tmp_path, capsys):
+    # Bad data is refused before any job is submitted (exit 2, nothing written) ...
     corpus = tmp_path / "one-line.txt"
     corpus.write_text("too small to hold out a validation split\n")
-    argv = ["compare", *micro(str(tmp_path / "cache"), 4), "--set", f"data={corpus}", "--out", str(tmp_path / "c"),
-            *LOCAL_JOBS]
+    bad = ["compare", *micro(str(tmp_path / "cache"), 4), "--set", f"data={corpus}", "--out", str(tmp_path / "b"),
+           *LOCAL_JOBS]
+    assert main(bad) == 2 and "train split is empty" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    # ... so a job fails where only the job can see it: a run to resume whose checkpoint is damaged.
+    argv = ["compare", *micro(str(tmp_path / "cache"), 4), "--set", "ckpt_every=2", "--set", "keep_ckpts=3",
+            "--out", str(tmp_path / "c"), *LOCAL_JOBS]
+    assert main(argv) == 0
+    for run in (tmp_path / "c" / "runs").iterdir():
+        metrics = run / "metrics.jsonl"
+        metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))
+        for checkpoint in (run / "checkpoints").iterdir():
+            if checkpoint.name.startswith("step_00000004"):
+                checkpoint.unlink()
+            else:
+                checkpoint.write_bytes(b"damaged")
+    capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "2 run(s) failed: adamw seed 0 (its log " in err and "train split is empty" in err
+    assert "2 run(s) failed: adamw seed 0 (its log " in err and "no loadable checkpoint" in err
     log = err.split("(its log ")[1].split(": ")[0]
     assert Path(log).is_file() and Path(log).parent == tmp_path / "c" / "slurm"
 

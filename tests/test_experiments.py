@@ -276,15 +276,28 @@ def test_parallel_jobs_write_logs_and_the_same_tables(tmp_path, cache, capsys):
 
 
 def test_a_compare_whose_runs_fail_exits_1_naming_them(tmp_path, cache, capsys):
-    corpus = tmp_path / "one-line.txt"
-    corpus.write_text("too small to hold out a validation split\n")  # one document: no split can hold both
-    own_cache = str(tmp_path / "cache")  # not the module's: this corpus must not touch its shards
-    argv = ["compare", *micro(own_cache), "--seeds", "1", "--set", f"data={corpus}", "--out", str(tmp_path / "c")]
+    out = tmp_path / "c"
+    argv = ["compare", *micro(cache, steps=4), "--seeds", "1", "--set", "ckpt_every=2", "--set", "keep_ckpts=3",
+            "--out", str(out)]
+    assert main(argv) == 0
+    # Damage both runs so that they fail when the compare resumes them (what the start-up checks cannot see):
+    # back to step 2, whose checkpoint is broken.
+    for run in (out / "runs").iterdir():
+        metrics = run / "metrics.jsonl"
+        metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))
+        for checkpoint in (run / "checkpoints").iterdir():
+            if checkpoint.name.startswith("step_00000004"):
+                checkpoint.unlink()
+            else:
+                checkpoint.write_bytes(b"damaged")
+    capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr()
-    assert "2 run(s) failed: adamw seed 0 (train split is empty" in err.err and "adampower p=1.2 seed 0" in err.err
-    captured = err
-    assert "figures" not in captured.out and ".png" not in captured.out
+    line = err.err.strip().splitlines()[-1]
+    # the reason once, after the runs it stopped
+    assert line.startswith("gradpower: error: 2 run(s) failed: adamw seed 0, adampower p=1.2 seed 0 (no loadable "
+                           "checkpoint in its folder/checkpoints") and line.count("no loadable checkpoint") == 1
+    assert "not finished (left out): adamw seed 0, adampower p=1.2 seed 0" in err.out
 
 
 def test_seeds_auto_looks_at_fixed_rounds_and_reports_the_adjusted_interval(tmp_path, cache, capsys):

@@ -108,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    from .experiments.compare import DEFAULT_SEEDS
     from .train.config import field_type
 
     parser.add_argument("--config", metavar="FILE.toml", help="experiment file: shared TrainConfig keys, seeds, "
@@ -119,7 +120,8 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
     parser.add_argument("--seeds", type=_flag_type(_seeds_value), default=None, metavar="N|auto",
-                        help="seeds per arm / point (default 3; 4 for compare's embedded default); compare also "
+                        help=f"seeds per arm / point (default 3; {DEFAULT_SEEDS} for compare's embedded default); "
+                        "compare also "
                         "takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops (see README)")
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "

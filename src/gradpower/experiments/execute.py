@@ -71,8 +71,9 @@ class RunsFailedError(RuntimeError):
     def __init__(self, failed: list[Outcome], report: str = "") -> None:
         self.failed, self.report = failed, report
         by_reason: dict[str, list[str]] = {}  # one reason once, however many runs it stopped
-        for o in failed:
-            why = o.message.splitlines()[0][:160] if o.message else "no reason given"
+        for o in failed:  # a run's own folder in its message reads "its folder", so equal reasons group
+            why = o.message.splitlines()[0].replace(str(o.run.run_dir), "its folder")[:160] if o.message else \
+                "no reason given"
             by_reason.setdefault(why, []).append(f"{o.run.label} seed {o.run.seed}")
         names = "; ".join(f"{', '.join(runs)} ({why})" for why, runs in by_reason.items())
         super().__init__(f"{len(failed)} run(s) failed: {names}")
@@ -188,11 +189,13 @@ def train_one(
 
 
 def done_message(run_dir: Path) -> str:
-    """``val 5.6655 ± 0.0109 (65536 tokens)``: a finished run's final evaluation, as its progress line shows it."""
+    """A finished run's final evaluation as its progress line shows it: ``final val loss 5.6655 ± 0.0109
+    (standard error over 65,536 held-out tokens)``."""
     run = load_run(run_dir)
     if run.val_tokens:
-        return f"val {run.final_val_loss:.4f} ± {run.val_loss_se:.4f} ({run.val_tokens} tokens)"
-    return f"val {run.final_val_loss:.4f}"
+        return (f"final val loss {run.final_val_loss:.4f} ± {run.val_loss_se:.4f} (standard error over "
+                f"{run.val_tokens:,} held-out tokens)")
+    return f"final val loss {run.final_val_loss:.4f}"
 
 
 def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], logs: bool, threads: int | None,
