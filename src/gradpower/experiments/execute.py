@@ -10,7 +10,6 @@ the visible GPUs); their harness output goes to ``train.log`` in each run folder
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -31,22 +30,10 @@ from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
 from ..train.loop import check_before_start, data_config, model_config_for, prepare_run_data
+from .job import PlannedRun, start_config, train_one
 from .ladder import chains, checkpoint_step, seed_branch
 from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
-
-
-@dataclass
-class PlannedRun:
-    """One run of an experiment: which arm or grid point, which seed, and its full config."""
-
-    label: str
-    seed: int
-    cfg: TrainConfig
-
-    @property
-    def run_dir(self) -> Path:
-        return self.cfg.run_dir
 
 
 @dataclass
@@ -149,53 +136,6 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def start_config(cfg: TrainConfig) -> TrainConfig:
-    """The config that starts or continues a run that is not finished: resume from its newest checkpoint, else
-    start over in its folder (one this experiment owns: :func:`state_of` checked it holds this configuration)."""
-    resume = latest_checkpoint(cfg.run_dir / "checkpoints") is not None
-    return dataclasses.replace(cfg, resume=resume, overwrite=not resume)
-
-
-def train_one(
-    cfg_dict: dict[str, Any], log_path: str | None, threads: int | None, device: str | None
-) -> tuple[str, str]:
-    """Train one run (in this process, a spawned one or a cluster job); returns (status, message)."""
-    from ..data.corpus import DataError
-    from ..train import CheckpointError, NonFiniteLossError, train
-
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = TrainConfig(**cfg_dict)
-    if device is not None:
-        cfg = dataclasses.replace(cfg, device=device)
-    redirect: contextlib.AbstractContextManager = contextlib.nullcontext()
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
-        redirect = contextlib.ExitStack()
-        redirect.enter_context(log)
-        redirect.enter_context(contextlib.redirect_stdout(log))
-        redirect.enter_context(contextlib.redirect_stderr(log))
-    with redirect:
-        try:
-            result = train(cfg)
-        except NonFiniteLossError as exc:
-            return "diverged", str(exc)
-        except (ValueError, CheckpointError, DataError, OSError) as exc:
-            return "failed", str(exc)
-    return "done", done_message(result.run_dir)
-
-
-def done_message(run_dir: Path) -> str:
-    """A finished run's final evaluation as its progress line shows it: ``final val loss 5.6655 ± 0.0109
-    (standard error over 65,536 held-out tokens)``."""
-    run = load_run(run_dir)
-    if run.val_tokens:
-        return (f"final val loss {run.final_val_loss:.4f} ± {run.val_loss_se:.4f} (standard error over "
-                f"{run.val_tokens:,} held-out tokens)")
-    return f"final val loss {run.final_val_loss:.4f}"
 
 
 def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], logs: bool, threads: int | None,

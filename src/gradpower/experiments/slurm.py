@@ -33,7 +33,7 @@ from .. import interrupts
 from ..fileio import atomic_write_text
 from ..train import InterruptedRun
 from ..train.config import TrainConfig
-from .execute import PlannedRun, done_message, start_config, train_one
+from .job import PlannedRun, done_message, start_config, train_one
 from .launcher import (
     SIGNAL_DELAY_S,
     JobsSubmitted,
