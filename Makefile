@@ -8,7 +8,7 @@ TORCH := $(VENV)/.torch
 TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test clean
+.PHONY: demo test docs clean
 
 $(TORCH):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ demo: $(TRAIN_STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
+# The documentation site (docs/ -> site/): MkDocs with the Material theme, the API from the docstrings.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

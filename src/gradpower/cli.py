@@ -122,7 +122,7 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--seeds", type=_flag_type(_seeds_value), default=None, metavar="N|auto",
                         help=f"seeds per arm / point (default 3; {DEFAULT_SEEDS} for compare's embedded default); "
                         "compare also "
-                        "takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops (see README)")
+                        "takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops (see docs/experiments.md)")
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
                         "with a larger --seeds, its earlier runs are reused")
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     noise = sub.add_parser("noise", help="measure gradient noise and predict the best p per batch size",
                            description="Measure per-coordinate gradient means and noise on one set of weights and "
-                           "predict the best GradPower exponent p* for each batch size (see README, 'Choosing p').")
+                           "predict the best GradPower exponent p* for each batch size (see docs/choosing-p.md).")
     noise.add_argument("--batch-sizes", default="8,32,128", help="batch sizes to predict p* for (default 8,32,128)")
     noise.add_argument("--steps-before", type=int, default=0, help="train this many steps first (default 0)")
     noise.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="measure this run's newest checkpoint")
@@ -555,7 +555,7 @@ def _run(argv: list[str], command: str) -> int:
         "claims": lambda: _claims(args, command),
         "train": lambda: _train(args),
     }
-    # The exit code tells scripts the kind (README, "When things go wrong").
+    # The exit code tells scripts the kind (docs/troubleshooting.md).
     stops = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4), PeerLostError: ("stopped", 5)}
     started = time.time()
     try:
