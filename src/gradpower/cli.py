@@ -121,8 +121,8 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> 
                         help="any other shared TrainConfig field (repeatable), e.g. --set lr=0.002")
     parser.add_argument("--seeds", type=_flag_type(_seeds_value), default=None, metavar="N|auto",
                         help=f"seeds per arm / point (default 3; {DEFAULT_SEEDS} for compare's embedded default); "
-                        "compare also "
-                        "takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops (see docs/experiments.md)")
+                        "compare also takes auto: seeds in rounds (3, 6, 12, ...) until the sequential rule stops "
+                        "(see docs/experiments.md)")
     parser.add_argument("--first-seed", type=int, default=None,
                         help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0); add seeds to a finished experiment "
                         "with a larger --seeds, its earlier runs are reused")
