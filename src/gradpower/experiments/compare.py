@@ -37,8 +37,8 @@ from .stats import mde_80, sd, seeds_needed, sequential_decision, sequential_loo
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``), chosen by the pilot's rule
 #: (experiments/pilot/choose.py; docs/experiments.md, "How the default was chosen"): fidelity first, the longest
-#: horizon of the ladder from 320 steps that fits the demo's budget (none did on 2 cores, so 320 steps, the cheapest candidate
-#: there within the tie margin), then the smallest predicted half-width; run on fresh seeds.
+#: horizon of the ladder from 320 steps that fits the demo's budget (none did on the 2-core AVX2 VM, so 320 steps, the
+#: cheapest candidate there within the tie margin), then the smallest predicted half-width; run on fresh seeds.
 DEFAULT_BASE: dict[str, Any] = {
     "preset": "llama-tiny", "schedule": "cos", "batch_size": 8, "seq_len": 128, "steps": 320,
 }
