@@ -74,8 +74,8 @@ def newton_schulz_batch(x: Tensor, steps: int, coefficients: tuple[float, float,
 
     torch.optim.Muon's iteration (normalise by the Frobenius norm, then ``X <- a X + (b G + c G^2) X`` with
     ``G = X X^T``) with batched matrix products: one ``bmm`` per product for the whole batch. On the CPU the
-    results equal torch's one matrix at a time to the bit; on a 2-core CPU the batch runs in about 0.7x the
-    time (``benchmarks/optimizer_step.py``).
+    results equal torch's one matrix at a time to the bit; ``benchmarks/optimizer_step.py`` measures what the
+    batching saves.
     """
     a, b, c = coefficients
     x.div_(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))

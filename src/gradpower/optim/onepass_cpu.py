@@ -13,9 +13,9 @@ one of two ways chosen when the extension is compiled (``-march=native``):
   compiler derives it from portable code): ``getexp``/``getmant`` split
   ``|g| = 2^e m`` (subnormals included), ``log2 m`` is a 32-entry table
   looked up in registers (``vpermt2ps``) plus a degree-3 polynomial, the
-  exponential a degree-5 polynomial and ``scalef``; no division. Measured at
-  1.26-1.41x torch's fused AdamW step on a 2-core CPU, against 1.96-2.10x for
-  the portable loop compiled for the same CPU (``benchmarks/optimizer_step.py``).
+  exponential a degree-5 polynomial and ``scalef``; no division. Its cost
+  against torch's fused AdamW step, and the portable loop's on the same CPU,
+  is what ``benchmarks/optimizer_step.py`` measures (docs/performance.md).
 - Every other CPU: a plain loop the compiler vectorises, with the exponent
   split off the float's bits as in the Inductor kernel, ``ln m = 2 atanh(s)``
   as an odd series in ``s = (m - 1) / (m + 1)`` and a degree-6 exponential.
