@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_gri
 from gradpower.experiments.execute import PlannedRun, place, state_of
 from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
 from gradpower.optim.muonpower import default_ns_dtype
+from gradpower.optim.onepass import power_kernel
+from gradpower.optim.onepass_cpu import avx512
 from gradpower.train import TrainConfig, train
 from gradpower.train.config import run_name
 from gradpower.train.distributed import Runtime
@@ -203,6 +206,34 @@ def test_a_muon_run_records_its_newton_schulz_dtype_and_another_dtype_is_not_reu
     config.write_text(json.dumps(record))
     with pytest.raises(ValueError, match=f"Newton-Schulz ran in {record['resolved']['ns_dtype']}.*default is {now}"):
         state_of(planned)
+
+
+def test_a_power_run_records_its_kernel_and_another_kernel_is_neither_reused_nor_paired(tmp_path, cache, capsys):
+    out = tmp_path / "c"
+    assert main(["compare", *micro(cache, steps=2), "--seeds", "1", "--out", str(out)]) == 0
+    runs = {load_run(d).config["optim"]: d for d in (out / "runs").iterdir()}
+    now = power_kernel(torch.device("cpu"))
+    assert load_run(runs["adampower"]).resolved["power_kernel"] == now == ("avx512" if avx512() else "portable")
+    assert "power_kernel" not in load_run(runs["adamw"]).resolved  # no |g|^p in AdamW
+    config = runs["adampower"] / "config.json"
+    record = json.loads(config.read_text())
+    record["resolved"]["power_kernel"] = other = "portable" if now == "avx512" else "avx512"
+    config.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["compare", *micro(cache, steps=2), "--seeds", "1", "--out", str(out)]) == 2
+    assert f"{runs['adampower']} holds a adampower run whose |g|^p kernel was {other}, while this machine's default " \
+           f"is {now}" in capsys.readouterr().err
+    # a folder whose runs came from two kinds of machine is not paired (a copy, or a cluster of mixed CPUs)
+    twin = runs["adamw"].parent / "twin"
+    shutil.copytree(runs["adampower"], twin)
+    record["resolved"]["power_kernel"] = now
+    (twin / "config.json").write_text(json.dumps(record))
+    experiment = json.loads((out / "experiment.json").read_text())
+    experiment["runs"].append({**experiment["runs"][-1], "seed": 1, "dir": "runs/twin"})
+    (out / "experiment.json").write_text(json.dumps(experiment))
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pairs runs of different |g|^p kernels" in err and str(twin) in err and str(runs["adampower"]) in err
 
 
 def test_run_names_encode_every_defining_field():

@@ -24,12 +24,11 @@ from typing import Any
 import torch
 
 from .. import interrupts
-from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
 from ..train import InterruptedRun
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
-from ..train.loop import check_before_start, data_config, model_config_for, prepare_run_data
+from ..train.loop import check_before_start, data_config, hardware_choices, model_config_for, prepare_run_data
 from .job import PlannedRun, start_config, train_one
 from .ladder import chains, checkpoint_step, seed_branch
 from .launcher import LauncherConfig, check_available
@@ -84,23 +83,28 @@ def state_of(run: PlannedRun) -> str:
             if changed:
                 raise ValueError(f"{folder} holds a run of another configuration ({'; '.join(changed)}); "
                                  "move it away or use another --out")
-            _check_ns_dtype(folder, existing.resolved, run.cfg)
+            _check_hardware(folder, existing.resolved, run.cfg)
             if existing.finished:
                 return "done"
     return "resume" if latest_checkpoint(folder / "checkpoints") is not None else "fresh"
 
 
-def _check_ns_dtype(folder: Path, resolved: dict[str, Any], cfg: TrainConfig) -> None:
-    """Refuse to reuse a Muon run whose Newton-Schulz dtype is not the one this machine would use now (runs
-    written before the dtype was recorded ran fp32 off CUDA)."""
-    if cfg.optim not in MUON_OPTIMIZERS:
-        return
+#: How each hardware choice reads in a refusal, and what a run written before it was recorded used (None: unknown,
+#: so it is not refused).
+_CHOICES = {"ns_dtype": ("Newton-Schulz ran in", lambda device: "bfloat16" if device.type == "cuda" else "float32"),
+            "power_kernel": ("|g|^p kernel was", lambda device: None)}
+
+
+def _check_hardware(folder: Path, resolved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to reuse a run whose hardware choices (:func:`hardware_choices`) are not the ones this machine makes
+    now: its numbers would not be the ones a run trained here gives, so it would not pair with them."""
     device = resolve_device(cfg.device)
-    ran = resolved.get("ns_dtype") or ("bfloat16" if device.type == "cuda" else "float32")
-    now = default_ns_dtype(device)
-    if ran != now:
-        raise ValueError(f"{folder} holds a {cfg.optim} run whose Newton-Schulz ran in {ran}, while this machine's "
-                         f"default is {now}; move it away or use another --out")
+    for key, now in hardware_choices(cfg, device).items():
+        what, legacy = _CHOICES[key]
+        ran = resolved.get(key) or legacy(device)
+        if ran is not None and ran != now:
+            raise ValueError(f"{folder} holds a {cfg.optim} run whose {what} {ran}, while this machine's default is "
+                             f"{now}; move it away or use another --out")
 
 
 def check_configs(configs: Iterable[TrainConfig]) -> None:

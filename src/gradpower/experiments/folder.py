@@ -61,4 +61,20 @@ def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dic
             loaded.append((entry, load_run(Path(os.path.normpath(out / entry["dir"])))))
         except RunReadError:
             loaded.append((entry, None))
+    _check_one_kernel(out, [run for _, run in loaded if run is not None])
     return loaded
+
+
+def _check_one_kernel(out: Path, runs: list[Run]) -> None:
+    """An experiment pairs its runs, so their ``|g|^p`` kernels must agree: the kernels round differently, and a
+    seed's difference between two arms would then hold the kernels' difference too (runs of another machine copied
+    in, or a cluster of mixed CPUs). Runs that recorded none (AdamW, or written before it was recorded) pass."""
+    first: dict[str, Path] = {}
+    for run in runs:
+        kernel = run.resolved.get("power_kernel")
+        if kernel is not None:
+            first.setdefault(kernel, run.path)
+    if len(first) > 1:
+        named = "; ".join(f"{kernel} in {path}" for kernel, path in first.items())
+        raise ValueError(f"{out} pairs runs of different |g|^p kernels ({named}): they round differently, so their "
+                         "paired differences would mix the kernels in; train every run on one kind of machine")

@@ -200,6 +200,16 @@ def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
     return len(params)
 
 
+def power_kernel(device: torch.device) -> str:
+    """The kernel that computes ``|g|^p`` of a run's large fp32 tensors on ``device``: ``avx512`` or
+    ``portable`` (the C++ loop built for this CPU), else ``inductor`` (the compiled kernel: CUDA, or a CPU where
+    the C++ loop cannot be built). They round differently, so one seed gives other numbers under another kernel:
+    runs record it, and experiments refuse to reuse or pair runs of different kernels."""
+    if device.type == "cpu" and CPU_KERNEL and onepass_cpu.kernel() is not None:
+        return "avx512" if onepass_cpu.avx512() else "portable"
+    return "inductor"
+
+
 def pending_sizes(params: list[torch.Tensor], p: float) -> set[int]:
     """Sizes among ``params`` whose Inductor kernel the next step compiles (none once each size has run; none for
     CPU tensors, which take the C++ loop built once per torch installation)."""

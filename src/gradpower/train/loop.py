@@ -33,6 +33,7 @@ from ..fileio import atomic_write_text, warn
 from ..models import TransformerConfig, build_model, count_params, preset
 from ..optim import build_optimizer, is_power_optimizer
 from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
+from ..optim.onepass import power_kernel
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -501,8 +502,7 @@ class Trainer:
             resolved = {"lr": self.lr, "warmup": self.cfg.warmup_steps}
             if self.noise.chosen_p is not None:
                 resolved["p"] = self.noise.chosen_p
-            if self.cfg.optim in MUON_OPTIMIZERS:  # the hardware's choice (default_ns_dtype) decides the numbers
-                resolved["ns_dtype"] = default_ns_dtype(self.runtime.device)
+            resolved.update(hardware_choices(self.cfg, self.runtime.device))
             _write_json(self.run_dir / "config.json", {
                 "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})
 
@@ -520,6 +520,16 @@ class Trainer:
     def _stop_message(self, what: str, value: float) -> str:
         good = self.last_checkpoint or "none written yet"
         return f"{what} is {value} at step {self.step + 1}; stopping before the update. Last good checkpoint: {good}"
+
+
+def hardware_choices(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
+    """What this machine chooses for the run that decides its numbers, recorded in its ``resolved`` config:
+    MuonPower's Newton-Schulz dtype (``ns_dtype``, :func:`default_ns_dtype`) and the ``|g|^p`` kernel of a
+    power optimizer (``power_kernel``, :func:`gradpower.optim.onepass.power_kernel`)."""
+    choices = {"ns_dtype": default_ns_dtype(device)} if cfg.optim in MUON_OPTIMIZERS else {}
+    if is_power_optimizer(cfg.optim):
+        choices["power_kernel"] = power_kernel(device)
+    return choices
 
 
 def check_before_start(cfg: TrainConfig, world_size: int = 1) -> None:
