@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def break_for_resume(runs: Path) -> None:
+    """Make every run under ``runs`` (trained with ``ckpt_every=2``, ``keep_ckpts`` >= 2 and 4 steps) one that
+    fails only when it is resumed: back to step 2, whose checkpoint is damaged (what no start-up check sees)."""
+    for run in runs.iterdir():
+        metrics = run / "metrics.jsonl"
+        metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))
+        for checkpoint in (run / "checkpoints").iterdir():
+            if checkpoint.name.startswith("step_00000004"):
+                checkpoint.unlink()
+            else:
+                checkpoint.write_bytes(b"damaged")
+
 
 #: Held-out tokens of the final evaluation in the suite's micro runs (the default 65,536 would dominate their time).
 MICRO_EVAL_TOKENS = 2048

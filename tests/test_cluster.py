@@ -25,7 +25,7 @@ from gradpower.experiments.launcher import (
 )
 from gradpower.experiments.spec import load_experiment
 from gradpower.train.config import TrainConfig
-from tests.helpers import MICRO_EVAL_TOKENS
+from tests.helpers import MICRO_EVAL_TOKENS, break_for_resume
 
 pytest.importorskip("submitit")
 
@@ -171,14 +171,7 @@ def test_a_failed_job_is_named_with_its_log_and_the_command_exits_1(tmp_path, ca
     argv = ["compare", *micro(str(tmp_path / "cache"), 4), "--set", "ckpt_every=2", "--set", "keep_ckpts=3",
             "--out", str(tmp_path / "c"), *LOCAL_JOBS]
     assert main(argv) == 0
-    for run in (tmp_path / "c" / "runs").iterdir():
-        metrics = run / "metrics.jsonl"
-        metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))
-        for checkpoint in (run / "checkpoints").iterdir():
-            if checkpoint.name.startswith("step_00000004"):
-                checkpoint.unlink()
-            else:
-                checkpoint.write_bytes(b"damaged")
+    break_for_resume(tmp_path / "c" / "runs")
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err

@@ -22,7 +22,7 @@ from gradpower.train.config import run_name
 from gradpower.train.distributed import Runtime
 from gradpower.train.loop import Trainer
 
-from .helpers import MICRO_EVAL_TOKENS
+from .helpers import MICRO_EVAL_TOKENS, break_for_resume
 
 
 @pytest.fixture(scope="module")
@@ -313,14 +313,7 @@ def test_a_compare_whose_runs_fail_exits_1_naming_them(tmp_path, cache, capsys):
     assert main(argv) == 0
     # Damage both runs so that they fail when the compare resumes them (what the start-up checks cannot see):
     # back to step 2, whose checkpoint is broken.
-    for run in (out / "runs").iterdir():
-        metrics = run / "metrics.jsonl"
-        metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:2]))
-        for checkpoint in (run / "checkpoints").iterdir():
-            if checkpoint.name.startswith("step_00000004"):
-                checkpoint.unlink()
-            else:
-                checkpoint.write_bytes(b"damaged")
+    break_for_resume(out / "runs")
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr()
