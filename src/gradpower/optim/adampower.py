@@ -140,7 +140,9 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
 
     Defaults follow the GradPower paper's AdamW baseline: betas (0.9, 0.95),
     weight decay 0.1, eps 1e-8, p 1.2. ``p`` may differ per param group
-    (``group["p"]``). ``p=1`` is AdamW exactly. Two defaults differ from
+    (``group["p"]``). With ``p=1`` a route that calls a torch kernel equals torch's AdamW on the same route
+    to the bit; the one-pass kernel rounds its own way, within about 1e-7 (docs/optimizers.md, "What p=1 is
+    identical to"). Two defaults differ from
     ``torch.optim.AdamW`` (betas[1] 0.999, weight decay 0.01): pass them
     explicitly to reproduce an existing AdamW setup.
 
