@@ -250,7 +250,7 @@ class _Session:
     first_step_end: float = 0.0
     final_val: float | None = None
     final_eval: FinalEval | None = None
-    #: Seconds spent evaluating after the first step (not training: the throughput leaves them out).
+    #: Seconds spent evaluating (not training: the done line's throughput leaves them out).
     eval_seconds: float = 0.0
     final_eval_seconds: float | None = None
 
@@ -449,8 +449,7 @@ class Trainer:
                           final_eval_s=session.final_eval_seconds)
         if "val_loss" in record or "final_val_loss" in record:
             record["eval_s"] = time.perf_counter() - evaluating  # this step's evaluations, final one included
-            if not first:
-                session.eval_seconds += record["eval_s"]
+            session.eval_seconds += record["eval_s"]  # all after first_step_end, which the done line times from
         if synced:
             loss, grad_norm = synced
             logger.log({
