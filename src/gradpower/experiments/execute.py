@@ -25,10 +25,10 @@ import torch
 
 from .. import interrupts
 from ..train import InterruptedRun
+from ..train.assemble import check_before_start, data_config, hardware_choices, model_config_for, prepare_run_data
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
-from ..train.loop import check_before_start, data_config, hardware_choices, model_config_for, prepare_run_data
 from .job import PlannedRun, start_config, train_one
 from .ladder import chains, checkpoint_step, seed_branch
 from .launcher import LauncherConfig, check_available

@@ -25,10 +25,10 @@ from ..diagnostics.predict import edge_warning
 from ..fileio import warn
 from ..models import build_model, config_from_dict
 from ..theory.toy import update_limit
-from ..train import TrainConfig, train
+from ..train import TrainConfig, accumulate_gradients, train
+from ..train.assemble import data_config, model_config_for
 from ..train.checkpoint import load_latest, restore_model
 from ..train.distributed import Runtime, resolve_device
-from ..train.loop import accumulate_gradients, data_config, model_config_for
 from .runs import RunReadError, load_run
 
 NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ..train.loop import model_config_for
+from ..train.assemble import model_config_for
 from . import plots
 from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment

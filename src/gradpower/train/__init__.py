@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .distributed import Runtime
-from .loop import InterruptedRun, NonFiniteLossError, TrainResult, train
+from .loop import InterruptedRun, NonFiniteLossError, TrainResult, accumulate_gradients, train
 from .schedules import SCHEDULES, build_scheduler, lr_multiplier
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Runtime",
     "TrainConfig",
     "TrainResult",
+    "accumulate_gradients",
     "build_scheduler",
     "lr_multiplier",
     "train",

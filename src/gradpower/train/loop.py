@@ -26,14 +26,12 @@ import torch
 from torch import nn
 
 from .. import __version__, interrupts
-from ..data.pipeline import Data, DataConfig, build_data, needed_packages, prepare_data
+from ..data.pipeline import Data, build_data
 from ..diagnostics.predict import edge_warning
-from ..extras import require
 from ..fileio import atomic_write_text, warn
-from ..models import TransformerConfig, build_model, count_params, preset
+from ..models import build_model, count_params
 from ..optim import build_optimizer, is_power_optimizer
-from ..optim.muonpower import MUON_OPTIMIZERS, default_ns_dtype
-from ..optim.onepass import power_kernel
+from .assemble import check_before_start, data_config, hardware_choices, model_config_for
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -66,19 +64,6 @@ class TrainResult:
     final_val_loss: float | None
     last_checkpoint: Path | None
     final_eval: FinalEval | None = None
-
-
-def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> TransformerConfig:
-    """The preset's config with the run's norm and sequence length; grown to fit the tokenizer."""
-    overrides: dict[str, Any] = {"init": cfg.init, "mix_post_layers": cfg.mix_post_layers}
-    if cfg.norm is not None:
-        overrides["norm"] = cfg.norm
-    if cfg.seq_len is not None:
-        overrides["max_seq_len"] = cfg.seq_len
-    model_cfg = preset(cfg.preset, **overrides)
-    if tokenizer_vocab is not None and tokenizer_vocab > model_cfg.vocab_size:
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer_vocab)
-    return model_cfg
 
 
 def accumulate_gradients(
@@ -519,40 +504,6 @@ class Trainer:
     def _stop_message(self, what: str, value: float) -> str:
         good = self.last_checkpoint or "none written yet"
         return f"{what} is {value} at step {self.step + 1}; stopping before the update. Last good checkpoint: {good}"
-
-
-def hardware_choices(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
-    """What this machine chooses for the run that decides its numbers, recorded in its ``resolved`` config:
-    MuonPower's Newton-Schulz dtype (``ns_dtype``, :func:`default_ns_dtype`) and the ``|g|^p`` kernel of a
-    power optimizer (``power_kernel``, :func:`gradpower.optim.onepass.power_kernel`)."""
-    choices = {"ns_dtype": default_ns_dtype(device)} if cfg.optim in MUON_OPTIMIZERS else {}
-    if is_power_optimizer(cfg.optim):
-        choices["power_kernel"] = power_kernel(device)
-    return choices
-
-
-def check_before_start(cfg: TrainConfig, world_size: int = 1) -> None:
-    """What can be refused before the run folder is touched: a batch that does not divide over the
-    processes, and an optional package the run needs but this environment lacks (named with its extra)."""
-    cfg.micro_batch(world_size)
-    needs = needed_packages(data_config(cfg))
-    needs += [("--tensorboard", "tensorboard")] if cfg.tensorboard else []
-    needs += [("--wandb", "wandb")] if cfg.wandb else []
-    for feature, module in needs:
-        require(feature, module)
-
-
-def prepare_run_data(cfg: TrainConfig) -> None:
-    """What the run's data and tokenizer would refuse, found before it starts (see :func:`prepare_data`)."""
-    model = model_config_for(cfg)
-    prepare_data(data_config(cfg), model.vocab_size, model.max_seq_len)
-
-
-def data_config(cfg: TrainConfig) -> DataConfig:
-    """The data part of a run's configuration."""
-    return DataConfig(data=cfg.data, tokenizer=cfg.tokenizer, bpe_vocab_size=cfg.bpe_vocab_size,
-                      val_fraction=cfg.val_fraction, eval_batches=cfg.eval_batches, cache_dir=cfg.cache_dir,
-                      verify_cache=cfg.verify_cache, eval_tokens=cfg.eval_tokens)
 
 
 def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
