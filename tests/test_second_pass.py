@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +248,16 @@ def test_theory_flags_an_optimum_at_the_edge_of_its_grid(tmp_path):
     assert "warning: sigma/mu = 0.5: p* = 0.5 is the lower edge of the grid [0.5, 2.5]" in printed
     optimal = read(tmp_path / "optimal_p.csv")
     assert [r["p_opt_edge"] for r in optimal] == ["lower", ""]
+
+
+def test_a_comparison_whose_runs_used_different_thread_counts_says_so(compared, tmp_path):
+    out, _ = compared
+    copy = tmp_path / "c"
+    shutil.copytree(out, copy)
+    assert "torch threads per run: 1 (every run)" in (copy / "report.md").read_text()
+    env = next((copy / "runs").iterdir()) / "env.json"
+    env.write_text(json.dumps({**json.loads(env.read_text()), "threads": 2}))
+    code, printed, _ = run_main(["report", str(copy)])
+    assert code == 0
+    assert "warning: these runs used different torch thread counts (1 thread(s): 5 run(s), 2 thread(s): 1 run(s))" in \
+        printed

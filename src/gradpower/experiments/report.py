@@ -9,6 +9,7 @@ writes the folder's files).
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from dataclasses import dataclass
@@ -205,8 +206,11 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
         figures.insert(0, ladder["figure"])
         missing = ladder["missing"]
     tuning = _tuning_section(loaded, spec)
+    threads = threads_line([run for _, run in loaded if run is not None])
+    tuning["warnings"] += [threads] if threads.startswith("warning") else []
     table = results_table(results_rows, f"{confidence * 100:.4g}%")
-    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder)
+    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder,
+                            threads)
     text = table + "\n" + textwrap.fill(TABLE_NOTE, 118) + "\n" + "\n".join(verdicts)
     if ladder is not None:
         text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
@@ -339,6 +343,23 @@ def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
     return {"lines": lines, "warnings": [edge_text(arm, lr, grid) for arm, lr in lr_edges(best, grid).items()]}
 
 
+def threads_line(runs: list[Run]) -> str:
+    """Which torch thread counts the runs used (each run's ``env.json``), or a warning when they differ: on some
+    CPUs the count changes the numbers (``benchmarks/cpu_jobs.py`` measures it), so paired runs should share it."""
+    counts: dict[int, int] = {}
+    for run in runs:
+        try:
+            threads = int(json.loads((run.path / "env.json").read_text())["threads"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        counts[threads] = counts.get(threads, 0) + 1
+    if len(counts) > 1:
+        mixed = ", ".join(f"{t} thread(s): {n} run(s)" for t, n in sorted(counts.items()))
+        return (f"warning: these runs used different torch thread counts ({mixed}); on some CPUs the count changes "
+                "a run's numbers (benchmarks/cpu_jobs.py), so train them with one --jobs setting")
+    return f"torch threads per run: {next(iter(counts))} (every run)" if counts else ""
+
+
 def lr_edges(best: dict[str, float], grid: list[float]) -> dict[str, float]:
     """The arms whose chosen lr is an end of the tuning grid (the optimum may lie beyond it)."""
     ends = (min(grid), max(grid))
@@ -399,7 +420,7 @@ TABLE_NOTE = (
 
 
 def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows,
-                            ladder=None) -> None:
+                            ladder=None, threads="") -> None:
     shared = spec.config()
     by_arms = {k for arm in spec.arms for k in arm.overrides}
     settings = {k: v for k, v in shared.defining().items() if k != "seed" and k not in by_arms}
@@ -417,6 +438,7 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
         lines += [f"Horizons: {', '.join(f'{h:,}' for h in sorted(spec.horizons))} {spec.horizon_unit}; the "
                   f"table below is at the longest, {spec.horizon_text(spec.headline)}.", ""]
     lines += ["## Results", "", table, "", TABLE_NOTE, ""]
+    lines += [threads, ""] if threads and not threads.startswith("warning") else []
     if spec.max_seeds:
         sequential = record.get("sequential", {})
         lines += [f"Seeds by `--seeds auto` (looks at {sequential.get('looks')} seeds, at most {spec.max_seeds}; "
