@@ -259,5 +259,5 @@ def test_a_comparison_whose_runs_used_different_thread_counts_says_so(compared, 
     env.write_text(json.dumps({**json.loads(env.read_text()), "threads": 2}))
     code, printed, _ = run_main(["report", str(copy)])
     assert code == 0
-    assert "warning: these runs used different torch thread counts (1 thread(s): 5 run(s), 2 thread(s): 1 run(s))" in \
-        printed
+    warning = "warning: these runs used different torch thread counts (1 thread(s): 5 run(s), 2 thread(s): 1 run(s))"
+    assert warning in printed and warning in (copy / "report.md").read_text()

@@ -207,7 +207,6 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
         missing = ladder["missing"]
     tuning = _tuning_section(loaded, spec)
     threads = threads_line([run for _, run in loaded if run is not None])
-    tuning["warnings"] += [threads] if threads.startswith("warning") else []
     table = results_table(results_rows, f"{confidence * 100:.4g}%")
     _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder,
                             threads)
@@ -216,6 +215,8 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
         text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
     if tuning["warnings"]:
         text += "\n" + "\n".join(tuning["warnings"])
+    if threads.startswith("warning"):  # the info line stays in report.md; a mixed count is said on the console too
+        text += "\n" + threads
     if missing:
         text += f"\nnot finished (left out): {', '.join(missing)}"
     return text
@@ -438,7 +439,7 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
         lines += [f"Horizons: {', '.join(f'{h:,}' for h in sorted(spec.horizons))} {spec.horizon_unit}; the "
                   f"table below is at the longest, {spec.horizon_text(spec.headline)}.", ""]
     lines += ["## Results", "", table, "", TABLE_NOTE, ""]
-    lines += [threads, ""] if threads and not threads.startswith("warning") else []
+    lines += [threads, ""] if threads else []
     if spec.max_seeds:
         sequential = record.get("sequential", {})
         lines += [f"Seeds by `--seeds auto` (looks at {sequential.get('looks')} seeds, at most {spec.max_seeds}; "
