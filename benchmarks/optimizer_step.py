@@ -37,7 +37,7 @@ import torch
 
 from gradpower import AdamPower, GradPower, MuonPower
 from gradpower.models import build_model, preset
-from gradpower.optim import muonpower, onepass, onepass_cpu
+from gradpower.optim import muonpower, onepass_cpu, routes
 from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
 from gradpower.optim.power_hook import power_group_grads_
@@ -161,9 +161,9 @@ def muon_results(preset_name: str, device: torch.device, repeats: int) -> dict[s
 
 def portable_loop(opt: AdamPower) -> Patched:
     """``opt`` stepped through the plain C++ loop that CPUs without AVX-512 take, built here for this CPU (before
-    the timing) in place of :func:`onepass_cpu.kernel`'s build."""
+    the timing) in place of :func:`routes.cpp_ops`'s build."""
     module = onepass_cpu.build(portable=True)
-    return Patched(opt, onepass_cpu, "kernel", lambda: module)
+    return Patched(opt, routes, "cpp_ops", lambda: module)
 
 
 ADAM_BASELINE = "AdamW(fused=True)  [baseline]"
@@ -176,7 +176,7 @@ ADAM_VARIANTS: dict[str, Callable] = {
     "AdamPower(default: one-pass)": lambda ps: AdamPower(ps, **KW),
     "AdamPower(one-pass, portable C++ loop)": lambda ps: portable_loop(AdamPower(ps, **KW)),
     # the Inductor kernel, CUDA's route, on the CPU too
-    "AdamPower(one-pass, Inductor kernel)": lambda ps: Patched(AdamPower(ps, **KW), onepass, "CPU_KERNEL", False),
+    "AdamPower(one-pass, Inductor kernel)": lambda ps: Patched(AdamPower(ps, **KW), routes, "CPU_KERNEL", False),
     "AdamPower(fused=True)": lambda ps: AdamPower(ps, fused=True, **KW),
     "AdamPower(foreach=True)": lambda ps: AdamPower(ps, foreach=True, **KW),
     "AdamPower(single-tensor)": lambda ps: AdamPower(ps, foreach=False, fused=False, **KW),

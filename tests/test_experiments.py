@@ -15,8 +15,8 @@ from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_gri
 from gradpower.experiments.execute import PlannedRun, place, state_of
 from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
 from gradpower.optim.muonpower import default_ns_dtype
-from gradpower.optim.onepass import power_kernel
 from gradpower.optim.onepass_cpu import avx512
+from gradpower.optim.routes import power_kernel
 from gradpower.train import TrainConfig, train
 from gradpower.train.config import run_name
 from gradpower.train.distributed import Runtime

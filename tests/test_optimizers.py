@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradpower import AdagradPower, AdamPower, GradPower, MuonPower
-from gradpower.optim import onepass
+from gradpower.optim import routes
 from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.param_groups import uses_muon
 
@@ -32,7 +32,7 @@ PATHS = [dict(fused=True), dict(foreach=True), dict(foreach=False, fused=False),
 @pytest.fixture(autouse=True)
 def _small_tensors_through_the_one_pass_kernel(monkeypatch):
     """TinyNet's tensors are below the one-pass kernel's size threshold: the one-pass paths take them anyway."""
-    monkeypatch.setattr(onepass, "MIN_NUMEL", 1)
+    monkeypatch.setattr(routes, "MIN_NUMEL", 1)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -201,9 +201,9 @@ def test_each_muonpower_route_equals_torch_muon_plus_adamw_on_powered_gradients(
     into Muon's momentum and into the AdamW step (C++ on the CPU); "separate": phi_p on the gradients, then
     torch's lerps and fused AdamW."""
     if route == "separate":
-        monkeypatch.setattr(onepass, "CPU_KERNEL", False)
+        monkeypatch.setattr(routes, "CPU_KERNEL", False)
     a = TinyNet(vocab=4099)
-    assert a.embed_tokens.weight.numel() >= onepass.MIN_NUMEL
+    assert a.embed_tokens.weight.numel() >= routes.MIN_NUMEL
     b = twin(a)
     opt = MuonPower(a, lr=2e-2, p=1.2, weight_decay=0.1, nesterov=nesterov, ns_dtype="bfloat16",
                     adam_fused=True if route == "separate" else None)

@@ -2,16 +2,17 @@
 
 :class:`AdamPower` subclasses ``torch.optim.AdamW`` (its defaults, state
 layout ``step``/``exp_avg``/``exp_avg_sq`` and state dicts), validates and
-gathers each group's tensors, and calls :func:`adampower`, the one place that
-chooses the route: the one-pass kernel (:mod:`gradpower.optim.onepass`),
-torch's fused, foreach or single-tensor AdamW after the separate transform.
-phi_p is part of the update on every route, so every step pre-hook sees the
-raw gradient.
+gathers each group's tensors, and calls :func:`adampower`, which asks
+:func:`gradpower.optim.routes.adam_routes` (the one place that decides) for each
+tensor's route and runs it: one ``_<route>_adampower`` function per route, the
+one-pass kernels (the C++ loop, :mod:`.onepass_cpu`; the Inductor kernel,
+:mod:`.onepass`) or torch's fused, foreach or single-tensor AdamW after the
+separate transform. phi_p is part of the update on every route, so every step
+pre-hook sees the raw gradient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -19,11 +20,61 @@ from torch import Tensor
 from torch.optim.adamw import adamw
 
 from ..transform import check_p, sign_power_
-from . import onepass
+from . import onepass, onepass_cpu, routes
 from .power_hook import PowerMixin, refuse_differentiable
 
 #: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
 _PATH_KEYS = ("fused", "foreach", "capturable")
+
+
+def _onepass_cpp_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                           exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any]) -> int:
+    """The ``onepass_cpp`` route: the C++ loop, one call for the group (each tensor's bias corrections from its own
+    step count, computed in the op, so ``torch.compile`` traces this route without a host read). Returns how many
+    tensors were stepped (all)."""
+    onepass_cpu.step(params, grads, exp_avgs, exp_avg_sqs, state_steps, onepass_cpu.hyper(**hyper),
+                     module=routes.cpp_ops())
+    torch._foreach_add_(state_steps, 1)
+    return len(params)
+
+
+# Under a user's torch.compile(opt.step) this route runs as it is (its kernels are compiled already): tracing it
+# would read each step count on the host and guard on the scalars computed from it.
+@torch.compiler.disable
+def _onepass_inductor_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                                exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any]) -> int:
+    """The ``onepass_inductor`` route: each tensor through its size's compiled kernel, in order. Returns how many
+    were stepped: all, unless the compiler failed (recorded by :mod:`.routes`, with a warning), at that tensor."""
+    hyper = {**hyper, "lr": float(hyper["lr"])}
+    scalars: dict[tuple[float, torch.device], Tensor] = {}
+    for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
+                                                                       state_steps)):
+        step = float(step_t) + 1
+        key = (step, param.device)
+        if key not in scalars:  # one small host-to-device copy per group and step (not per tensor)
+            scalars[key] = torch.tensor(onepass.step_scalars(step, **hyper), dtype=torch.float32).to(
+                param.device, non_blocking=True)
+        try:
+            onepass.step_tensor(param, grad, exp_avg, exp_avg_sq, scalars[key])
+        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to torch's AdamW
+            routes.record_inductor_failure(exc)
+            return i
+        step_t += 1
+    return len(params)
+
+
+def _torch_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                     max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, route: str, p: float,
+                     **adamw_kwargs: Any) -> None:
+    """The ``fused``, ``foreach`` and ``single`` routes: phi_p in place on the gradients (torch's foreach ops on
+    the ``foreach`` route, per tensor on ``single``, the transform's list default beside ``fused``), then torch's
+    functional ``adamw`` on that route."""
+    sign_power_(grads, p, foreach={"foreach": True, "single": False}.get(route))
+    adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, foreach=route == "foreach",
+          fused=route == "fused", **adamw_kwargs)
+
+
+_ONE_PASS = {"onepass_cpp": _onepass_cpp_adampower, "onepass_inductor": _onepass_inductor_adampower}
 
 
 def adampower(
@@ -31,38 +82,30 @@ def adampower(
     max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, p: float, one_pass: bool, foreach: bool | None,
     fused: bool | None, capturable: bool, amsgrad: bool, beta1: float, beta2: float, lr: float | Tensor,
     weight_decay: float, eps: float, maximize: bool,
-) -> bool:
-    """AdamW on ``sign(g) * |g| ** p`` for one group's tensors; True when the one-pass kernel failed to compile.
-
-    ``one_pass``: each tensor the kernel takes goes through it (phi_p fused
-    into the update, one read of each element); the rest (small tensors, p
-    above the kernel's range, or every tensor from a compiler failure on) take
-    the separate pass with torch's fused kernel on CPU, where their step
-    counters live, or foreach on CUDA. Otherwise every tensor takes the
-    separate pass with ``fused``/``foreach`` as given: phi_p in place on the
-    gradients, then torch's functional ``adamw`` on them.
-    """
-    rest = list(range(len(params)))
-    failed = False
-    if one_pass:
-        kernel = [i for i in rest if onepass.takes(params[i], grads[i], p)]
-        done = onepass.update(*([lst[i] for i in kernel] for lst in (params, grads, exp_avgs, exp_avg_sqs,
-                                                                        state_steps)),
-                              p=p, lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
-                              maximize=maximize)
-        failed = done < len(kernel)
-        stepped = set(kernel[:done])
-        rest = [i for i in rest if i not in stepped]
-        on_cpu = all(params[i].device.type == "cpu" and params[i].is_floating_point() for i in rest)
-        fused, foreach = (True, None) if on_cpu else (None, True)
-    if rest:
-        grads_rest = [grads[i] for i in rest]
-        sign_power_(grads_rest, p, foreach=foreach)
-        adamw([params[i] for i in rest], grads_rest, [exp_avgs[i] for i in rest], [exp_avg_sqs[i] for i in rest],
-              [max_exp_avg_sqs[i] for i in rest] if amsgrad else [], [state_steps[i] for i in rest],
-              foreach=foreach, fused=fused, capturable=capturable, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
-              weight_decay=weight_decay, eps=eps, maximize=maximize)
-    return failed
+) -> None:
+    """AdamW on ``sign(g) * |g| ** p`` for one group's tensors, each on the route
+    :func:`gradpower.optim.routes.adam_routes` gives it (``one_pass``: the optimizer is on its one-pass routes;
+    ``fused``/``foreach``: the group's). A one-pass route that stops partway (a compiler failure) hands the
+    tensors it did not step to the route the resolver then gives them."""
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [None] * len(params),
+             state_steps)
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
+    pending = list(range(len(params)))
+    while pending:
+        chosen = routes.adam_routes([params[i] for i in pending], [grads[i] for i in pending], p,
+                                    one_pass=one_pass, fused=fused, foreach=foreach)
+        left: list[int] = []
+        for route, positions in chosen.items():
+            idx = [pending[j] for j in positions]
+            part = [[lst[i] for i in idx] for lst in lists]
+            if route in _ONE_PASS:
+                done = _ONE_PASS[route](*part[:4], part[5], hyper)
+                left += idx[done:]
+            else:
+                _torch_adampower(*part[:4], part[4] if amsgrad else [], part[5], route=route, p=p,
+                                 capturable=capturable, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
+                                 weight_decay=weight_decay, eps=eps, maximize=maximize)
+        pending = left
 
 
 def adam_state(state: dict[str, Any], param: Tensor, on_device: bool, amsgrad: bool = False) -> dict[str, Any]:
@@ -78,17 +121,17 @@ def adam_state(state: dict[str, Any], param: Tensor, on_device: bool, amsgrad: b
     return state
 
 
-def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass: bool) -> bool:
+def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass: bool) -> None:
     """:func:`adampower` on one param group's tensors that have a gradient, with AdamW's state created where it is
-    missing (``state``: the optimizer's); True when the one-pass kernel failed to compile. A group without the
+    missing (``state``: the optimizer's). A group without the
     AdamW-only keys (``amsgrad``, ``capturable``, ``maximize``: MuonPower's AdamW half) takes them as off."""
     params = [prm for prm in group["params"] if prm.grad is not None]
     if not params:
-        return False
+        return
     amsgrad, capturable = bool(group.get("amsgrad")), bool(group.get("capturable"))
     states = [adam_state(state[prm], prm, bool(group["fused"]) or capturable, amsgrad) for prm in params]
     beta1, beta2 = group["betas"]
-    return adampower(
+    adampower(
         params, [prm.grad for prm in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
         [s.get("max_exp_avg_sq") for s in states], [s["step"] for s in states], p=check_p(group["p"]),
         one_pass=one_pass, foreach=group["foreach"], fused=group["fused"], capturable=capturable, amsgrad=amsgrad,
@@ -122,19 +165,6 @@ def _tensors_of(params: list[Any]) -> list[torch.Tensor]:
     return out
 
 
-def default_fused(params: Iterable[torch.Tensor]) -> bool:
-    """True when torch's fused AdamW kernel can take every parameter.
-
-    The fused kernel is the fastest AdamW path on both CPU and CUDA (see
-    ``benchmarks/optimizer_step.py``), so AdamPower uses it whenever it is
-    correct for the inputs: dense floating-point leaves on one of those devices.
-    """
-    params = list(params)
-    return bool(params) and all(
-        p.is_floating_point() and p.device.type in onepass.DEVICES and not p.is_sparse for p in params
-    )
-
-
 class AdamPower(PowerMixin, torch.optim.AdamW):
     """AdamW on sign-powered gradients ``sign(g) * |g| ** p``.
 
@@ -147,16 +177,17 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     explicitly to reproduce an existing AdamW setup.
 
     Routes (the state layout is AdamW's on every one), chosen by
-    :func:`adampower`:
+    :mod:`gradpower.optim.routes` (its docstring states the rule):
 
     - one-pass (default where possible: dense fp32 parameters on CPU or
-      CUDA, no ``fused``/``foreach``/``capturable``/``amsgrad`` asked for):
-      phi_p fused into the AdamW update, one compiled kernel per tensor
-      (:mod:`gradpower.optim.onepass`) for tensors of 32,768 elements or more
-      in groups with p <= 8, the rest through the separate pass below;
-      ``one_pass=False`` turns it off, ``one_pass=True`` insists on it. The
-      route in use is :attr:`one_pass`; it turns False for good (with a
-      warning) if the compiler fails;
+      CUDA, no ``fused``/``foreach``/``capturable``/``amsgrad`` asked for;
+      :attr:`one_pass` says whether this optimizer is on it):
+      phi_p fused into the AdamW update, the C++ loop on CPU or a compiled
+      kernel per tensor size, for tensors of 32,768 elements or more
+      in groups with p <= 8, the rest through torch's fused (CPU) or foreach
+      AdamW after phi_p; ``one_pass=False`` turns it off, ``one_pass=True``
+      insists on it. A compiler failure (warned once) sends the tensors to
+      torch's AdamW for the rest of the process;
     - otherwise the separate pass: phi_p, then torch's functional AdamW with
       ``fused`` (default when every parameter allows it), ``foreach`` or the
       single-tensor loop.
@@ -203,13 +234,10 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         params = _materialize(params)
         refuse_differentiable("AdamPower", differentiable)
         tensors = _tensors_of(params)
-        possible = all(onepass.fits(t) for t in tensors) and not (amsgrad or capturable)
-        if one_pass and (not possible or fused or foreach):
-            raise ValueError("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, and no "
-                             "fused/foreach/capturable/amsgrad")
-        use_one_pass = possible and fused is None and foreach is None if one_pass is None else bool(one_pass)
+        use_one_pass = routes.choose_one_pass(tensors, one_pass=one_pass, fused=fused, foreach=foreach,
+                                              capturable=capturable, amsgrad=amsgrad)
         if fused is None and not foreach and not capturable and not use_one_pass:
-            fused = default_fused(tensors)
+            fused = routes.default_fused(tensors)
         super().__init__(
             params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, fused=fused or None, capturable=capturable,
@@ -235,16 +263,9 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._update_groups()
-        return loss
-
-    # A user's torch.compile(opt.step) leaves this frame to run as it is (its kernels are compiled
-    # already): tracing it would guard on every gradient tensor and recompile each step.
-    @torch.compiler.disable
-    def _update_groups(self) -> None:
         for group in self.param_groups:
-            if adampower_group(self.state, group, one_pass=self.one_pass):
-                self.one_pass = False  # no compiler here: the separate pass from now on, for every group
+            adampower_group(self.state, group, one_pass=self.one_pass)
+        return loss
 
     def kernels_to_compile(self) -> int:
         """How many one-pass kernels (one per new tensor size) the next step compiles; 0 off that route."""
@@ -252,7 +273,7 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
             return 0
         sizes: set[int] = set()
         for group in self.param_groups:
-            sizes |= onepass.pending_sizes(group["params"], float(group["p"]))
+            sizes |= routes.pending_compiles(group["params"], float(group["p"]), onepass.ready)
         return len(sizes)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ..transform import check_p, sign_power_
-from . import onepass, onepass_cpu
+from . import onepass, onepass_cpu, routes
 from .adampower import adampower_group
 from .param_groups import named_param_list, unknown_matrices, uses_muon
 from .power_hook import PowerMixin
@@ -160,10 +160,11 @@ def muon_momentum(grads: list[Tensor], bufs: list[Tensor], *, p: float, momentum
     DTensor shards, other dtypes, p above ``MAX_P``, no C++ compiler) take phi_p in place, then torch's lerps. At
     p = 1 every matrix takes torch's lerps on the raw gradient: torch.optim.Muon's numbers exactly.
     """
-    fast = onepass.cpu_loop_indices(grads, bufs, p=p) if p != 1.0 else []
+    fast = routes.cpp_power_indices(grads, bufs, p=p) if p != 1.0 else []
     if fast:
         onepass_cpu.muon_momentum([grads[i] for i in fast], [bufs[i] for i in fast],
-                                  [*onepass.split_p(p), 1 - momentum, momentum, float(nesterov)])
+                                  [*onepass.split_p(p), 1 - momentum, momentum, float(nesterov)],
+                                  module=routes.cpp_ops())
     done = set(fast)
     rest = [i for i in range(len(grads)) if i not in done]
     sign_power_([grads[i] for i in rest], p)
@@ -251,8 +252,8 @@ class MuonPower(PowerMixin, Optimizer):
 
     Routes: the Muon half's momentum takes phi_p fused in on the CPU (:func:`muon_momentum`). The AdamW half takes
     AdamPower's routes (:func:`gradpower.optim.adampower.adampower`): the one-pass kernel by default, torch's
-    fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given (or from a
-    compiler failure on: :attr:`one_pass` turns False, with a warning). At ``p = 1`` both halves are torch's
+    fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given (or, for the
+    rest of the process, after a compiler failure: :mod:`gradpower.optim.routes`). At ``p = 1`` both halves are torch's
     ``Muon`` and ``AdamW`` on the raw gradient. As with AdamPower, every step pre-hook sees the raw gradient, and
     after ``step()`` the gradients are scratch: the separate passes rewrite them with phi_p(g), and Nesterov's
     update is written over the Muon matrices' gradients. Newton-Schulz runs batched over matrices of one shape
@@ -350,8 +351,8 @@ class MuonPower(PowerMixin, Optimizer):
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_group(group)
-            elif adampower_group(self.state, group, one_pass=self.one_pass and check_p(group["p"]) != 1.0):
-                self.one_pass = False  # no compiler here: the separate pass from now on
+            else:
+                adampower_group(self.state, group, one_pass=self.one_pass and check_p(group["p"]) != 1.0)
         return loss
 
     def _muon_group(self, group: dict[str, Any]) -> None:

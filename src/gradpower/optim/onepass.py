@@ -1,7 +1,8 @@
-"""A one-pass AdamPower step: phi_p, both moments, bias correction, decoupled decay and the update
-in one pass over each tensor: on CPU the C++ loop of :mod:`.onepass_cpu` (built once per torch installation and CPU
-instruction set; its own power, within the same contract), on CUDA (and on CPU where that loop cannot be built) the
-TorchInductor kernel below (Triton on CUDA, C++ on CPU).
+"""AdamPower's one-pass step as a TorchInductor kernel (Triton on CUDA, C++ on CPU): phi_p, both moments, bias
+correction, decoupled decay and the update in one pass over each tensor. It is the ``onepass_inductor`` route of
+:mod:`gradpower.optim.routes` (CUDA, and CPUs where the C++ loop of :mod:`.onepass_cpu`, the ``onepass_cpp`` route,
+cannot be built); :func:`split_p` serves both; the C++ op computes :func:`step_scalars` in the same double
+arithmetic.
 
 The separate-pass route reads every gradient several times (abs, pow, mul,
 then the fused AdamW kernel); here each element of the gradient, the two
@@ -39,29 +40,14 @@ import logging
 import math
 import time
 import types
-import warnings
 from collections.abc import Callable
 
 import torch
 
-from . import onepass_cpu
-
-#: CPU tensors go through the C++ loop of :mod:`.onepass_cpu` (when it builds) rather than the Inductor kernel.
-CPU_KERNEL = True
-#: Devices of the kernel (TorchInductor: C++ on CPU, Triton on CUDA), which are also torch's fused AdamW's.
-DEVICES = ("cpu", "cuda")
 _log = logging.getLogger(__name__)
 _compiled: dict[int, Callable[..., None]] = {}
 #: Sizes whose kernel has run once in this process (the compile happens on that first call).
-_ready: set[int] = set()
-#: Smaller tensors (norms, biases, gates, small experts) go through one foreach call per group instead:
-#: a compiled call costs tens of microseconds of dispatch, which dominates below this size.
-MIN_NUMEL = 1 << 15
-
-
-#: The kernel takes groups with p up to this (the papers use 0.4 to 2): p ln m then stays below 6 and
-#: the two-step 2^n scaling below covers every fp32 result; larger p use the separate-pass path.
-MAX_P = 8.0
+ready: set[int] = set()
 _LN2 = math.log(2.0)
 #: The kernel's accuracy contract: the largest relative error of ``|g|^p`` against float64 on [1e-30, 1e4].
 ACCURACY = 2e-6
@@ -124,94 +110,24 @@ def _kernel(numel: int) -> Callable[..., None]:
     return _compiled[numel]
 
 
-def fits(t: torch.Tensor) -> bool:
-    """A parameter the kernel can own: dense fp32 on one of :data:`DEVICES`, not a DTensor shard."""
-    return (t.dtype == torch.float32 and t.device.type in DEVICES and t.layout == torch.strided
-            and not hasattr(t, "to_local"))
-
-
-def cpu_loop_indices(*tensor_lists: list[torch.Tensor], p: float) -> list[int]:
-    """The positions ``i`` whose tensors (``lists[k][i]`` for every list) the C++ loop of :mod:`.onepass_cpu`
-    takes at this ``p``: each contiguous and on the CPU and one that :func:`fits`, with ``p`` at most
-    ``MAX_P`` and the loop built on this machine (none where it cannot be)."""
-    if not (CPU_KERNEL and p <= MAX_P):
-        return []
-    chosen = [i for i, tensors in enumerate(zip(*tensor_lists))
-              if all(t.device.type == "cpu" and t.is_contiguous() and fits(t) for t in tensors)]
-    return chosen if chosen and onepass_cpu.kernel() is not None else []
-
-
-def takes(param: torch.Tensor, grad: torch.Tensor | None, p: float) -> bool:
-    """Whether this step sends ``param`` through the kernel: it :func:`fits`, it and its gradient are
-    contiguous fp32, it has at least ``MIN_NUMEL`` elements and p is at most ``MAX_P``. The rest go
-    through torch's kernels after the separate transform."""
-    return (fits(param) and param.is_contiguous() and grad is not None and grad.dtype == param.dtype
-            and grad.layout == torch.strided and grad.is_contiguous() and param.numel() >= MIN_NUMEL and p <= MAX_P)
-
-
-def update(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-           exp_avg_sqs: list[torch.Tensor], state_steps: list[torch.Tensor], *, p: float, lr: float, beta1: float,
-           beta2: float, weight_decay: float, eps: float, maximize: bool) -> int:
-    """Step each tensor (each one the kernel :func:`takes`) through the kernel: CPU tensors through the C++ loop,
-    one call per step count; the others (and CPU tensors where that loop cannot be built) in order.
-
-    Returns how many were stepped: all of them, unless the compiler failed
-    (then with a warning, at the failing tensor), so the caller steps exactly
-    the rest on the separate-pass path. The step counters live on the host.
-    """
-    hyper = dict(lr=float(lr), beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
-    if params and CPU_KERNEL and all(t.device.type == "cpu" for t in params) and onepass_cpu.kernel() is not None:
-        at_step: dict[float, list[int]] = {}  # a group's tensors share their step count, unless added later
-        for i, step_t in enumerate(state_steps):
-            at_step.setdefault(float(step_t) + 1, []).append(i)
-        for step, idx in at_step.items():
-            onepass_cpu.step(*([tensors[i] for i in idx] for tensors in (params, grads, exp_avgs, exp_avg_sqs)),
-                             step_scalars(step, **hyper))
-        torch._foreach_add_(state_steps, 1)
-        return len(params)
-    by_step: dict[tuple[float, torch.device], torch.Tensor] = {}
-    for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
-                                                                       state_steps)):
-        step = float(step_t) + 1
-        key = (step, param.device)
-        if key not in by_step:  # one small host-to-device copy per group and step (not per tensor)
-            by_step[key] = torch.tensor(step_scalars(step, **hyper), dtype=torch.float32).to(
-                param.device, non_blocking=True)
-        # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
-        # (a leaf that requires grad would be updated through an extra copy pass).
-        args = (param.detach().view(-1), grad.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), by_step[key])
-        numel = param.numel()
-        fresh, started = numel not in _ready, time.perf_counter()
-        if fresh:
-            _log.info("compiling AdamPower's one-pass kernel for %d-element tensors (once per size and process)",
-                      numel)
-        try:
-            _kernel(numel)(*args)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the torch path
-            _compiled.pop(numel, None)
-            warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:160]}); using the separate-pass path", stacklevel=4)
-            return i
-        if fresh:
-            _ready.add(numel)
-            _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
-                      time.perf_counter() - started)
-        step_t += 1
-    return len(params)
-
-
-def power_kernel(device: torch.device) -> str:
-    """The kernel that computes ``|g|^p`` of a run's large fp32 tensors on ``device``: ``avx512`` or
-    ``portable`` (the C++ loop built for this CPU), else ``inductor`` (the compiled kernel: CUDA, or a CPU where
-    the C++ loop cannot be built). They round differently, so one seed gives other numbers under another kernel:
-    runs record it, and experiments refuse to reuse or pair runs of different kernels."""
-    if device.type == "cpu" and CPU_KERNEL and onepass_cpu.kernel() is not None:
-        return "avx512" if onepass_cpu.avx512() else "portable"
-    return "inductor"
-
-
-def pending_sizes(params: list[torch.Tensor], p: float) -> set[int]:
-    """Sizes among ``params`` whose Inductor kernel the next step compiles (none once each size has run; none for
-    CPU tensors, which take the C++ loop built once per torch installation)."""
-    return {t.numel() for t in params if t.numel() >= MIN_NUMEL and p <= MAX_P
-            and not (t.device.type == "cpu" and CPU_KERNEL)} - _ready
+def step_tensor(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                scalars: torch.Tensor) -> None:
+    """One tensor's AdamPower step through its size's compiled kernel (``scalars``: :func:`step_scalars` as an
+    fp32 tensor on the tensor's device), compiling it on the first call for that size, logged with its time.
+    A compiler failure propagates (and the size's kernel is forgotten), for the caller's route to fall back."""
+    # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
+    # (a leaf that requires grad would be updated through an extra copy pass).
+    args = (param.detach().view(-1), grad.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), scalars)
+    numel = param.numel()
+    fresh, started = numel not in ready, time.perf_counter()
+    if fresh:
+        _log.info("compiling AdamPower's one-pass kernel for %d-element tensors (once per size and process)", numel)
+    try:
+        _kernel(numel)(*args)
+    except Exception:
+        _compiled.pop(numel, None)
+        raise
+    if fresh:
+        ready.add(numel)
+        _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
+                  time.perf_counter() - started)

@@ -30,7 +30,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..transform import check_p, sign_power_
-from . import onepass, onepass_cpu
+from . import onepass, onepass_cpu, routes
 
 #: Attribute an optimizer carries while a PowerTransform is attached (never pickled).
 ATTACHED = "_gradpower_transform"
@@ -39,17 +39,18 @@ ATTACHED = "_gradpower_transform"
 def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
     """Apply phi_{group["p"]} in place to every non-None ``.grad`` of each group.
 
-    Contiguous fp32 CPU gradients go through the C++ loop of :mod:`.onepass_cpu` (one pass, the one-pass
-    kernel's power and accuracy contract) when it builds; the rest through :func:`gradpower.transform.sign_power_`.
+    Where :func:`gradpower.optim.routes.cpp_power_indices` says (contiguous fp32 CPU gradients, the C++ loop
+    built) phi_p is the C++ loop's (one pass, the one-pass kernel's power and accuracy contract); the rest
+    :func:`gradpower.transform.sign_power_`.
     """
     for group in param_groups:
         p = check_p(group["p"])
         if p == 1.0:
             continue
         grads = [param.grad for param in group["params"] if param.grad is not None]
-        fast = onepass.cpu_loop_indices(grads, p=p)
+        fast = routes.cpp_power_indices(grads, p=p)
         if fast:
-            onepass_cpu.sign_power_([grads[i] for i in fast], *onepass.split_p(p))
+            onepass_cpu.sign_power_([grads[i] for i in fast], *onepass.split_p(p), module=routes.cpp_ops())
             done = set(fast)
             grads = [g for i, g in enumerate(grads) if i not in done]
         if grads:
