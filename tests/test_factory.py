@@ -86,3 +86,36 @@ def test_frozen_parameters_are_left_out():
     model.lm_head.weight.requires_grad_(False)
     opt = build_optimizer("adamw", model.named_parameters())
     assert all("lm_head.weight" not in g["param_names"] for g in opt.param_groups)
+
+
+def test_every_optimizer_knob_is_a_config_key_and_a_flag_and_reaches_the_optimizer(tmp_path):
+    """OptimizerConfig's fields all come from TrainConfig (TOML keys and flags alike), and the built optimizers
+    hold the values given, not the defaults."""
+    import dataclasses
+
+    from gradpower.cli import build_parser, config_from_args
+    from gradpower.optim import OptimizerConfig
+    from gradpower.train.config import TrainConfig
+
+    assert set(TrainConfig().optimizer_options()) == {f.name for f in dataclasses.fields(OptimizerConfig)}
+    toml = tmp_path / "knobs.toml"
+    toml.write_text('momentum = 0.8\nnesterov = false\nns-dtype = "float32"\ndecay-all = true\n')
+    args = build_parser().parse_args(["train", "--config", str(toml), "--optim", "muonpower", "--no-fused",
+                                      "--foreach"])
+    cfg = config_from_args(args)
+    options = cfg.optimizer_options()
+    assert {k: options[k] for k in ("momentum", "nesterov", "ns_dtype", "decay_all", "fused", "foreach")} == {
+        "momentum": 0.8, "nesterov": False, "ns_dtype": "float32", "decay_all": True, "fused": False,
+        "foreach": True}
+    opt = build_optimizer("muonpower", TinyNet().named_parameters(), **options)
+    muon = next(g for g in opt.param_groups if g["use_muon"])
+    adam = next(g for g in opt.param_groups if not g["use_muon"])
+    assert (muon["momentum"], muon["nesterov"], muon["ns_dtype"]) == (0.8, False, "float32")
+    assert (adam["fused"], adam["foreach"]) == (False, True)
+    assert all(g["weight_decay"] == 0.1 for g in opt.param_groups)  # decay_all: norms and embeddings too
+    sgd = build_optimizer("sgd", TinyNet().named_parameters(), **{**options, "fused": None, "foreach": None})
+    assert (sgd.param_groups[0]["momentum"], sgd.param_groups[0]["nesterov"]) == (0.8, False)
+    with pytest.raises(ValueError, match="unknown ns_dtype 'float16'; valid: bfloat16, float32"):
+        TrainConfig(ns_dtype="float16")
+    with pytest.raises(ValueError, match="momentum must be in"):
+        TrainConfig(momentum=1.0)

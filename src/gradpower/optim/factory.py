@@ -43,6 +43,7 @@ class OptimizerConfig:
     decay_all: bool = False
     fused: bool | None = None
     foreach: bool | None = None
+    ns_dtype: str | None = None
 
     def __post_init__(self) -> None:
         check_p(self.p)
@@ -89,6 +90,7 @@ def build_optimizer(name: str, named_parameters: Any, **cfg: Any) -> Optimizer:
             eps=config.eps,
             adam_fused=config.fused,
             adam_foreach=config.foreach,
+            ns_dtype=config.ns_dtype,
         )
     if key in ("adamw", "adampower"):
         adam_cls = AdamPower if key == "adampower" else torch.optim.AdamW

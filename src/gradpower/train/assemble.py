@@ -38,9 +38,9 @@ def model_config_for(cfg: TrainConfig, tokenizer_vocab: int | None = None) -> Tr
 
 def hardware_choices(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
     """What this machine chooses for the run that decides its numbers, recorded in its ``resolved`` config:
-    MuonPower's Newton-Schulz dtype (``ns_dtype``, :func:`default_ns_dtype`) and the ``|g|^p`` kernel of a
-    power optimizer (``power_kernel``, :func:`gradpower.optim.routes.power_kernel`)."""
-    choices = {"ns_dtype": default_ns_dtype(device)} if cfg.optim in MUON_OPTIMIZERS else {}
+    MuonPower's Newton-Schulz dtype (``ns_dtype``: the config's, else :func:`default_ns_dtype`) and the
+    ``|g|^p`` kernel of a power optimizer (``power_kernel``, :func:`gradpower.optim.routes.power_kernel`)."""
+    choices = {"ns_dtype": cfg.ns_dtype or default_ns_dtype(device)} if cfg.optim in MUON_OPTIMIZERS else {}
     if is_power_optimizer(cfg.optim):
         choices["power_kernel"] = power_kernel(device)
     return choices

@@ -23,6 +23,7 @@ from ..invocation import program
 from ..models import NORM_SCHEMES, PRESETS, preset_lr
 from ..models.config import INIT_SCHEMES
 from ..optim import OPTIMIZERS, is_power_optimizer
+from ..optim.muonpower import NS_DTYPES
 from ..transform import check_p
 from .distributed import PARALLEL_MODES
 from .schedules import SCHEDULES
@@ -57,6 +58,14 @@ class TrainConfig:
     beta2: float = _f(0.95, "Adam beta2")
     eps: float = _f(1e-8, "Adam eps")
     blockwise_lr: bool = _f(False, "per-block lr multipliers (embedding 10x, q/k 8x, MLP 6x, v/o 4x)")
+    decay_all: bool = _f(False, "weight decay on every parameter (default: matrices only)")
+    momentum: float = _f(0.95, "momentum of Muon's half of muon/muonpower and of sgd/sgdpower")
+    nesterov: bool = _f(True, "Nesterov momentum (muon/muonpower, sgd/sgdpower)")
+    ns_dtype: str | None = _f(None, "MuonPower's Newton-Schulz dtype, bfloat16 or float32 (default: bfloat16 on CUDA "
+                              "and on CPUs with native bf16 matrix instructions, float32 elsewhere)")
+    fused: bool | None = _f(None, "torch's fused AdamW kernel for adamw/adampower and MuonPower's AdamW half "
+                            "(default: the route rule of gradpower.optim.routes)")
+    foreach: bool | None = _f(None, "torch's foreach kernels (default: the route rule of gradpower.optim.routes)")
     clip: float = _f(1.0, "global-norm clip of the raw gradient (0 disables)")
     gate_clip: float | None = _f(None, "GPAS gates: after the global clip (which includes them), clip the gates "
                                  "alone again to this norm (the GPAS authors' clip_gate_grad; default: off)")
@@ -140,6 +149,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.ns_dtype is not None and self.ns_dtype not in NS_DTYPES:
+            raise ValueError(f"unknown ns_dtype {self.ns_dtype!r}; valid: {', '.join(sorted(NS_DTYPES))}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -166,6 +179,12 @@ class TrainConfig:
     def resolved_lr(self) -> float:
         """``lr``, or by default the preset's: the peak lr the run trains with."""
         return self.lr or preset_lr(self.preset)
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """This config's optimizer section as :func:`gradpower.optim.build_optimizer`'s keywords (the fields of
+        :class:`gradpower.optim.OptimizerConfig`): the one place the two are joined."""
+        return {"lr": self.resolved_lr, "betas": (self.beta1, self.beta2),
+                **{name: getattr(self, name) for name in OPTIMIZER_FIELDS}}
 
     def micro_batch(self, world_size: int = 1) -> int:
         """Sequences per forward/backward on each of ``world_size`` processes (see :func:`micro_batch_for`)."""
@@ -202,6 +221,10 @@ class TrainConfig:
         return cls(**{"eval_tokens": 0, **{k: v for k, v in values.items() if k in names}})
 
 
+#: ``TrainConfig`` fields that are :class:`gradpower.optim.OptimizerConfig` fields of the same name (``lr`` and
+#: ``betas`` are joined in :meth:`TrainConfig.optimizer_options`).
+OPTIMIZER_FIELDS = ("p", "weight_decay", "eps", "momentum", "nesterov", "blockwise_lr", "decay_all", "fused",
+                    "foreach", "ns_dtype")
 #: Fields that say where and how a run is executed and logged; they never change its result.
 RUN_CONTROL = ("out", "resume", "overwrite", "stop_after", "device", "parallel", "compile", "dist_timeout", "cache_dir",
                "verify_cache", "tensorboard", "wandb", "log_every", "ckpt_every", "keep_ckpts")

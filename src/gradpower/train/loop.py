@@ -278,11 +278,7 @@ class Trainer:
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.resolved_lr
-        self.optimizer = build_optimizer(
-            cfg.optim, unwrap(self.model).named_parameters(), lr=self.lr, p=cfg.p,
-            weight_decay=cfg.weight_decay,
-            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, blockwise_lr=cfg.blockwise_lr,
-        )
+        self.optimizer = build_optimizer(cfg.optim, unwrap(self.model).named_parameters(), **cfg.optimizer_options())
         schedule = dict(
             warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac
         )
