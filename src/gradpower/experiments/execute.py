@@ -3,34 +3,27 @@
 Every run goes through :func:`gradpower.train.train` and lives in its own
 folder named after its result-defining fields (:func:`run_name`), so
 re-running an experiment never redoes a finished run and never mixes two
-configurations in one folder. ``jobs > 1`` runs processes in parallel (spawned,
-one torch thread pool each; on CUDA one device per process, round-robin over
-the visible GPUs); their harness output goes to ``train.log`` in each run folder.
+configurations in one folder. Where the runs train is an executor
+(:mod:`.executors`: this process, a pool of ``jobs`` processes, or SLURM
+through :mod:`.slurm`), all driven by the same loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
-import os
-import sys
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import interrupts
-from ..train import InterruptedRun
 from ..train.assemble import check_before_start, data_config, hardware_choices, model_config_for, prepare_run_data
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
-from .job import PlannedRun, start_config, train_one
-from .ladder import chains, checkpoint_step, seed_branch
+from .executors import Executor, PoolExecutor, Progress, SerialExecutor, drive, format_duration
+from .job import PlannedRun, plan_jobs
 from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
 
@@ -131,96 +124,6 @@ def default_jobs() -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
-def format_duration(seconds: float) -> str:
-    """``45s``, ``3m05s`` or ``6h30m``; ``--`` when unknown."""
-    if not seconds or seconds != seconds:
-        return "--"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], logs: bool, threads: int | None,
-            device: str | None, started: Callable[[int, str], None] | None = None) -> list[tuple[str, str, float]]:
-    """Train a run, or a wsd trunk with the shorter runs that branch from it (:mod:`.ladder`), in this process.
-
-    For each branch, by ascending step: the trunk trains to the branch's decay start (``stop_after``) and
-    checkpoints there, the branch is seeded from that checkpoint and trains its decay. A branch that has a
-    checkpoint of its own resumes from it, and one whose step the trunk is already past trains whole (the same
-    result, at the full cost). Then the trunk trains to its end. ``started(i, action)`` is told before run ``i``
-    (the branches in order, then the trunk) trains. Returns (status, message, seconds) for each run, in that
-    order; a trunk that fails on the way fails the branches still waiting for it."""
-    def train(cfg: TrainConfig, stop_after: int | None = None) -> tuple[str, str]:
-        cfg = dataclasses.replace(start_config(cfg), stop_after=stop_after)
-        return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log") if logs else None, threads, device)
-
-    trunk_cfg = TrainConfig(**trunk)
-    results: list[tuple[str, str, float]] = []
-    trunk_seconds, trunk_failure = 0.0, None
-    for index, (branch, step) in enumerate(branches):
-        cfg = TrainConfig(**branch)
-        start = time.perf_counter()
-        action = "resuming" if checkpoint_step(cfg.run_dir) is not None else "training"
-        if trunk_failure is not None:
-            results.append((*trunk_failure, 0.0))
-            continue
-        if action == "training":
-            at = checkpoint_step(trunk_cfg.run_dir) or 0
-            if at < step:
-                if started:
-                    started(len(branches), f"stable phase to step {step}")
-                trunk_start = time.perf_counter()
-                status, message = train(trunk_cfg, step - at)
-                trunk_seconds += time.perf_counter() - trunk_start
-                if status != "done":
-                    trunk_failure = (status, f"its trunk {trunk_cfg.run_dir} stopped: {message}")
-                    results.append((*trunk_failure, 0.0))
-                    continue
-                at = checkpoint_step(trunk_cfg.run_dir)
-                start = time.perf_counter()
-            if at == step:
-                seed_branch(trunk_cfg.run_dir, cfg.run_dir, step)
-                action = f"branching at step {step} from {trunk_cfg.run_dir.name}"
-        if started:
-            started(index, action)
-        status, message = train(cfg)
-        results.append((status, message, time.perf_counter() - start))
-    if trunk_failure is not None:
-        results.append((*trunk_failure, trunk_seconds))
-        return results
-    if started:
-        started(len(branches), "resuming" if checkpoint_step(trunk_cfg.run_dir) is not None else "training")
-    start = time.perf_counter()
-    status, message = train(trunk_cfg)
-    results.append((status, message, trunk_seconds + time.perf_counter() - start))
-    return results
-
-
-#: What one worker trains: a run and the (run, branch step) pairs that branch from it, by ascending step.
-Job = tuple[PlannedRun, list[tuple[PlannedRun, int]]]
-
-
-def plan_jobs(planned: list[PlannedRun], todo: list[PlannedRun]) -> list[Job]:
-    """The runs of ``todo`` as jobs: a trunk with the branches it still owes (:func:`.ladder.chains` over every
-    planned run), or a run alone. A branch whose trunk is finished already trains alone."""
-    waiting = {id(run) for run in todo}
-    jobs = []
-    for trunk, branches in chains([run.cfg for run in planned]):
-        owed = [(planned[i], step) for i, step in branches if id(planned[i]) in waiting]
-        if id(planned[trunk]) in waiting:
-            jobs.append((planned[trunk], owed))
-        else:
-            jobs += [(run, []) for run, _ in owed]
-    return jobs
-
-
-def _job_args(trunk: PlannedRun, branches: list[tuple[PlannedRun, int]]) -> tuple[dict, list[tuple[dict, int]]]:
-    """A job's configs as plain dicts, for :func:`run_job` here or in a spawned process."""
-    return dataclasses.asdict(trunk.cfg), [(dataclasses.asdict(run.cfg), step) for run, step in branches]
-
-
 def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print,
             launcher: LauncherConfig | None = None) -> list[Outcome]:
     """Run every planned run that is not already finished; return one outcome per planned run.
@@ -228,7 +131,7 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
     Prints one progress line per run (``[run i/N] label | seed s | ETA``);
     finished runs are reused without training, interrupted ones resume from
     their newest checkpoint, and wsd runs that differ only in length share their stable phase
-    (:func:`run_job`). With ``launcher.launcher == "submitit"`` the runs are SLURM jobs
+    (:func:`.job.run_job`). With ``launcher.launcher == "submitit"`` the runs are SLURM jobs
     (:mod:`.slurm`; their logs under ``slurm/`` beside the runs folder), each trained whole, and ``jobs`` is
     unused.
     """
@@ -243,93 +146,28 @@ def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None
     reused = total - len(todo)
     if reused:
         echo(f"reusing {reused} finished run(s) of {total}")
-    durations: list[float] = []
-    counter = reused
-
-    def eta(remaining: int) -> str:
-        if not durations:
-            return "ETA --"
-        return f"ETA {format_duration(sum(durations) / len(durations) * remaining / max(1, jobs))}"
+    progress = Progress(total, max(1, jobs), echo, counter=reused)
 
     def finished(run: PlannedRun, status: str, message: str, seconds: float) -> None:
-        durations.append(seconds)
+        progress.durations.append(seconds)
         outcomes[id(run)] = Outcome(run, status, message, seconds)
         note = f"{status}: {message}" if status != "done" else message
         echo(f"      {run.label} | seed {run.seed}: {note} ({format_duration(seconds)})")
 
-    if launcher is not None and launcher.launcher == "submitit" and todo:
-        check_available(launcher)
-        from .slurm import run_jobs
-
-        run_jobs([(run, start_config(run.cfg)) for run in todo], launcher, todo[0].run_dir.parent.parent / "slurm",
-                 finished, echo)
-    elif jobs <= 1:
-        for trunk, branches in plan_jobs(planned, todo):
-            runs = [run for run, _ in branches] + [trunk]
-            numbers: dict[int, int] = {}  # each run keeps the number it was given when it began
-
-            def started(index: int, action: str, runs: list[PlannedRun] = runs, numbers: dict = numbers) -> None:
-                nonlocal counter
-                run = runs[index]
-                if index not in numbers:
-                    _stop_if_interrupted(counter, total)
-                    counter += 1
-                    numbers[index] = counter
-                echo(f"[run {numbers[index]}/{total}] {run.label} | seed {run.seed} | {action} -> {run.run_dir} | "
-                     f"{eta(total - counter + 1)}")
-
-            results = run_job(*_job_args(trunk, branches), False, None, None, started)
-            for run, (status, message, seconds) in zip(runs, results):
-                finished(run, status, message, seconds)
-    else:
-        _execute_parallel(plan_jobs(planned, todo), jobs, total, reused, echo, eta, finished)
+    if not todo:
+        return [outcomes[id(run)] for run in planned]
+    executor = _executor(todo, jobs, launcher, progress)
+    work = plan_jobs(planned, todo) if executor.shares_trunks else [(run, []) for run in todo]
+    drive(executor, work, finished)
     return [outcomes[id(run)] for run in planned]
 
 
-def _execute_parallel(work, jobs, total, done_before, echo, eta, finished) -> None:
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    threads = max(1, (os.cpu_count() or 1) // jobs) if gpus == 0 else None
-    pending: dict[Future, tuple[list[PlannedRun], int]] = {}
-    queue = list(work)
-    free_slots = list(range(jobs))
-    counter = done_before
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        while queue or pending:
-            if interrupts.requested():
-                queue.clear()  # let the running ones checkpoint and stop; start nothing new
-            while queue and free_slots:
-                trunk, branches = queue.pop(0)
-                runs = [run for run, _ in branches] + [trunk]
-                slot = free_slots.pop(0)
-                device = f"cuda:{slot % gpus}" if gpus and trunk.cfg.device in ("auto", "cuda") else None
-                for run in runs:
-                    counter += 1
-                    what = f"branch of {trunk.run_dir.name}" if run is not trunk and branches else (
-                        "resuming" if checkpoint_step(run.run_dir) is not None else "training")
-                    echo(f"[run {counter}/{total}] {run.label} | seed {run.seed} | {what} -> {run.run_dir} "
-                         f"(log: train.log) | {eta(total - counter + 1)}")
-                future = pool.submit(run_job, *_job_args(trunk, branches), True, threads, device)
-                pending[future] = (runs, slot)
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                runs, slot = pending.pop(future)
-                free_slots.append(slot)
-                try:
-                    results = future.result()
-                except InterruptedRun as exc:
-                    results = [("interrupted", str(exc), 0.0)] * len(runs)
-                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its runs, not the experiment
-                    results = [("failed", f"{type(exc).__name__}: {exc}", 0.0)] * len(runs)
-                for run, (status, message, seconds) in zip(runs, results):
-                    finished(run, status, message, seconds)
-    sys.stdout.flush()
-    _stop_if_interrupted(counter, total)
+def _executor(todo: list[PlannedRun], jobs: int, launcher: LauncherConfig | None, progress: Progress) -> Executor:
+    """Where the runs go: SLURM (or submitit's local processes) with ``--launcher submitit``, else this process
+    (``jobs`` 1) or a pool of ``jobs`` processes."""
+    if launcher is not None and launcher.launcher == "submitit":
+        check_available(launcher)
+        from .slurm import SubmititExecutor  # submitit is an optional extra: imported only when asked for
 
-
-def _stop_if_interrupted(done: int, total: int) -> None:
-    """Between runs: stop the experiment if Ctrl-C/SIGTERM arrived (each run saved its own checkpoint)."""
-    name = interrupts.requested()
-    if name:
-        raise InterruptedRun(f"{name} after {done} of {total} runs: finished runs are kept and interrupted ones "
-                             "resume from their checkpoints")
+        return SubmititExecutor(launcher, todo[0].run_dir.parent.parent / "slurm", progress.echo)
+    return SerialExecutor(progress) if jobs <= 1 else PoolExecutor(jobs, progress)

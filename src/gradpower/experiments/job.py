@@ -1,13 +1,16 @@
-"""The body of one run's job, the same in this process, a spawned one and a cluster job.
+"""The body of one job, the same in this process, a spawned one and a cluster job: a run (or a wsd trunk with the
+shorter runs that branch from it, :func:`run_job`), its start-up config and its done message.
 
-:mod:`.execute` (serial and process-pool runs) and :mod:`.slurm` (submitit
-jobs) both import it, so neither imports the other's internals.
+Every executor (:mod:`.executors`: serial and process pool; :mod:`.slurm`: submitit) and :mod:`.execute` import
+it, so none of them imports another's internals.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import torch
 
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig
+from .ladder import chains, checkpoint_step, seed_branch
 from .runs import load_run
 
 
@@ -77,3 +81,82 @@ def done_message(run_dir: Path) -> str:
         return (f"final val loss {run.final_val_loss:.4f} ± {run.val_loss_se:.4f} (standard error over "
                 f"{run.val_tokens:,} held-out tokens)")
     return f"final val loss {run.final_val_loss:.4f}"
+
+
+def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], logs: bool, threads: int | None,
+            device: str | None, started: Callable[[int, str], None] | None = None) -> list[tuple[str, str, float]]:
+    """Train a run, or a wsd trunk with the shorter runs that branch from it (:mod:`.ladder`), in this process.
+
+    For each branch, by ascending step: the trunk trains to the branch's decay start (``stop_after``) and
+    checkpoints there, the branch is seeded from that checkpoint and trains its decay. A branch that has a
+    checkpoint of its own resumes from it, and one whose step the trunk is already past trains whole (the same
+    result, at the full cost). Then the trunk trains to its end. ``started(i, action)`` is told before run ``i``
+    (the branches in order, then the trunk) trains. Returns (status, message, seconds) for each run, in that
+    order; a trunk that fails on the way fails the branches still waiting for it."""
+    def train(cfg: TrainConfig, stop_after: int | None = None) -> tuple[str, str]:
+        cfg = dataclasses.replace(start_config(cfg), stop_after=stop_after)
+        return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log") if logs else None, threads, device)
+
+    trunk_cfg = TrainConfig(**trunk)
+    results: list[tuple[str, str, float]] = []
+    trunk_seconds, trunk_failure = 0.0, None
+    for index, (branch, step) in enumerate(branches):
+        cfg = TrainConfig(**branch)
+        start = time.perf_counter()
+        action = "resuming" if checkpoint_step(cfg.run_dir) is not None else "training"
+        if trunk_failure is not None:
+            results.append((*trunk_failure, 0.0))
+            continue
+        if action == "training":
+            at = checkpoint_step(trunk_cfg.run_dir) or 0
+            if at < step:
+                if started:
+                    started(len(branches), f"stable phase to step {step}")
+                trunk_start = time.perf_counter()
+                status, message = train(trunk_cfg, step - at)
+                trunk_seconds += time.perf_counter() - trunk_start
+                if status != "done":
+                    trunk_failure = (status, f"its trunk {trunk_cfg.run_dir} stopped: {message}")
+                    results.append((*trunk_failure, 0.0))
+                    continue
+                at = checkpoint_step(trunk_cfg.run_dir)
+                start = time.perf_counter()
+            if at == step:
+                seed_branch(trunk_cfg.run_dir, cfg.run_dir, step)
+                action = f"branching at step {step} from {trunk_cfg.run_dir.name}"
+        if started:
+            started(index, action)
+        status, message = train(cfg)
+        results.append((status, message, time.perf_counter() - start))
+    if trunk_failure is not None:
+        results.append((*trunk_failure, trunk_seconds))
+        return results
+    if started:
+        started(len(branches), "resuming" if checkpoint_step(trunk_cfg.run_dir) is not None else "training")
+    start = time.perf_counter()
+    status, message = train(trunk_cfg)
+    results.append((status, message, trunk_seconds + time.perf_counter() - start))
+    return results
+
+
+#: What one worker trains: a run and the (run, branch step) pairs that branch from it, by ascending step.
+Job = tuple[PlannedRun, list[tuple[PlannedRun, int]]]
+
+
+def plan_jobs(planned: list[PlannedRun], todo: list[PlannedRun]) -> list[Job]:
+    """The runs of ``todo`` as jobs: a trunk with the branches it still owes (:func:`.ladder.chains` over every
+    planned run), or a run alone. A branch whose trunk is finished already trains alone."""
+    waiting = {id(run) for run in todo}
+    jobs = []
+    for trunk, branches in chains([run.cfg for run in planned]):
+        owed = [(planned[i], step) for i, step in branches if id(planned[i]) in waiting]
+        if id(planned[trunk]) in waiting:
+            jobs.append((planned[trunk], owed))
+        else:
+            jobs += [(run, []) for run, _ in owed]
+    return jobs
+
+
+def job_args(trunk: PlannedRun, branches: list[tuple[PlannedRun, int]]) -> tuple[dict, list[tuple[dict, int]]]:
+    """A job's configs as plain dicts, for :func:`run_job` here or in a spawned process."""
+    return dataclasses.asdict(trunk.cfg), [(dataclasses.asdict(run.cfg), step) for run, step in branches]

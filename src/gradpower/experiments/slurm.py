@@ -22,7 +22,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from .. import interrupts
 from ..fileio import atomic_write_text
 from ..train import InterruptedRun
 from ..train.config import TrainConfig
-from .job import PlannedRun, done_message, start_config, train_one
+from .job import Job, PlannedRun, done_message, start_config, train_one
 from .launcher import (
     SIGNAL_DELAY_S,
     JobsSubmitted,
@@ -154,45 +155,108 @@ class _Registry:
         atomic_write_text(self.path, json.dumps(self.entries, indent=1) + "\n")
 
 
-def run_jobs(todo: list[tuple[PlannedRun, TrainConfig]], launcher: LauncherConfig, folder: Path,
-             finished: Callable[[PlannedRun, str, str, float], None], echo: Callable[[str], None]) -> None:
-    """Submit every run of ``todo`` (one job each, one array), wait for them with a progress line, and report
-    each through ``finished(run, status, message, seconds)``. ``--detach`` raises :class:`JobsSubmitted`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    registry = _Registry(folder)
-    jobs: dict[int, tuple[PlannedRun, submitit.Job]] = {}
-    submit = []
-    for run, cfg in todo:
-        job = registry.active(run.run_dir, folder)
-        if job is not None:
-            echo(f"      {run.label} | seed {run.seed}: SLURM job {job.job_id} is still {job.state}: waiting for it")
-            jobs[id(run)] = (run, job)
+class SubmititExecutor:
+    """The :class:`.executors.Executor` of SLURM jobs (or submitit's local processes): one job per run, trained
+    whole, every run at once; the submissions of one :meth:`batch` go out as one job array. A run whose job of
+    this folder SLURM still runs (``jobs.json``) is waited for, not submitted again. :meth:`wait` polls with a
+    progress line; with ``--detach`` it raises :class:`JobsSubmitted` instead."""
+
+    slots = float("inf")
+    shares_trunks = False
+
+    def __init__(self, launcher: LauncherConfig, folder: Path, echo: Callable[[str], None]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.launcher, self.folder, self.echo = launcher, folder, echo
+        self.registry = _Registry(folder)
+        self.queued: list[tuple[_Handle, TrainConfig]] = []
+        self.handles: list[_Handle] = []
+        self.failed, self.shown, self.started = 0, "", time.perf_counter()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        yield
+        if self.queued:
+            self._submit_queued()
+
+    def submit(self, job: Job) -> _Handle:
+        run, _ = job  # a job here is one run: shares_trunks is False
+        handle = _Handle(run)
+        self.handles.append(handle)
+        active = self.registry.active(run.run_dir, self.folder)
+        if active is not None:
+            self.echo(f"      {run.label} | seed {run.seed}: SLURM job {active.job_id} is still {active.state}: "
+                      "waiting for it")
+            handle.job = active
         else:
-            submit.append((run, cfg))
-    if submit:
-        executor = _executor(launcher, folder)
+            self.queued.append((handle, start_config(run.cfg)))
+        return handle
+
+    def _submit_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        executor = _executor(self.launcher, self.folder)
         try:
             # the local executor starts every job at once: they share this machine's cores (a SLURM job has its own)
-            threads = max(1, (os.cpu_count() or 1) // len(submit)) if launcher.submitit_executor == "local" else None
+            threads = (max(1, (os.cpu_count() or 1) // len(queued)) if self.launcher.submitit_executor == "local"
+                       else None)
             # submitit prints sbatch's complaint itself: keep it for the one-line error instead
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 # absolute run folders: the job may start in another directory (sbatch --chdir)
                 submitted = [executor.submit(RunJob(), dataclasses.asdict(dataclasses.replace(
-                    cfg, out=str(cfg.run_dir.resolve()))), dataclasses.asdict(launcher), threads) for _, cfg in submit]
+                    cfg, out=str(cfg.run_dir.resolve()))), dataclasses.asdict(self.launcher), threads)
+                    for _, cfg in queued]
         except FileNotFoundError as exc:
             raise SubmissionError(f"cannot submit: {exc.filename or 'sbatch'} not found (is this a SLURM login "
                                   "node?)") from None
         except Exception as exc:  # noqa: BLE001 - sbatch's refusal (no such partition, ...) as one line
             raise SubmissionError(f"SLURM refused the submission: {_first_line(exc)}") from None
-        for (run, _), job in zip(submit, submitted):
-            jobs[id(run)] = (run, job)
-            registry.record(run.run_dir, job, launcher.submitit_executor)
-        registry.save()
+        for (handle, _), job in zip(queued, submitted):
+            handle.job = job
+            self.registry.record(handle.run.run_dir, job, self.launcher.submitit_executor)
+        self.registry.save()
         ids = [str(job.job_id) for job in submitted]
-        echo(f"submitted {len(ids)} job(s) ({launcher.submitit_executor}): {_id_range(ids)}; logs in {folder}")
-    if launcher.detach:  # the submitted jobs and those still running from before
-        raise JobsSubmitted(_id_range([str(job.job_id) for _, job in jobs.values()]), folder)
-    _wait(list(jobs.values()), launcher, finished, echo)
+        self.echo(f"submitted {len(ids)} job(s) ({self.launcher.submitit_executor}): {_id_range(ids)}; logs in "
+                  f"{self.folder}")
+
+    def done(self, handle: _Handle) -> bool:
+        return handle.job.done()
+
+    def result(self, handle: _Handle) -> list[tuple[str, str, float]]:
+        status, message = _outcome(handle.job)
+        self.failed += status == "failed"
+        return [(status, message, time.perf_counter() - self.started)]
+
+    def wait(self, handles: list[_Handle]) -> None:
+        if self.launcher.detach:  # the submitted jobs and those still running from before
+            raise JobsSubmitted(_id_range([str(h.job.job_id) for h in self.handles]), self.folder)
+        while True:
+            if interrupts.requested():
+                raise InterruptedRun(f"{interrupts.requested()} while waiting for {len(handles)} SLURM job(s), "
+                                     "which keep running; the same command waits for them again")
+            done = any(handle.job.done() for handle in handles)
+            self._progress()
+            if done:
+                return
+            time.sleep(POLL_S[self.launcher.submitit_executor])
+
+    def _progress(self) -> None:
+        states = [h.job.state for h in self.handles if not h.job.done()]
+        line = (f"[jobs] {len(self.handles) - len(states)}/{len(self.handles)} done ({self.failed} failed), "
+                f"{sum(s == 'RUNNING' for s in states)} running, {sum(s != 'RUNNING' for s in states)} waiting")
+        if line != self.shown:
+            self.echo(line)
+            self.shown = line
+
+    def close(self, completed: bool) -> None:
+        if completed and self.handles:
+            self._progress()
+
+
+@dataclass
+class _Handle:
+    """One run's submitit job (set when its batch is submitted)."""
+
+    run: PlannedRun
+    job: Any = None
 
 
 def _id_range(ids: list[str]) -> str:
@@ -202,34 +266,6 @@ def _id_range(ids: list[str]) -> str:
         tails = sorted(int(i.split("_")[1]) for i in ids)
         return f"{heads.pop()}_[{tails[0]}-{tails[-1]}]"
     return ", ".join(ids)
-
-
-def _wait(jobs: list[tuple[PlannedRun, submitit.Job]], launcher: LauncherConfig,
-          finished: Callable[[PlannedRun, str, str, float], None], echo: Callable[[str], None]) -> None:
-    started = time.perf_counter()
-    pending = list(jobs)
-    failed = 0
-    shown = ""
-    while pending:
-        if interrupts.requested():
-            raise InterruptedRun(f"{interrupts.requested()} while waiting for {len(pending)} SLURM job(s), which "
-                                 "keep running; the same command waits for them again")
-        for item in list(pending):
-            run, job = item
-            if not job.done():
-                continue
-            pending.remove(item)
-            status, message = _outcome(job)
-            failed += status == "failed"
-            finished(run, status, message, time.perf_counter() - started)
-        states = [job.state for _, job in pending]
-        line = (f"[jobs] {len(jobs) - len(pending)}/{len(jobs)} done ({failed} failed), "
-                f"{sum(s == 'RUNNING' for s in states)} running, {sum(s != 'RUNNING' for s in states)} waiting")
-        if line != shown:
-            echo(line)
-            shown = line
-        if pending:
-            time.sleep(POLL_S[launcher.submitit_executor])
 
 
 def _outcome(job: submitit.Job) -> tuple[str, str]:
