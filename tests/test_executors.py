@@ -18,6 +18,9 @@ class Recorder:
     def __init__(self):
         self.running, self.most, self.batches, self.closed = set(), 0, 0, None
 
+    def accepting(self):
+        return True
+
     @contextlib.contextmanager
     def batch(self):
         self.batches += 1
@@ -69,6 +72,6 @@ def test_drive_closes_the_executor_when_a_job_raises():
 def test_every_executor_offers_the_interface(cls):
     if cls == "slurm":
         cls = pytest.importorskip("gradpower.experiments.slurm").SubmititExecutor
-    for name in ("batch", "submit", "done", "result", "wait", "close"):
+    for name in ("batch", "accepting", "submit", "done", "result", "wait", "close"):
         assert callable(getattr(cls, name)), name
     assert isinstance(cls.shares_trunks, bool)

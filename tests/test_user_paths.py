@@ -257,12 +257,12 @@ def test_version(capsys):
 
 
 def test_a_programming_error_keeps_its_traceback(monkeypatch):
-    import gradpower.cli as cli
+    from gradpower.commands import train
 
-    def broken(args):
+    def broken(args, command):
         raise TypeError("a bug")
 
-    monkeypatch.setattr(cli, "_train", broken)
+    monkeypatch.setattr(train, "run", broken)
     with pytest.raises(TypeError, match="a bug"):  # not "error: a bug" with exit 2
         main(["train", "--steps", "1"])
 

@@ -81,6 +81,8 @@ class Executor(Protocol):
     shares_trunks: bool
 
     def batch(self) -> contextlib.AbstractContextManager[None]: ...
+    def accepting(self) -> bool:
+        """Whether another job may start now."""
     def submit(self, job: Job) -> Any: ...
     def done(self, handle: Any) -> bool: ...
     def result(self, handle: Any) -> list[RunResult]: ...
@@ -99,17 +101,15 @@ def stop_if_interrupted(done: int, total: int) -> None:
 
 def drive(executor: Executor, work: list[Job], finished: Callable[[PlannedRun, str, str, float], None]) -> None:
     """Run every job of ``work`` on ``executor``, at most ``slots`` at a time, and report each run through
-    ``finished(run, status, message, seconds)`` as its job ends. After Ctrl-C/SIGTERM nothing new starts; the
-    running jobs checkpoint and stop."""
+    ``finished(run, status, message, seconds)`` as its job ends. After Ctrl-C/SIGTERM nothing new starts (the
+    executor stops ``accepting``, or its next run refuses to start); the running jobs checkpoint and stop."""
     queue = list(work)
     pending: dict[int, tuple[Any, list[PlannedRun]]] = {}
     completed = False
     try:
         while queue or pending:
-            if interrupts.requested():
-                queue.clear()
             with executor.batch():
-                while queue and len(pending) < executor.slots:
+                while queue and len(pending) < executor.slots and executor.accepting():
                     trunk, branches = queue.pop(0)
                     handle = executor.submit((trunk, branches))
                     pending[id(handle)] = (handle, [run for run, _ in branches] + [trunk])
@@ -142,6 +142,9 @@ class SerialExecutor:
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def accepting(self) -> bool:
+        return True  # an interrupt stops the experiment before the next run begins (in ``started``)
 
     def submit(self, job: Job) -> list[RunResult]:
         trunk, branches = job
@@ -186,6 +189,9 @@ class PoolExecutor:
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def accepting(self) -> bool:
+        return not interrupts.requested()  # let the running ones checkpoint and stop; start nothing new
 
     def submit(self, job: Job) -> tuple[Future, int, int]:
         trunk, branches = job

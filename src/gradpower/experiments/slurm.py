@@ -178,6 +178,9 @@ class SubmititExecutor:
         if self.queued:
             self._submit_queued()
 
+    def accepting(self) -> bool:
+        return True  # every run goes out in the first batch
+
     def submit(self, job: Job) -> _Handle:
         run, _ = job  # a job here is one run: shares_trunks is False
         handle = _Handle(run)

@@ -1,0 +1,25 @@
+"""``gradpower report``: its flags (:func:`add_arguments`) and what it does (:func:`run`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def parser_options() -> dict[str, Any]:
+    """The subparser's ``help`` and ``description``."""
+    return dict(help="rebuild the tables and figures of a compare or sweep folder",
+                            description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
+                            "of a compare or sweep folder, without training.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="a folder written by 'gradpower compare' or 'gradpower sweep'")
+    parser.add_argument("--baseline", metavar="ARM", help="compare against this arm instead of the first")
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    from ..experiments import rebuild_report
+
+    print(rebuild_report(args.dir, args.baseline))
+    return 0
