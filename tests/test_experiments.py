@@ -18,7 +18,7 @@ from gradpower.optim.muonpower import default_ns_dtype
 from gradpower.optim.onepass_cpu import avx512
 from gradpower.optim.routes import power_kernel
 from gradpower.train import TrainConfig, train
-from gradpower.train.config import run_name
+from gradpower.train.config import config_differences, run_name
 from gradpower.train.distributed import Runtime
 from gradpower.train.loop import Trainer
 
@@ -246,6 +246,18 @@ def test_run_names_encode_every_defining_field():
                                 eval_every=7, eval_batches=3, warmup=5, min_lr_ratio=0.2, stable_frac=0.7,
                                 beta2=0.99, clip=0.5, bpe_vocab_size=1000))
     assert len(long) < 60 and long.startswith("llama-tiny-adampower-")
+
+
+def test_configs_saved_before_the_optimizer_knobs_still_load_and_keep_their_names():
+    # a config.json of a version without momentum, nesterov, decay_all, ns_dtype, fused and foreach fields
+    knobs = ("momentum", "nesterov", "decay_all", "ns_dtype", "fused", "foreach")
+    saved = {k: v for k, v in TrainConfig(optim="muonpower", p=1.4, seed=3).to_dict().items() if k not in knobs}
+    old = TrainConfig.from_dict(saved)
+    assert (old.momentum, old.nesterov, old.decay_all, old.ns_dtype, old.fused, old.foreach) == \
+        (0.95, True, False, None, None, None)
+    # the folder name it was written under is the one this version plans for it, so it is found and reused
+    assert run_name(old) == "llama-tiny-muonpower-p1.4-s3"
+    assert not config_differences(old.defining(), TrainConfig(optim="muonpower", p=1.4, seed=3).defining())
 
 
 def test_load_run_reads_config_and_metrics(tmp_path, cache):
