@@ -63,3 +63,12 @@ def test_the_package_has_no_import_cycle():
     graph = {name: imports_of(name, path, known) for name, path in known.items()}
     assert "gradpower.experiments.job" in graph["gradpower.experiments.slurm"]  # the scan sees real edges
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_experiments_layer_takes_the_run_assembly_not_the_loop_module():
+    known = modules()
+    direct = {name for name, path in known.items() if name.startswith("gradpower.experiments")
+              and "gradpower.train.loop" in imports_of(name, path, known)}
+    assert not direct, direct
+    assert "gradpower.train.assemble" in imports_of("gradpower.experiments.execute",
+                                                    known["gradpower.experiments.execute"], known)
