@@ -179,3 +179,19 @@ def test_p_auto_under_torchrun_chooses_the_one_process_p_on_every_rank(tmp_path,
     assert [s for s, _, _ in single] == [s for s, _, _ in split] and len(single) == 10
     for (step, x, _), (_, y, _) in zip(single, split):
         assert y == pytest.approx(x, rel=2e-5), f"step {step}: {x} vs {y}"
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_p_track_under_torchrun_follows_the_one_process_p_sequence(tmp_path, cache, parallel):
+    """--p track re-chooses p from the all-reduced gradient (a sharded one read at its full value) and every rank
+    takes rank 0's p: the p sequence and the losses are the one-process run's at the same global batch."""
+    argv = ["train", *common(cache), "--steps", "10", "--optim", "adampower", "--p", "track", "--p-every", "4"]
+    assert main([*argv, "--micro-batch-size", "8", "--out", str(tmp_path / "single")]) == 0
+    proc = torchrun(2, *argv, "--out", str(tmp_path / parallel), "--parallel", parallel)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tracks = [[(r["step"], r["p_track"]) for r in metrics(tmp_path / run) if "p_track" in r]
+              for run in ("single", parallel)]
+    assert [s for s, _ in tracks[0]] == [4, 8] and tracks[0] == tracks[1]
+    single, split = losses(tmp_path / "single"), losses(tmp_path / parallel)
+    for (step, x, _), (_, y, _) in zip(single, split):
+        assert y == pytest.approx(x, rel=2e-5), f"step {step}: {x} vs {y}"

@@ -22,6 +22,7 @@ _EXPORTS = {
     "MuonPower": ".optim",
     "MuonPowerFactory": ".optim",
     "OptimizerConfig": ".optim",
+    "PowerController": ".optim",
     "PowerTransform": ".optim",
     "build_optimizer": ".optim",
     "GPAS": ".models",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         MuonPower,
         MuonPowerFactory,
         OptimizerConfig,
+        PowerController,
         PowerTransform,
         build_optimizer,
     )

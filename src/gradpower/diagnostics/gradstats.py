@@ -206,13 +206,18 @@ class MicroBatchProbe:
                            self.micro_batch_size, self.micro_per_step, norms, float(min(counts)))
 
 
+def _as_is(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient read as it is (a module-level function, so a probe pickles)."""
+    return grad
+
+
 class MovingAverageProbe:
     """One micro-batch per step: moving averages of g and g^2 at sampled coordinates (decay ``beta``)."""
 
     def __init__(self, named_parameters: Iterable[tuple[str, torch.nn.Parameter]], sample: int = 2048,
                  beta: float = 0.95, seed: int = 0, read: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.inner = MicroBatchProbe(named_parameters, sample, seed)
-        self.read = read or (lambda grad: grad)  # e.g. a sharded (FSDP2) gradient to its full value
+        self.read = read or _as_is  # e.g. a sharded (FSDP2) gradient to its full value
         self.beta = beta
         self.m1 = {n: torch.zeros_like(s.s1) for n, s in self.inner.samples.items()}
         self.m2 = {n: torch.zeros_like(s.s1) for n, s in self.inner.samples.items()}

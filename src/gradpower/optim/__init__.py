@@ -5,6 +5,7 @@ from .adampower import AdamPower
 from .factory import OPTIMIZERS, OptimizerConfig, build_optimizer, is_power_optimizer
 from .muonpower import MuonPower, MuonPowerFactory
 from .param_groups import BLOCKWISE_LR, block_of, build_param_groups, uses_muon
+from .power_controller import PowerController
 from .power_hook import PowerTransform
 from .wrapper import GradPower
 
@@ -17,6 +18,7 @@ __all__ = [
     "MuonPower",
     "MuonPowerFactory",
     "OptimizerConfig",
+    "PowerController",
     "PowerTransform",
     "block_of",
     "build_optimizer",

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ..transform import check_p
-from .power_hook import PowerMixin, refuse_differentiable
+from .power_controller import PowerController
+from .power_hook import PowerMixin, power_value, refuse_differentiable
 
 
 class AdagradPower(PowerMixin, torch.optim.Adagrad):
@@ -21,7 +21,7 @@ class AdagradPower(PowerMixin, torch.optim.Adagrad):
         self,
         params: Any,
         lr: float = 1e-2,
-        p: float = 1.2,
+        p: float | PowerController = 1.2,
         eps: float = 1e-10,
         lr_decay: float = 0.0,
         weight_decay: float = 0.0,
@@ -32,7 +32,7 @@ class AdagradPower(PowerMixin, torch.optim.Adagrad):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        p = check_p(p)
+        power_value(p)  # a bad p is refused before anything is built
         refuse_differentiable("AdagradPower", differentiable)
         super().__init__(
             params,

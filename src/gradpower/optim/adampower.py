@@ -21,7 +21,8 @@ from torch.optim.adamw import adamw
 
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
-from .power_hook import PowerMixin, refuse_differentiable
+from .power_controller import PowerController
+from .power_hook import PowerMixin, observe_power, power_value, refuse_differentiable
 
 #: Group keys that choose how the update runs, not what it computes (kept across load_state_dict).
 _PATH_KEYS = ("fused", "foreach", "capturable")
@@ -220,7 +221,7 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         weight_decay: float = 0.1,
-        p: float = 1.2,
+        p: float | PowerController = 1.2,
         *,
         amsgrad: bool = False,
         maximize: bool = False,
@@ -230,7 +231,7 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         differentiable: bool = False,
         one_pass: bool | None = None,
     ) -> None:
-        p = check_p(p)
+        power_value(p)  # a bad p is refused before anything is built
         params = _materialize(params)
         refuse_differentiable("AdamPower", differentiable)
         tensors = _tensors_of(params)
@@ -263,6 +264,7 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        observe_power(self)
         for group in self.param_groups:
             adampower_group(self.state, group, one_pass=self.one_pass)
         return loss

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ..transform import check_p
 from .adagradpower import AdagradPower
 from .adampower import AdamPower
 from .muonpower import MUON_OPTIMIZERS, MuonPower
 from .param_groups import build_param_groups, named_param_list
+from .power_controller import PowerController
+from .power_hook import power_value
 from .wrapper import GradPower
 
 OPTIMIZERS = ("adamw", "adampower", "muon", "muonpower", "adagrad", "adagradpower", "sgd", "sgdpower")
@@ -29,11 +30,12 @@ class OptimizerConfig:
     """Hyper-parameters shared by every optimizer name (the GradPower paper's defaults).
 
     ``p`` is used by the ``*power`` names only; the baselines ignore it, so a
-    comparison changes the name and nothing else.
+    comparison changes the name and nothing else. It is a number or a
+    :class:`~gradpower.optim.PowerController` (a p re-chosen from the gradient noise).
     """
 
     lr: float = 1e-3
-    p: float = 1.2
+    p: float | PowerController = 1.2
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -46,7 +48,7 @@ class OptimizerConfig:
     ns_dtype: str | None = None
 
     def __post_init__(self) -> None:
-        check_p(self.p)
+        power_value(self.p)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0:

@@ -27,7 +27,8 @@ from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
 from .adampower import adampower_group
 from .param_groups import named_param_list, unknown_matrices, uses_muon
-from .power_hook import PowerMixin
+from .power_controller import PowerController
+from .power_hook import PowerMixin, observe_power, power_value
 
 #: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -267,7 +268,7 @@ class MuonPower(PowerMixin, Optimizer):
         self,
         params: Any,
         lr: float = 1e-3,
-        p: float = 1.2,
+        p: float | PowerController = 1.2,
         weight_decay: float = 0.1,
         momentum: float = 0.95,
         nesterov: bool = True,
@@ -284,7 +285,7 @@ class MuonPower(PowerMixin, Optimizer):
         adam_fused: bool | None = None,
         adam_foreach: bool | None = None,
     ) -> None:
-        p = check_p(p)
+        power_value(p)  # a bad p is refused before anything is built
         if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0 or not 0 < ns_steps < 100:
             raise ValueError(
                 f"MuonPower needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 and 0 < ns_steps < 100; got "
@@ -348,6 +349,7 @@ class MuonPower(PowerMixin, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        observe_power(self)
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_group(group)

@@ -31,9 +31,27 @@ from torch.optim import Optimizer
 
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
+from .power_controller import PowerController
 
 #: Attribute an optimizer carries while a PowerTransform is attached (never pickled).
 ATTACHED = "_gradpower_transform"
+#: Attribute of an optimizer whose p is a :class:`~gradpower.optim.PowerController`.
+CONTROLLER = "power_controller"
+
+
+def power_value(p: float | PowerController) -> tuple[float, PowerController | None]:
+    """An optimizer's ``p`` argument as (the p in force, its controller or None); a number is validated."""
+    if isinstance(p, PowerController):
+        return p.p, p
+    return check_p(p), None
+
+
+def observe_power(optimizer: Optimizer) -> None:
+    """Let the optimizer's :class:`~gradpower.optim.PowerController`, if it has one, see this step's raw gradients
+    (and re-choose p on its update steps); every power optimizer calls it once per ``step()``, before phi_p."""
+    controller = optimizer.__dict__.get(CONTROLLER)
+    if controller is not None:
+        controller.observe_step(optimizer.param_groups)
 
 
 def power_group_grads_(param_groups: Iterable[dict[str, Any]]) -> None:
@@ -90,6 +108,7 @@ class PowerTransform:
     def __call__(self, optimizer: Optimizer, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
         replaced = _evaluate_closure(args, kwargs)
         with torch.no_grad():
+            observe_power(optimizer)
             power_group_grads_(optimizer.param_groups)
         return replaced
 
@@ -109,16 +128,19 @@ def set_group_p(param_groups: Iterable[dict[str, Any]], default: float) -> None:
         group["p"] = check_p(group.get("p", default))
 
 
-def attach_power(optimizer: Optimizer, default_p: float) -> None:
+def attach_power(optimizer: Optimizer, default_p: float | PowerController) -> None:
     """Attach the transform to ``optimizer`` once (again after unpickling or deepcopy).
 
-    Records ``p`` in ``defaults`` and on every group, and turns off the fused
-    kernels' in-step GradScaler unscale so GradScaler unscales before phi_p.
-    An optimizer whose class sets ``power_in_step`` applies phi_p in its own
-    update and gets no hook.
+    Records ``p`` in ``defaults`` and on every group (a controller's p on every group, and the controller as
+    :data:`CONTROLLER`), and turns off the fused kernels' in-step GradScaler unscale so GradScaler unscales
+    before phi_p. An optimizer whose class sets ``power_in_step`` applies phi_p in its own update and gets no hook.
     """
-    optimizer.defaults["p"] = check_p(default_p)
-    set_group_p(optimizer.param_groups, default_p)
+    value, controller = power_value(default_p)
+    optimizer.defaults["p"] = value
+    if controller is not None:
+        optimizer.__dict__[CONTROLLER] = controller
+        controller.configure(optimizer.param_groups)
+    set_group_p(optimizer.param_groups, value)
     optimizer._step_supports_amp_scaling = False
     if ATTACHED not in optimizer.__dict__ and not getattr(optimizer, "power_in_step", False):
         optimizer.__dict__[ATTACHED] = optimizer.register_step_pre_hook(PowerTransform())
@@ -141,8 +163,17 @@ class PowerMixin:
     param_groups: list[dict[str, Any]]
     defaults: dict[str, Any]
 
-    def _setup_power(self, p: float) -> None:
+    def _setup_power(self, p: float | PowerController) -> None:
         attach_power(self, p)  # type: ignore[arg-type]
+
+    @property
+    def power_controller(self) -> PowerController | None:
+        """The :class:`~gradpower.optim.PowerController` that chooses p, or None for a fixed p."""
+        return self.__dict__.get(CONTROLLER)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # type: ignore[misc]
+        return {**state, CONTROLLER: self.power_controller} if self.power_controller is not None else state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "p" in param_group:
@@ -153,5 +184,5 @@ class PowerMixin:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]
-        attach_power(self, self.defaults.get("p", 1.0))  # type: ignore[arg-type]
+        attach_power(self, self.power_controller or self.defaults.get("p", 1.0))  # type: ignore[arg-type]
 

@@ -9,7 +9,8 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
 from ..transform import check_p
-from .power_hook import attach_power, is_attached, refuse_differentiable, set_group_p
+from .power_controller import PowerController
+from .power_hook import attach_power, is_attached, power_value, refuse_differentiable, set_group_p
 
 
 class GradPower(Optimizer):
@@ -37,7 +38,7 @@ class GradPower(Optimizer):
     projects phi_p(g) (its step runs after phi_p's pre-hook).
     """
 
-    def __init__(self, optimizer: Optimizer, p: float = 1.2) -> None:
+    def __init__(self, optimizer: Optimizer, p: float | PowerController = 1.2) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 "GradPower wraps a torch.optim.Optimizer instance, got "
@@ -50,7 +51,9 @@ class GradPower(Optimizer):
                 "apply phi_p twice"
             )
         refuse_differentiable(f"GradPower({type(optimizer).__name__})", bool(optimizer.defaults.get("differentiable")))
-        self.p = check_p(p)
+        power_value(p)  # validates a number
+        #: The fixed p, or the :class:`~gradpower.optim.PowerController` that chooses it.
+        self.p = p
         # torch's own restore path: sets the attributes and creates the hook tables.
         Optimizer.__setstate__(self, {"optimizer": optimizer, "p": self.p})
         attach_power(optimizer, self.p)
@@ -84,7 +87,7 @@ class GradPower(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        param_group["p"] = check_p(param_group.get("p", self.p))
+        param_group["p"] = check_p(param_group.get("p", power_value(self.p)[0]))
         self.optimizer.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
@@ -92,7 +95,7 @@ class GradPower(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
-        set_group_p(self.optimizer.param_groups, self.p)
+        set_group_p(self.optimizer.param_groups, power_value(self.p)[0])
 
     # Hooks registered on the wrapper live on the base (which runs them), seeing the wrapper.
     def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:

@@ -45,12 +45,21 @@ class TrainConfig:
     mix_post_layers: int | None = _f(None, "Mix-LN: number of leading Post-LN layers (default: layers // 4)")
     # optimizer
     optim: str = _f("adampower", "optimizer: " + ", ".join(OPTIMIZERS))
-    p: float = _f(1.2, "GradPower exponent for the *power optimizers, or auto: measure the gradient noise for "
-                  "--p-auto-steps steps (training with p = 1), then train with the predicted best p")
+    p: float = _f(1.2, "GradPower exponent for the *power optimizers; auto: measure the gradient noise for "
+                  "--p-auto-steps steps (training with p = 1), then train with the predicted best p; track: start at "
+                  "--p-start and re-choose p from the measured noise every --p-every steps")
     p_auto: bool = _f(False, "choose p from the measured gradient noise (what --p auto sets; p is then 1 until "
                       "it is chosen)")
     p_auto_steps: int = _f(20, "--p auto: warm-up steps whose gradients are measured before p is chosen")
-    p_auto_noise: str = _f("gaussian", "--p auto: noise model of the prediction, gaussian or uniform")
+    p_auto_noise: str = _f("gaussian", "--p auto and --p track: noise model of the prediction, gaussian or uniform")
+    p_track: bool = _f(False, "re-choose p from the measured gradient noise as training goes (what --p track sets)")
+    p_start: float = _f(1.0, "--p track: the p of the first steps (1: the base optimizer, before any noise is "
+                        "measured)")
+    p_every: int | None = _f(None, "--p track: steps between updates of p (default: 10% of --steps)")
+    p_min: float = _f(0.5, "--p track: the smallest p it may choose")
+    p_max: float = _f(2.0, "--p track: the largest p it may choose")
+    p_step: float = _f(0.1, "--p track: the most p changes at one update")
+    p_smooth: float = _f(0.5, "--p track: weight of the newest estimate in the smoothed p* (1: no smoothing)")
     noise_every: int = _f(0, "measure gradient noise every N steps and log it in metrics.jsonl (0: off, no cost)")
     lr: float | None = _f(None, "peak learning rate (default: the preset's tuned lr_max)")
     weight_decay: float = _f(0.1, "decoupled weight decay on matrices")
@@ -124,6 +133,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.p == AUTO:  # --p auto, p=auto in arms and grids, and config.json files of earlier versions
             self.p, self.p_auto = 1.0, True
+        elif self.p == TRACK:  # --p track, p=track in arms and grids
+            self.p, self.p_track = self.p_start, True
         for f in dataclasses.fields(self):
             setattr(self, f.name, check_type(f.name, getattr(self, f.name)))
         for name, label, valid in (("preset", "preset", PRESETS), ("norm", "norm", NORM_SCHEMES),
@@ -139,6 +150,7 @@ class TrainConfig:
             raise ValueError(f"p_auto_noise must be gaussian or uniform, got {self.p_auto_noise!r}")
         if self.p_auto_steps < 1 or (self.p_auto and self.p_auto_steps >= self.steps):
             raise ValueError(f"p_auto_steps must be in [1, steps), got {self.p_auto_steps}")
+        self._check_tracking()
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
@@ -169,6 +181,26 @@ class TrainConfig:
             raise ValueError(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+
+    def _check_tracking(self) -> None:
+        if self.p_track and not is_power_optimizer(self.optim):
+            raise ValueError(f"p=track chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
+        if self.p_track and self.p_auto:
+            raise ValueError("p is either auto (chosen once) or track (re-chosen as training goes), not both")
+        if not 0 < self.p_min <= self.p_start <= self.p_max:
+            raise ValueError(f"--p track needs 0 < p_min <= p_start <= p_max, got p_min={self.p_min}, "
+                             f"p_start={self.p_start}, p_max={self.p_max}")
+        check_p(self.p_max)
+        if not self.p_step > 0 or not 0 < self.p_smooth <= 1:
+            raise ValueError(f"--p track needs p_step > 0 and p_smooth in (0, 1], got p_step={self.p_step}, "
+                             f"p_smooth={self.p_smooth}")
+        if self.p_every is not None and not 1 <= self.p_every <= self.steps:
+            raise ValueError(f"p_every must be in [1, steps] (steps = {self.steps}), got {self.p_every}")
+
+    @property
+    def p_every_steps(self) -> int:
+        """``p_every``, or by default 10% of the steps (at least 1): ten updates of p per run."""
+        return self.p_every or max(1, self.steps // 10)
 
     @property
     def warmup_steps(self) -> int:
@@ -285,9 +317,12 @@ def run_name(cfg: TrainConfig) -> str:
     defaults = TrainConfig().defining()
     parts = []
     for key, value in sorted(cfg.defining().items()):
-        if key in ("preset", "optim", "seed", "p_auto") or (value == defaults[key] and not (key == "p" and cfg.p_auto)):
+        chosen = {AUTO: cfg.p_auto, TRACK: cfg.p_track}
+        adaptive = next((name for name, on in chosen.items() if on), None)  # p=auto or p=track
+        if key in ("preset", "optim", "seed", "p_auto", "p_track") or (value == defaults[key]
+                                                                     and not (key == "p" and adaptive)):
             continue
-        text = Path(value).name if key == "data" else AUTO if key == "p" and cfg.p_auto else value
+        text = Path(value).name if key == "data" else adaptive if key == "p" and adaptive else value
         parts.append(f"{key}{text}")
     body = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts))
     if len(body) > 100:
@@ -298,21 +333,24 @@ def run_name(cfg: TrainConfig) -> str:
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 #: ``--p auto``: choose p from the measured gradient noise.
 AUTO = "auto"
+#: ``--p track``: re-choose p from the measured gradient noise as training goes.
+TRACK = "track"
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def p_value(text: str) -> float | str:
-    """A command-line p: a number, or ``auto``."""
-    if text.strip().lower() == AUTO:
-        return AUTO
+    """A command-line p: a number, ``auto`` or ``track``."""
+    if text.strip().lower() in (AUTO, TRACK):
+        return text.strip().lower()
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"p must be a number > 0 or 'auto', got {text!r}") from None
+        raise ValueError(f"p must be a number > 0, 'auto' or 'track', got {text!r}") from None
 
 
 def field_type(name: str) -> Any:
-    """The scalar type of a ``TrainConfig`` field (``int`` for ``int | None``; p is a number or ``auto``)."""
+    """The scalar type of a ``TrainConfig`` field (``int`` for ``int | None``; p is a number, ``auto`` or
+    ``track``)."""
     if name == "p":
         return p_value
     hint = typing.get_type_hints(TrainConfig)[name]
@@ -327,8 +365,8 @@ def check_type(name: str, value: Any) -> Any:
     Config files are checked like flags: ``steps = "6"``, ``steps = 6.5`` or
     ``resume = "no"`` are refused instead of compared as strings or read as true.
     """
-    if name == "p" and value == AUTO:
-        return value  # TrainConfig turns it into p_auto
+    if name == "p" and value in (AUTO, TRACK):
+        return value  # TrainConfig turns it into p_auto or p_track
     kind = float if name == "p" else field_type(name)
     default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
     if value is None and default is None:

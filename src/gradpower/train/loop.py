@@ -278,7 +278,11 @@ class Trainer:
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
         self.lr = cfg.resolved_lr
-        self.optimizer = build_optimizer(cfg.optim, unwrap(self.model).named_parameters(), **cfg.optimizer_options())
+        self.noise = NoiseMonitor(cfg, unwrap(self.model), runtime)
+        options = cfg.optimizer_options()
+        if self.noise.controller is not None:  # --p track: the optimizer's p is the controller
+            options["p"] = self.noise.controller
+        self.optimizer = build_optimizer(cfg.optim, unwrap(self.model).named_parameters(), **options)
         schedule = dict(
             warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio, stable_frac=cfg.stable_frac
         )
@@ -286,7 +290,6 @@ class Trainer:
         self.aux_coef = float(getattr(self.model_config, "aux_loss_coef", 0.0))
         self.step = 0
         self.last_checkpoint: Path | None = None
-        self.noise = NoiseMonitor(cfg, unwrap(self.model), runtime)
 
     # -- checkpoints -------------------------------------------------------
     def save(self) -> None:
@@ -387,7 +390,8 @@ class Trainer:
         session = _Session(logger=logger, stop_at=cfg.steps if cfg.stop_after is None else min(
             cfg.steps, self.step + cfg.stop_after), tokens_per_step=cfg.batch_size * self.model_config.max_seq_len,
             start_step=self.step, elapsed_before=elapsed_before, compiling=self._compiling())
-        power = f" p={cfg.p}" if is_power_optimizer(cfg.optim) else ""
+        power = (f" p=track (from {cfg.p_start:g}, every {cfg.p_every_steps} steps)" if cfg.p_track
+                 else f" p={cfg.p}") if is_power_optimizer(cfg.optim) else ""
         logger.message(
             f"{cfg.preset} ({counts.total / 1e6:.1f}M params, norm={self.model_config.norm}) | {cfg.optim} "
             f"lr={self.lr:g}{power} {cfg.schedule} | {cfg.steps} steps x {session.tokens_per_step} tokens | "
@@ -419,6 +423,11 @@ class Trainer:
             if edge and self.runtime.is_main:
                 warn(edge)
             self._write_config()
+        if "p_track" in record:
+            median = record["noise_ratio_median"]
+            logger.message(f"--p track: step {self.step}: p {record['p_before']:g} -> {record['p_track']:g} (p* "
+                           f"{record['p_star']:g}, smoothed {record['p_smoothed']:.3g}"
+                           + (f", median noise/signal {median:.3g})" if median is not None else ")"))
         evaluating = time.perf_counter()
         if self._evaluates(self.step):
             record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)
@@ -482,6 +491,8 @@ class Trainer:
             resolved = {"lr": self.lr, "warmup": self.cfg.warmup_steps}
             if self.noise.chosen_p is not None:
                 resolved["p"] = self.noise.chosen_p
+            if self.cfg.p_track:
+                resolved["p_every"] = self.cfg.p_every_steps
             resolved.update(hardware_choices(self.cfg, self.runtime.device))
             _write_json(self.run_dir / "config.json", {
                 "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})

@@ -1,4 +1,4 @@
-"""Gradient noise inside a training run: ``--noise-every N`` and ``--p auto``.
+"""Gradient noise inside a training run: ``--noise-every N``, ``--p auto`` and ``--p track``.
 
 Both observe gradients through :mod:`gradpower.diagnostics` and never change
 them, so the run's losses are the same with the probe on or off. With several
@@ -18,6 +18,12 @@ p* for the run's batch size (:func:`gradpower.diagnostics.predict.choose_p`),
 logs it in ``metrics.jsonl`` (``p_auto`` and the statistics) and in
 ``config.json`` (``resolved.p``). The measurement's totals and the chosen p
 are part of every checkpoint, so a resumed run chooses the same p.
+
+``--p track`` gives the optimizer a :class:`gradpower.optim.PowerController` (its rule and defaults are in
+its module's docstring): it averages the gradient the optimizer steps on and re-chooses p every ``p_every``
+steps. Each update is logged in that step's ``metrics.jsonl`` line (``p_track``: the p in force from that
+step's update on, with ``p_star``, the smoothed estimate and the noise summary) and on the console. The
+controller's state is part of every checkpoint, so a resumed run follows the same p sequence.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import torch
 
 from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
 from ..diagnostics.predict import choose_p, noise_ratios, predict_p
+from ..optim import PowerController
 from .config import TrainConfig
 from .distributed import full_value
 
-SAMPLE = 512  # coordinates sampled per tensor
+SAMPLE = 512  # coordinates sampled per tensor (--noise-every, --p auto; --p track samples as many)
 
 
 class _FanOut:
@@ -72,6 +79,11 @@ class NoiseMonitor:
         self._warmup = self._new_probe() if self.auto else None
         self._ema = self._averages() if cfg.noise_every and not self.micro_mode else None
         self._step_probe: MicroBatchProbe | None = None
+        #: ``--p track``: the optimizer's p (None otherwise); give it to the optimizer as its ``p``.
+        self.controller = PowerController(
+            cfg.p_every_steps, cfg.p_start, cfg.p_min, cfg.p_max, cfg.p_step, cfg.p_smooth, eps=cfg.eps,
+            noise=cfg.p_auto_noise, sample=SAMPLE, read=full_value, broadcast=rt.broadcast_float,
+        ) if cfg.p_track else None
 
     def _averages(self) -> MovingAverageProbe:
         return MovingAverageProbe(self.model.named_parameters(), SAMPLE, read=full_value)
@@ -86,8 +98,10 @@ class NoiseMonitor:
         return bool(self.cfg.noise_every) and step % self.cfg.noise_every == 0
 
     def reports(self, step: int) -> bool:
-        """Whether ``step`` logs noise statistics or the chosen p (so the loop logs that step)."""
-        return self._noise_step(step) or (self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps)
+        """Whether ``step`` logs noise statistics or a chosen p (so the loop logs that step)."""
+        tracking = self.controller is not None and step % self.controller.every == 0
+        return self._noise_step(step) or tracking or (self.auto and self.chosen_p is None
+                                                      and step == self.cfg.p_auto_steps)
 
     def probe(self, step: int) -> _FanOut | None:
         """What observes this step's backward pass, if anything: the micro-batch probes, or (one
@@ -130,6 +144,9 @@ class NoiseMonitor:
             self._set_p(p_star, optimizer)
             self._warmup = None
             record.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()})
+        update = self.controller.take_update() if self.controller is not None else None
+        if update is not None:
+            record.update({k: v for k, v in update.items() if k != "step"})
         return record
 
     def _set_p(self, p: float, optimizer: torch.optim.Optimizer) -> None:
@@ -139,7 +156,8 @@ class NoiseMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         return {"chosen_p": self.chosen_p, "warmup": self._warmup.state_dict() if self._warmup else None,
-                "ema": self._ema.state_dict() if self._ema else None}
+                "ema": self._ema.state_dict() if self._ema else None,
+                "track": self.controller.state_dict() if self.controller else None}
 
     def load_state_dict(self, state: dict[str, Any] | None, optimizer: torch.optim.Optimizer) -> None:
         if not state:
@@ -151,3 +169,6 @@ class NoiseMonitor:
             self._warmup.load_state_dict(state["warmup"])
         if state.get("ema") is not None and self._ema is not None:
             self._ema.load_state_dict(state["ema"])
+        if state.get("track") is not None and self.controller is not None:
+            self.controller.load_state_dict(state["track"])
+            self.controller.configure(optimizer.param_groups)
