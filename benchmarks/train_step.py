@@ -1,4 +1,5 @@
-"""A full training step (forward, backward, clip, optimizer step) with AdamW, AdamPower and MuonPower.
+"""A full training step (forward, backward, clip, optimizer step) with AdamW, AdamPower and MuonPower, and the cost
+of ``--p track`` (AdamPower with a :class:`gradpower.PowerController`).
 
 The step is the harness's own :func:`gradpower.train.loop.train_step` (bf16
 autocast on CUDA, as in training). Every optimizer trains the same model from
@@ -6,6 +7,12 @@ the same weights on the same batch in this one process, one step of each in turn
 printed as the median over rounds of its overhead over AdamW's step in the same round (the paper
 reports +0.4% per step on GPU), for the whole training step and for the optimizer step alone. Defaults: llama-small
 on CPU, llama-0.2b in bf16 autocast on CUDA.
+
+``--p track`` costs, per step, the moving averages its controller updates (timed as a variant whose
+controller never re-chooses p: its optimizer step's extra time over fixed-p AdamPower's, over the whole
+training step) plus its prediction of p*, made once every ``--p-every`` steps (timed on its own, the median
+of five, and spread over ``--track-every`` steps; default 100, the 10% of a 1,000-step run that
+``--p-every`` defaults to).
 
     python benchmarks/train_step.py [--preset llama-small] [--batch-size 8] [--repeats 10] [--device cpu|cuda]
 """
@@ -18,7 +25,7 @@ import time
 
 import torch
 
-from gradpower import build_optimizer
+from gradpower import PowerController, build_optimizer
 from gradpower.models import build_model, preset
 from gradpower.train import Runtime
 from gradpower.train.loop import train_step
@@ -77,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 8 on CPU, 32 on CUDA")
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--track-every", type=int, default=100, help="steps between the tracked p's updates")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = args.preset or ("llama-0.2b" if device.type == "cuda" else "llama-small")
@@ -91,7 +99,9 @@ def main() -> None:
         "AdamPower (default: one-pass)": ("adampower", {}),
         "AdamPower (fused, separate pass)": ("adampower", {"fused": True}),
         "MuonPower": ("muonpower", {}),
+        "AdamPower, p tracked (averaging)": ("adampower", {"p": PowerController(every=10**9)}),
     }
+    controller = variants["AdamPower, p tracked (averaging)"][1]["p"]
     print(f"device={device} preset={name} batch={batch_size}x{cfg.max_seq_len} threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={args.repeats}")
     results = measure(variants, state, cfg, batch, device, args.repeats)
@@ -99,6 +109,20 @@ def main() -> None:
     print(f"{'optimizer':34s} {'train step':>12s} {'vs AdamW':>9s} {'opt step':>10s} {'vs AdamW':>9s}")
     for label, (step, opt, step_ratio, opt_ratio) in results.items():
         print(f"{label:34s} {step * 1e3:9.1f} ms {step_ratio - 1:+8.1%} {opt * 1e3:7.1f} ms {opt_ratio:8.2f}x")
+    fixed = results["AdamPower (default: one-pass)"]
+    tracked = results["AdamPower, p tracked (averaging)"]
+    # the averaging runs inside the optimizer step: its extra optimizer-step time over the fixed-p training step
+    # (a whole step's round-to-round noise is larger than the averaging itself)
+    averaging = (tracked[1] - fixed[1]) / fixed[0]
+    predict_s = []
+    for _ in range(5):
+        start = time.perf_counter()
+        controller.predict()
+        predict_s.append(time.perf_counter() - start)
+    prediction = statistics.median(predict_s) / args.track_every / fixed[0]
+    print(f"--p track over fixed-p AdamPower, per training step: averaging {averaging:+.2%}, prediction "
+          f"{statistics.median(predict_s) * 1e3:.0f} ms every {args.track_every} steps = {prediction:+.2%}; "
+          f"total {averaging + prediction:+.2%}")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ P_GRID = np.round(np.arange(0.3, 2.5001, 0.05), 10)
 def loss_decrease(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: float = 1e-8,
                   noise: str = "uniform", mask: np.ndarray | None = None) -> np.ndarray:
     """D(p) on the grid ``ps`` for the mini-batch gradient over ``batch_size`` sequences."""
-    keep = slice(None) if mask is None else mask
-    mu, sigma, weight = meas.signal[keep], meas.sigma_at(batch_size)[keep], meas.weights[keep]
+    keep = np.ones(meas.mu.size, bool) if mask is None else mask
+    signal = meas.signal
+    keep = keep & (signal != 0)  # a coordinate without a resolvable mean adds exactly 0: not worth its moments
+    mu, sigma, weight = signal[keep], meas.sigma_at(batch_size)[keep], meas.weights[keep]
     u = update_limit(ps[None, :], mu[:, None], sigma[:, None], eps, noise)
     return (weight[:, None] * mu[:, None] * u).sum(axis=0)
 

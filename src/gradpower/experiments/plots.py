@@ -46,9 +46,11 @@ def loss_curves(
 
     ``curves[arm]`` holds ``val_step``, ``val`` (seeds x evals: the small regular evaluation), ``step``,
     ``train`` (seeds x steps), and ``final`` (the final evaluation of each seed, drawn at ``final_step``: the
-    number the results table gives, on another, larger held-out set).
+    number the results table gives, on another, larger held-out set). An arm whose p tracks the noise also has
+    ``p_track`` (each seed's (steps, p) steps): drawn dotted on a second axis of the train-loss panel.
     """
     fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_p = None
     for name, c in curves.items():
         for ax, x, y in ((ax_val, c["val_step"], c["val"]), (ax_train, c["step"], c["train"])):
             if y.size == 0:
@@ -59,12 +61,20 @@ def loss_curves(
                 ax.errorbar([c["final_step"]], [np.nanmean(c["final"])], yerr=[[np.nanmean(c["final"]) - np.nanmin(
                     c["final"])], [np.nanmax(c["final"]) - np.nanmean(c["final"])]], fmt="D", color=line.get_color(),
                     capsize=3, label=f"{name}: final evaluation (the table's number)")
+        for i, (x, p) in enumerate(c.get("p_track") or []):
+            ax_p = ax_p or ax_train.twinx()
+            seeds = " (each seed)" if len(c["p_track"]) > 1 else ""
+            ax_p.step(x, p, where="post", ls=":", lw=1.2, color=line.get_color(),
+                      label=None if i else f"{name}: p in force{seeds}")
     ax_val.set(xlabel="step", ylabel="validation loss",
                title="val loss: lines the regular evaluation, ◆ the final one")
     ax_train.set(xlabel="step", ylabel="train loss (smoothed)", title="train loss (moving average)")
     for ax in (ax_val, ax_train):
         ax.grid(alpha=0.3)
         ax.legend()
+    if ax_p is not None:
+        ax_p.set_ylabel("p (--p track; dotted)")
+        ax_p.legend(loc="lower left")
     fig.suptitle(title)
     return _save(fig, path)
 

@@ -317,6 +317,7 @@ def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> li
             "step": runs[0].step[:common],
             "train": np.array([plots.smooth(r.loss[:common], window) for r in runs]),
             "final": np.array([r.final_val_loss for r in runs]), "final_step": int(runs[0].steps),
+            "p_track": [r.p_trajectory for r in runs if r.p_trajectory is not None],
         }
         schedules[name] = (runs[0].step, runs[0].lr)
     if not curves:

@@ -134,6 +134,17 @@ class Run:
         return float(np.interp(step, self.val_step, self.val_loss))
 
     @property
+    def p_trajectory(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``--p track``: (step, the p in force from that step's update on), from step 1 at ``p_start`` through each
+        logged update to the last step; None for a run with a fixed p."""
+        if not self.config.get("p_track"):
+            return None
+        updates = [(int(r["step"]), float(r["p_track"])) for r in self.records if "p_track" in r]
+        steps = [1] + [s for s, _ in updates] + [self.steps]
+        ps = [float(self.config.get("p_start", 1.0))] + [p for _, p in updates]
+        return np.array(steps), np.array(ps + ps[-1:])
+
+    @property
     def peak_lr(self) -> float:
         """The peak lr the run used (its ``lr``, or the preset's default it resolved to)."""
         return float(self.config.get("lr") or self.resolved.get("lr", float("nan")))

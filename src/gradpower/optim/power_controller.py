@@ -102,18 +102,24 @@ class PowerController:
             self._probe.load_state_dict(self._pending)
             self._pending = None
 
+    def predict(self) -> tuple[float, dict[str, Any]]:
+        """Step 1 of the rule: p* and the noise summary from the current averages (``--p auto``'s prediction)."""
+        from ..diagnostics.predict import choose_p
+
+        if self._probe is None:
+            raise RuntimeError("PowerController.predict: no gradient observed yet")
+        return choose_p(self._probe.measurement(), 1, self.eps, self.noise)
+
     @torch.no_grad()
     def observe_step(self, param_groups: list[dict[str, Any]]) -> None:
         """Called by the optimizer once per ``step()``, on the raw gradients, before its update: averages them and,
         at every ``every``-th step, chooses p and sets it on every group."""
-        from ..diagnostics.predict import choose_p
-
         self.bind(param_groups)
         self.steps += 1
         self._probe.observe(1)  # the averages are of the gradient the optimizer steps on, whatever its batch
         if self.steps % self.every:
             return
-        p_star, stats = choose_p(self._probe.measurement(), 1, self.eps, self.noise)
+        p_star, stats = self.predict()
         if self.broadcast is not None:
             p_star = self.broadcast(p_star)  # the same p on every rank, whatever the rounding
         before = self.p
