@@ -75,6 +75,29 @@ def test_a_branched_wsd_horizon_equals_a_fresh_run_of_that_horizon(tmp_path, cac
     assert "saved" in (out / "report.md").read_text()
 
 
+def test_a_tracking_arm_shares_one_p_every_over_the_ladder_and_its_branch_equals_a_fresh_run(tmp_path, cache, capsys):
+    """--p track's default interval is 10% of a run's steps; on a ladder every horizon takes the shortest's, so the
+    stable phase (p updates included) is one run and a branch's p sequence and losses are a fresh run's."""
+    out = tmp_path / "ladder"
+    argv = ["compare", *shared(cache), "--schedule", "wsd", "--arm", "optim=adampower p=track", "--seeds", "1",
+            "--horizons", "20,30", "--set", "warmup=2", "--out", str(out)]
+    assert main(argv) == 0
+    assert "branching at step 16" in capsys.readouterr().out
+    entries = json.loads((out / "experiment.json").read_text())["runs"]
+    branch = out / next(e["dir"] for e in entries if e["horizon"] == 20)
+    trunk = out / next(e["dir"] for e in entries if e["horizon"] == 30)
+    assert {json.loads((d / "config.json").read_text())["train"]["p_every"] for d in (branch, trunk)} == {2}
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--preset", "llama-tiny", "--batch-size", "2", "--device", "cpu", "--seq-len", "16",
+                 "--bpe-vocab-size", "300", "--eval-batches", "1", "--cache-dir", cache,
+                 "--eval-tokens", str(MICRO_EVAL_TOKENS), "--schedule", "wsd", "--steps", "20", "--warmup", "2",
+                 "--optim", "adampower", "--p", "track", "--p-every", "2", "--log-every", "1",
+                 "--out", str(fresh)]) == 0
+    track = [(r["step"], r["loss"], r.get("p_track")) for r in metrics(fresh)]
+    assert [(r["step"], r["loss"], r.get("p_track")) for r in metrics(branch)] == track
+    assert len([t for t in track if t[2] is not None]) == 10
+
+
 def test_horizons_csv_is_the_paired_difference_at_each_horizon_recomputed_from_runs_csv(tmp_path, cache, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", *shared(cache), "--schedule", "cos", "--arm", "optim=adamw", "--arm", "optim=adampower p=1.2",

@@ -1,8 +1,9 @@
 """Training length as an axis: the settings of a horizon ladder, and wsd runs that share their stable phase.
 
 A ladder trains the same arms to several horizons (``--horizons 320,640,1280``). Its horizons share one
-warm-up (``warmup`` if set, else the shortest horizon's default) and one evaluation cadence (:func:`eval_every`),
-so every horizon is evaluated at its half and at its end.
+warm-up (``warmup`` if set, else the shortest horizon's default), one evaluation cadence (:func:`eval_every`),
+so every horizon is evaluated at its half and at its end, and for a ``--p track`` arm one interval between its
+updates of p (:func:`ladder_p_every`).
 
 A wsd run of H steps with warm-up W holds the lr at its peak from W to its decay start
 D = max(W, round(stable_frac x H)) (:mod:`gradpower.train.schedules`). A longer run with the same warm-up and
@@ -39,6 +40,13 @@ def ladder_warmup(horizon_steps: Sequence[int], warmup: int | None) -> int:
     return warmup if warmup is not None else TrainConfig(steps=min(horizon_steps)).warmup_steps
 
 
+def ladder_p_every(horizon_steps: Sequence[int], p_every: int | None) -> int:
+    """The one update interval of a ``--p track`` arm on every horizon: ``p_every`` if set, else the shortest
+    horizon's default (10% of its steps). The horizons' stable phases are then one run, p updates included, so a
+    wsd branch sees the p sequence its trunk had up to its decay."""
+    return p_every if p_every is not None else TrainConfig(steps=min(horizon_steps)).p_every_steps
+
+
 def eval_every(horizon_steps: Sequence[int]) -> int:
     """One evaluation cadence for a ladder: it divides half of every horizon (so each run is evaluated at its
     half and at its end: how much the loss still fell over its last doubling of steps), and is the largest such
@@ -60,6 +68,7 @@ def _shared_key(cfg: TrainConfig) -> str:
     warm-up as resolved (its default depends on ``steps``)."""
     fields = {k: v for k, v in cfg.defining().items() if k not in BRANCH_FREE}
     fields["warmup"] = cfg.warmup_steps
+    fields["p_every"] = cfg.p_every_steps if cfg.p_track else None  # its default depends on ``steps`` too
     return json.dumps(fields, sort_keys=True, default=str)
 
 

@@ -164,7 +164,8 @@ def horizon_differences(path: Path, series: dict[str, dict[str, np.ndarray]], ba
     left.set_xlabel("training tokens (log)")
     left.set_ylabel(f"final val loss - {baseline} (nats)")
     left.set_title("paired difference, 95% interval")
-    left.legend(fontsize=8)
+    if series:  # a one-arm ladder has nothing to pair
+        left.legend(fontsize=8)
     tokens, loss = baseline_loss
     right.plot(tokens, loss, marker="o", color="black")
     right.set_xscale("log")

@@ -19,7 +19,7 @@ from typing import Any
 from ..models import preset
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
 from .ladder import eval_every as ladder_eval_every
-from .ladder import ladder_warmup
+from .ladder import ladder_p_every, ladder_warmup
 from .stats import DEFAULT_EFFECT
 
 #: Keys of an experiment file that are not TrainConfig fields.
@@ -130,7 +130,8 @@ class ExperimentSpec:
 
     def horizon_runs(self, overrides: dict[str, Any]) -> list[tuple[int | None, dict[str, Any]]]:
         """Each horizon (shortest first) and the fields a run of it sets besides ``overrides``: its steps, the
-        ladder's one warm-up and evaluation cadence (:mod:`.ladder`), and a checkpoint every quarter.
+        ladder's one warm-up and evaluation cadence (:mod:`.ladder`; for a ``--p track`` arm its one ``p_every``
+        too), and a checkpoint every quarter.
         ``[(None, {})]`` without a ladder."""
         if not self.horizons:
             return [(None, {})]
@@ -141,7 +142,8 @@ class ExperimentSpec:
         given = {**self.base, **overrides}
         warmup = ladder_warmup(steps, given.get("warmup"))
         every = given.get("eval_every") or ladder_eval_every(steps)
-        return [(h, {"steps": s, "warmup": warmup, "eval_every": every,
+        tracking = {"p_every": ladder_p_every(steps, given.get("p_every"))} if cfg.p_track else {}
+        return [(h, {"steps": s, "warmup": warmup, "eval_every": every, **tracking,
                      "ckpt_every": given.get("ckpt_every") or max(1, s // 4)}) for h, s in zip(horizons, steps)]
 
     def horizon_text(self, horizon: int | None) -> str:
