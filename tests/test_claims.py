@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from gradpower.cli import main
-from gradpower.experiments.claims import CLAIMS_FILE, load_claims, verdict
+from gradpower.experiments.claims import CLAIMS_FILE, load_claims, select_claims, verdict
 from gradpower.experiments.stats import Interval
 
 COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low", "ci_high",
@@ -25,7 +25,13 @@ def read(path):
 
 def test_the_claims_file_declares_every_claim_with_its_direction():
     claims, budgets = load_claims(CLAIMS_FILE)
-    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 11)]
+    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 11)] + ["C11.b8", "C11.b32"]
+    assert [c.id for c in select_claims(claims, ["C11", "C2"])] == ["C2", "C11.b8", "C11.b32"]
+    assert [c.id for c in select_claims(claims, ["C11.b32"])] == ["C11.b32"]
+    with pytest.raises(ValueError, match="unknown claim\\(s\\) C12"):
+        select_claims(claims, ["C12"])
+    tracked = {c.id: c for c in claims}["C11.b8"]
+    assert tracked.select.among == ["adampower p=1.0", "adampower p=1.2"] and tracked.select.first_seed == 100
     assert set(budgets) == {"quick", "full", "micro"} and budgets["full"]["effect"] == 0.015
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
@@ -56,6 +62,38 @@ def test_micro_claims_write_the_table_and_a_contrast_that_follows_runs_csv(tmp_p
     # Rerunning reuses every run: nothing trains again.
     assert main(argv) == 0
     assert "training ->" not in capsys.readouterr().out
+
+
+def test_micro_c11_chooses_the_better_fixed_p_on_pilot_seeds_and_contrasts_tracking_with_it(tmp_path, capsys):
+    out = tmp_path / "claims"
+    assert main(["claims", "--budget", "micro", "--only", "C11.b8", "--out", str(out), "--cache-dir",
+                 str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    # the rule, recomputed from the pilot's runs.csv: the lower mean final val loss at the headline (16 steps)
+    pilot = [r for r in read(out / "C11.b8-pilot" / "runs.csv") if r["steps"] == "16"]
+    assert sorted({r["seed"] for r in pilot}) == ["100", "101"]
+    means = {arm: sum(float(r["final_val_loss"]) for r in pilot if r["arm"] == arm) / 2
+             for arm in ("adampower p=1.0", "adampower p=1.2")}
+    chosen = min(means, key=means.get)
+    assert json.loads((out / "C11.b8-pilot" / "selection.json").read_text())["chosen"] == chosen
+    assert f"better fixed p = {chosen}" in printed
+    # the reported seeds are others, and the contrast is tracking minus the chosen arm, seed by seed
+    runs = [r for r in read(out / "C11.b8" / "runs.csv") if r["steps"] == "16"]
+    assert sorted({r["seed"] for r in runs}) == ["0", "1"]
+    assert {r["arm"] for r in runs} == {chosen, "adampower p=track", "adamw"}
+    loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
+    diffs = [loss[("adampower p=track", s)] - loss[(chosen, s)] for s in ("0", "1")]
+    row = [r for r in read(out / "claims.csv") if r["horizon_steps"] == "16"][0]
+    assert float(row["diff_mean"]) == pytest.approx(sum(diffs) / 2, abs=2e-5)
+    assert row["baseline"] == chosen and "chosen on pilot seeds 100-101" in row["arm"]
+    also = [loss[("adampower p=track", s)] - loss[("adamw", s)] for s in ("0", "1")]
+    assert f"adampower p=track - adamw = {sum(also) / 2:+.4f}" in (out / "claims.md").read_text()
+    # the tracking runs re-chose p every 10% of the 1x horizon (4 steps: every step), the same on every horizon
+    tracked = [d for d in (out / "runs").iterdir() if "ptrack" in d.name]
+    for run in tracked:
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert json.loads((run / "config.json").read_text())["train"]["p_every"] == 1
+        assert [r["step"] for r in records if "p_track" in r] == [r["step"] for r in records]
 
 
 @pytest.mark.parametrize("direction, low, high, also, expected", [

@@ -10,6 +10,8 @@ every claim's share of the time budget holds.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 import tomllib
@@ -48,6 +50,23 @@ class Term:
 
 
 @dataclass
+class Selection:
+    """A term's arm chosen before the claim's reported runs, by a rule fixed in the claims file: of ``among``, the
+    arm with the lower mean final val loss at the claim's headline horizon over the pilot seeds ``first_seed`` ..
+    ``first_seed + seeds - 1``, which the claim never reports (e.g. the better of two fixed p, so a contender is
+    compared with the stronger one, chosen on other seeds than those that judge it)."""
+
+    name: str
+    among: list[str]
+    first_seed: int
+    seeds: int
+
+    @property
+    def seed_text(self) -> str:
+        return f"pilot seeds {self.first_seed}-{self.first_seed + self.seeds - 1}"
+
+
+@dataclass
 class Claim:
     """One pre-declared claim: its compare (shared settings, arms, lr grid) and the contrast that decides it."""
 
@@ -67,6 +86,10 @@ class Claim:
     #: The claim's horizon ladder as multiples of its budget's ``tokens``; the longest is its headline. ``[1]``:
     #: one horizon, the budget's tokens.
     ladder: list[float] = field(default_factory=lambda: [1])
+    #: A term arm chosen on pilot seeds (None: every term names an arm).
+    select: Selection | None = None
+    #: Once :func:`select_arm` has run: the arm ``select`` chose.
+    selected: str | None = None
 
     def horizons(self, budget: dict[str, Any]) -> list[int]:
         """The ladder in training tokens at ``budget``."""
@@ -87,6 +110,8 @@ class Claim:
             scale = "" if abs(term.weight) == 1 else f"{abs(term.weight):g} x "
             what = "" if term.metric == "final_val_loss" else f" [{term.metric}]"
             what += f" ({term.part})" if term.part else ""
+            if self.select and term.arm == self.selected:
+                what += f" ({self.select.name}, chosen on {self.select.seed_text})"
             parts.append(f"{sign} {scale}{term.arm}{what}".strip())
         return " ".join(parts)
 
@@ -101,6 +126,19 @@ def _terms(raw: list[dict[str, Any]], arms: set[str], where: str, parts: dict[st
         if term.metric not in ("final_val_loss", "spikes") and not term.metric.startswith("val_at:"):
             raise ValueError(f"{where}: unknown metric {term.metric!r} (final_val_loss, spikes, val_at:F)")
     return terms
+
+
+def _selection(raw: dict[str, Any] | None, arms: set[str], where: str) -> Selection | None:
+    if raw is None:
+        return None
+    select = Selection(raw["name"], list(raw["among"]), int(raw["first_seed"]), int(raw["seeds"]))
+    unknown = [a for a in select.among if a not in arms]
+    if unknown or len(select.among) < 2 or select.name in arms:
+        raise ValueError(f"{where}: select chooses among at least two of its arms ({', '.join(sorted(arms))}) under "
+                         f"a name that is not an arm; got among={select.among}, name={select.name!r}")
+    if select.seeds < 1 or select.first_seed < 0:
+        raise ValueError(f"{where}: select needs seeds >= 1 and first_seed >= 0")
+    return select
 
 
 def _ladder(raw: Any, where: str) -> list[float]:
@@ -128,10 +166,12 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             if raw["direction"] not in DIRECTIONS:
                 raise ValueError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}")
             parts = {name: grid or None for name, grid in raw.get("parts", {}).items()}
+            select = _selection(raw.get("select"), names, where)
+            named = names | ({select.name} if select else set())
             claims.append(Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
-                                dict(raw.get("base", {})), arms, _terms(raw["terms"], names, where, parts),
-                                raw.get("tune_lr"), [_terms(t, names, where, parts) for t in raw.get("also", [])],
-                                parts, _ladder(raw.get("ladder", [1]), where)))
+                                dict(raw.get("base", {})), arms, _terms(raw["terms"], named, where, parts),
+                                raw.get("tune_lr"), [_terms(t, named, where, parts) for t in raw.get("also", [])],
+                                parts, _ladder(raw.get("ladder", [1]), where), select))
         budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc}") from None
@@ -184,7 +224,7 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
 
 
 def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
-          tune_lr: list[float] | None) -> ExperimentSpec:
+          tune_lr: list[float] | None, first_seed: int = 0) -> ExperimentSpec:
     """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq), or each
     horizon of the claim's ladder."""
     shared = {**budget.get("shared", {}), **extra}
@@ -204,7 +244,7 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
         # a claim read at a fraction of the steps (val_at:F) evaluates every tenth of this arm's steps
         evals = {"eval_every": max(1, steps // 10)} if any(t.metric.startswith("val_at:") for t in claim.terms) else {}
         arms.append(Arm(arm.name, {**evals, **arm.overrides, **shared, "steps": steps}))
-    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr,
+    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr, first_seed=first_seed,
                           **({"horizons": horizons, "horizon_unit": "tokens"} if ladder else {}))
 
 
@@ -227,6 +267,9 @@ def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "he
     values = contrast_values(folders, claim.terms, horizon)
     interval = t_interval(values)
     also = [t_interval(contrast_values(folders, terms, horizon)) for terms in claim.also]
+    also_text = [f"{dataclasses.replace(claim, terms=terms).contrast_text} = "
+                 f"{_interval_text({'diff_mean': a.mean, 'ci_low': a.low, 'ci_high': a.high})} ({a.n} seeds)"
+                 for terms, a in zip(claim.also, also)]
     spread = sd(values)
     metrics = sorted({t.metric for t in claim.terms})
     baseline = claim.terms[-1]
@@ -241,7 +284,40 @@ def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "he
                         else verdict(claim.direction, interval, also)),
             "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan,
             "horizon_steps": runs[0].steps if runs else None, **(stage.columns() if stage else {}),
-            "stage": stage.text() if stage else "", "lr_at_edge": _lr_at_edge(folders)}
+            "stage": stage.text() if stage else "", "lr_at_edge": _lr_at_edge(folders), "also": also_text}
+
+
+def select_arm(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], shared: dict[str, Any],
+               jobs: int, echo: Callable[[str], None], launcher: LauncherConfig | None = None) -> Claim:
+    """Run (or reuse) the claim's pilot in ``OUT/ID-pilot`` and return the claim with its selection made: the
+    chosen arm stands in its terms, the others of ``among`` leave its arms. The choice is written to
+    ``OUT/ID-pilot/selection.json``."""
+    select = claim.select
+    assert select is not None
+    pilot = dataclasses.replace(claim, arms=[a for a in claim.arms if a.name in select.among])
+    folder = out / f"{claim.id}-pilot"
+    run_compare(_spec(pilot, budget, select.seeds, shared, None, select.first_seed), folder, jobs,
+                command=f"{program()} claims --budget {budget_name} --only {claim.id}", echo=echo,
+                runs_root=out / "runs", launcher=launcher)
+    losses: dict[str, list[float]] = {}
+    for (arm, _), run in finished_final_runs(folder, read_experiment(folder)).items():
+        losses.setdefault(arm, []).append(run.final_val_loss)
+    means = {arm: sum(losses[arm]) / len(losses[arm]) for arm in select.among if losses.get(arm)}
+    if len(means) < len(select.among):
+        raise ValueError(f"{folder}: the pilot of {claim.id} has no finished run of "
+                         f"{', '.join(a for a in select.among if a not in means)}; rerun the command to finish it")
+    chosen = min(select.among, key=lambda arm: means[arm])  # a tie keeps the first declared
+    text = ", ".join(f"{arm} {means[arm]:.4f}" for arm in select.among)
+    echo(f"   {claim.id}: {select.name} = {chosen} (mean final val loss over {select.seed_text}: {text})")
+    (folder / "selection.json").write_text(json.dumps({"name": select.name, "chosen": chosen, "means": means,
+                                                       "seeds": {a: len(v) for a, v in losses.items()},
+                                                       "rule": "the lower mean final val loss"}, indent=1))
+
+    def resolve(terms: list[Term]) -> list[Term]:
+        return [dataclasses.replace(t, arm=chosen if t.arm == select.name else t.arm) for t in terms]
+
+    return dataclasses.replace(claim, arms=[a for a in claim.arms if a.name not in select.among or a.name == chosen],
+                               terms=resolve(claim.terms), also=[resolve(t) for t in claim.also], selected=chosen)
 
 
 def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any], seeds: int,
@@ -257,6 +333,18 @@ def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
     return folders
 
 
+def select_claims(claims: list[Claim], only: list[str] | None) -> list[Claim]:
+    """The claims ``--only`` names, in the file's order (all without it); ``C11`` names every ``C11.*``."""
+    if not only:
+        return claims
+    known = [c.id for c in claims]
+    families = {c.split(".")[0] for c in known}
+    unknown = [c for c in only if c not in known and c not in families]
+    if unknown:
+        raise ValueError(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
+    return [c for c in claims if c.id in only or c.id.split(".")[0] in only]
+
+
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
                jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
                launcher: LauncherConfig | None = None, command: str | None = None) -> str:
@@ -268,18 +356,17 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     if budget_name not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
-    known = [c.id for c in claims]
-    if only:
-        unknown = [c for c in only if c not in known]
-        if unknown:
-            raise ValueError(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
-        claims = [c for c in claims if c.id in only]
+    claims = select_claims(claims, only)
     budget = budgets[budget_name]
     started = time.time()
     share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
     rows = []
+    resolved = []
     for claim in claims:
         echo(f"== {claim.id} ({claim.source}): {claim.statement}")
+        if claim.select:
+            claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)
+        resolved.append(claim)
         folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo,
                              launcher)
         if budget.get("effect"):
@@ -292,11 +379,14 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
             rows.append(_row(claim, folders, horizon, plumbing))
             echo(f"   {claim.id}{_at(rows[-1])}: {rows[-1]['verdict']} ({claim.contrast_text} = "
                  f"{_interval_text(rows[-1])}); {rows[-1]['stage']}")
+            for line in rows[-1]["also"]:
+                echo(f"   {claim.id}{_at(rows[-1])} also: {line}")
         if rows and rows[-1]["lr_at_edge"]:
             echo(f"   {claim.id}: {_edge_warning(rows[-1])}")
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
     figures = []
+    claims = resolved
     for claim in claims:
         for part, (folder, _) in claim.folders(out).items():
             name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
@@ -304,10 +394,12 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     stages = "".join(f"- {r['claim']}{_at(r)}: {r['stage']}\n" for r in rows if r["stage"])
     edges = "".join(f"- {r['claim']}: {_edge_warning(r)}\n" for r in {r["claim"]: r for r in rows}.values()
                     if r["lr_at_edge"])
+    also = "".join(f"- {r['claim']}{_at(r)}: {line}\n" for r in rows for line in r["also"])
     typed = command or f"{program()} claims --budget {budget_name}"
     (out / "claims.md").write_text(
         f"# What the papers claim, checked\n\nCommand: `{typed}`; wall time "
         f"{time.time() - started:.0f} s.\n\n{table}\n\n" + (f"Learning rates:\n\n{edges}\n" if edges else "")
+        + (f"Secondary contrasts (reported beside a claim, no verdict of their own):\n\n{also}\n" if also else "")
         + f"Where in training each verdict stands (the contrast's baseline arm):\n\n{stages}\n" + "".join(figures))
     return table
 
