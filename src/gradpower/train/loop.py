@@ -425,7 +425,7 @@ class Trainer:
             self._write_config()
         if "p_track" in record:
             median = record["noise_ratio_median"]
-            logger.message(f"--p track: step {self.step}: p {record['p_before']:g} -> {record['p_track']:g} (p* "
+            logger.message(f"--p track: step {self.step}: p {record['p_before']:.4g} -> {record['p_track']:.4g} (p* "
                            f"{record['p_star']:g}, smoothed {record['p_smoothed']:.3g}"
                            + (f", median noise/signal {median:.3g})" if median is not None else ")"))
         evaluating = time.perf_counter()
