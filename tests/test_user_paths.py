@@ -217,9 +217,9 @@ def test_p_says_what_it_accepts(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--p", "abc"])
     assert info.value.code == 2
-    assert "p must be a number > 0 or 'auto', got 'abc'" in capsys.readouterr().err
+    assert "p must be a number > 0, 'auto' or 'track', got 'abc'" in capsys.readouterr().err
     assert main(["compare", "--arm", "optim=adampower p=abc"]) == 2
-    assert "p must be a number > 0 or 'auto'" in capsys.readouterr().err
+    assert "p must be a number > 0, 'auto' or 'track'" in capsys.readouterr().err
 
 
 def test_an_unknown_flag_names_the_subcommand_help_and_the_close_match(capsys):

@@ -113,9 +113,11 @@ def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.nd
     second = np.exp(log_c2) * _hyp1f1_negative(-q / 2, 0.5, z)
     log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
     first = np.exp(log_c1) * ts * _hyp1f1_negative((1 - p) / 2, 1.5, z)
-    t_large = np.where(large, t, np.inf)  # the series on a safe stand-in where the hypergeometric forms hold
-    first = np.where(large, _signed_pow(mu, p) * _noisy_power(p, t_large), first)
-    second = np.where(large, np.abs(mu) ** q * _noisy_power(q, t_large), second)
+    if large.any():  # the series only where it is used (it is summed until its slowest element converges)
+        first, second = first.copy(), second.copy()
+        t_large, mu_large = t[large], mu[large]
+        first[large] = _signed_pow(mu_large, p[large]) * _noisy_power(p[large], t_large)
+        second[large] = np.abs(mu_large) ** q[large] * _noisy_power(q[large], t_large)
     return np.where(zero, 0.0, first), np.where(zero, 0.0, second)
 
 

@@ -8,6 +8,7 @@ single source of truth for the command line, config files and run folders.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import re
@@ -353,10 +354,19 @@ def field_type(name: str) -> Any:
     ``track``)."""
     if name == "p":
         return p_value
-    hint = typing.get_type_hints(TrainConfig)[name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
+    return _scalar_types()[name]
+
+
+@functools.cache
+def _scalar_types() -> dict[str, Any]:
+    """Each field's scalar type, resolved once: ``typing.get_type_hints`` evaluates every annotation of the
+    class on each call, and a config checks each of its fields when it is built."""
+    types_of = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        types_of[name] = hint
+    return types_of
 
 
 def check_type(name: str, value: Any) -> Any:

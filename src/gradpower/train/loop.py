@@ -537,6 +537,8 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
                 f"({trainer.last_checkpoint or 'none was written'}): launch the same torchrun command with "
                 f"'{resume_command(cfg.run_dir)}'") from None
         finally:
-            # Sharded tensors hold the process group: free them before it is destroyed (else gloo may abort at exit).
+            # Sharded tensors hold the process group: free them before it is destroyed (else gloo may abort at exit);
+            # on a GPU, free its memory for the next run of this process. (A full collection costs ~0.25 s.)
             del trainer
-            gc.collect()
+            if rt.distributed or rt.device.type != "cpu":
+                gc.collect()
