@@ -114,7 +114,7 @@ def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.nd
     log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
     first = np.exp(log_c1) * ts * _hyp1f1_negative((1 - p) / 2, 1.5, z)
     if large.any():  # the series only where it is used (it is summed until its slowest element converges)
-        first, second = first.copy(), second.copy()
+        first, second = np.array(first, dtype=float), np.array(second, dtype=float)  # writable, scalars too
         t_large, mu_large = t[large], mu[large]
         first[large] = _signed_pow(mu_large, p[large]) * _noisy_power(p[large], t_large)
         second[large] = np.abs(mu_large) ** q[large] * _noisy_power(q[large], t_large)
