@@ -23,8 +23,8 @@ Why the defaults are what they are (chosen by reasoning, noise and cost, never b
 - ``smoothing = 0.5``: each estimate counts half, so an outlier's effect halves at each later update, while a
   real shift of p* is reached within a few updates.
 - ``every`` (``--p-every``, default 10% of a run's steps): the averages span about 40 steps, so updates further
-  apart see independent windows; ten updates per run bound the prediction's cost (it costs tens of milliseconds;
-  the per-step averaging is what ``benchmarks/train_step.py`` times).
+  apart see independent windows; ten updates per run bound the prediction's cost (``benchmarks/train_step.py``
+  times it and the per-step averaging; docs/performance.md has its output).
 
 Distributed runs: ``read`` turns a sharded gradient into its full value (FSDP2), and ``broadcast`` makes every rank
 take rank 0's p* (the ``gradpower`` harness passes both). Checkpoints: :meth:`state_dict` holds the averages, the
