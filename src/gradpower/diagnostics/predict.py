@@ -102,6 +102,11 @@ def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8
     return rows
 
 
+def json_safe(stats: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with every non-finite float as None (what ``metrics.jsonl`` records: JSON has no nan or inf)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
+
+
 def choose_p(meas: Measurement, batch_size: int, eps: float, noise: str) -> tuple[float, dict[str, Any]]:
     """``--p auto``: p* for this run's batch size, and the statistics logged with it (``p_auto_edge``: the grid
     edge p* lies on, or None)."""

@@ -34,7 +34,6 @@ own state dict does not hold it, so save it beside the optimizer's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -119,6 +118,8 @@ class PowerController:
         self._probe.observe(1)  # the averages are of the gradient the optimizer steps on, whatever its batch
         if self.steps % self.every:
             return
+        from ..diagnostics.predict import json_safe
+
         p_star, stats = self.predict()
         if self.broadcast is not None:
             p_star = self.broadcast(p_star)  # the same p on every rank, whatever the rounding
@@ -128,8 +129,7 @@ class PowerController:
             group["p"] = self.p
         self._update = {"step": self.steps, "p_track": self.p, "p_before": before, "p_star": p_star,
                         "p_smoothed": self.smoothed,
-                        **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                           for k, v in stats.items() if k in ("noise_ratio_median", "frac_no_mean")}}
+                        **json_safe({k: stats[k] for k in ("noise_ratio_median", "frac_no_mean")})}
 
     def take_update(self) -> dict[str, Any] | None:
         """The record of the update made since the last call (``step``, ``p_track``, ``p_star``, the noise

@@ -28,14 +28,13 @@ controller's state is part of every checkpoint, so a resumed run follows the sam
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
-from ..diagnostics.predict import choose_p, noise_ratios, predict_p
+from ..diagnostics.predict import choose_p, json_safe, noise_ratios, predict_p
 from ..optim import PowerController
 from .config import TrainConfig
 from .distributed import full_value
@@ -134,8 +133,7 @@ class NoiseMonitor:
                 "p_star_uniform": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="uniform")[0],
                 "p_star_gaussian": predict_p(meas, self.cfg.batch_size, eps=self.cfg.eps, noise="gaussian")[0],
             }
-            record["noise"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                               for k, v in record["noise"].items()}
+            record["noise"] = json_safe(record["noise"])
         if self.auto and self.chosen_p is None and step == self.cfg.p_auto_steps:
             p_star, stats = choose_p(self._warmup.measurement(), self.cfg.batch_size, self.cfg.eps,
                                      self.cfg.p_auto_noise)
@@ -143,7 +141,7 @@ class NoiseMonitor:
             stats["p_auto"] = p_star
             self._set_p(p_star, optimizer)
             self._warmup = None
-            record.update({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()})
+            record.update(json_safe(stats))
         update = self.controller.take_update() if self.controller is not None else None
         if update is not None:
             record.update({k: v for k, v in update.items() if k != "step"})
