@@ -250,14 +250,15 @@ def test_theory_flags_an_optimum_at_the_edge_of_its_grid(tmp_path):
     assert [r["p_opt_edge"] for r in optimal] == ["lower", ""]
 
 
-def test_a_comparison_whose_runs_used_different_thread_counts_says_so(compared, tmp_path):
+def test_a_comparison_whose_runs_used_different_thread_counts_is_refused(compared, tmp_path):
     out, _ = compared
     copy = tmp_path / "c"
     shutil.copytree(out, copy)
-    assert "torch threads per run: 1 (every run)" in (copy / "report.md").read_text()
     env = next((copy / "runs").iterdir()) / "env.json"
-    env.write_text(json.dumps({**json.loads(env.read_text()), "threads": 2}))
-    code, printed, _ = run_main(["report", str(copy)])
-    assert code == 0
-    warning = "warning: these runs used different torch thread counts (1 thread(s): 5 run(s), 2 thread(s): 1 run(s))"
-    assert warning in printed and warning in (copy / "report.md").read_text()
+    threads = json.loads(env.read_text())["threads"]
+    assert f"torch threads per run: {threads} (every CPU run)" in (copy / "report.md").read_text()
+    env.write_text(json.dumps({**json.loads(env.read_text()), "threads": threads + 1}))
+    code, printed, err = run_main(["report", str(copy)])
+    assert code == 2 and not printed
+    assert err.count("\n") == 1 and "pairs runs of different torch thread counts (" in err
+    assert str(env.parent) in err and "with one --jobs setting" in err

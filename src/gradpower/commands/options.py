@@ -208,11 +208,19 @@ def whole_numbers(text: str, flag: str) -> list[int]:
 
 
 def written(out: Path, since: float) -> str:
-    """``written to OUT: runs.csv, ...``: the tables, report and figures this command wrote (or that none were)."""
+    """``written to OUT: runs.csv, ...``: the tables, report and figures this command wrote, and the folders below
+    OUT whose ``report.md`` it wrote (``claims``' per-claim comparisons), or that nothing was."""
     order = {".csv": 0, ".md": 1, ".png": 2}
-    files = sorted((f for f in out.glob("*") if f.suffix in order and f.stat().st_mtime >= since - 1),
+
+    def new(path: Path) -> bool:
+        return path.stat().st_mtime >= since - 1
+
+    files = sorted((f for f in out.glob("*") if f.suffix in order and f.is_file() and new(f)),
                    key=lambda f: (order[f.suffix], f.name))
-    return f"written to {out}: {', '.join(f.name for f in files)}" if files else f"nothing written to {out}"
+    reports = sorted(str(f.parent.relative_to(out)) for f in out.glob("*/**/report.md")
+                     if "runs" not in f.relative_to(out).parts and new(f))
+    names = [f.name for f in files] + ([f"the reports of {', '.join(reports)}"] if reports else [])
+    return f"written to {out}: {', '.join(names)}" if names else f"nothing written to {out}"
 
 
 def jobs_from_args(args: argparse.Namespace, default: Any) -> int:

@@ -22,11 +22,12 @@ from typing import Any
 
 from ..invocation import program
 from .compare import finished_final_runs, run_compare
+from .execute import Outcome, RunsFailedError
 from .folder import load_listed_runs, read_experiment, write_csv
 from .launcher import LauncherConfig
 from .report import tuned_lr_edges
 from .runs import Run
-from .spec import Arm, ExperimentSpec
+from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
@@ -36,6 +37,8 @@ DIRECTIONS = ("lower", "higher", "additive")
 #: Seconds a run costs beyond its training loop's wall time (process start, data, final evaluation, report),
 #: measured on 2 cores; the time cap of a ``full`` claim adds it to every run.
 RUN_OVERHEAD_S = 3.0
+#: The verdict of a contrast whose terms' runs cancel (:func:`same_runs_cancel`).
+DEGENERATE = "degenerate: the arms are the same runs, so the contrast is 0 by construction (no verdict)"
 CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
                  "ci_high", "n_seeds", "verdict", "mde_80", "horizon_steps", "tokens_per_param", "tokens",
                  "baseline_drop", "lr_at_edge"]
@@ -194,17 +197,39 @@ def _metric(run: Run, metric: str) -> float:
     return float(run.val_loss[index])
 
 
+def _term_runs(folders: dict[str, Path], terms: list[Term], horizon: int | None | str
+               ) -> dict[int, list[tuple[Term, Run]]]:
+    """Per seed where every term's run finished: each term with its run, at one horizon of the ladder."""
+    runs = {(part, arm, seed): run for part, folder in folders.items()
+            for (arm, seed), run in finished_final_runs(folder, read_experiment(folder), horizon).items()}
+    seeds = sorted({s for _, _, s in runs})
+    return {s: [(t, runs[(t.part, t.arm, s)]) for t in terms] for s in seeds
+            if all((t.part, t.arm, s) in runs for t in terms)}
+
+
 def contrast_values(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline"
                     ) -> list[float]:
     """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision, at one
     horizon of the claim's ladder (default: its headline).
 
     ``folders`` maps each part ("" for a single comparison) to its compare folder."""
-    runs = {(part, arm, seed): run for part, folder in folders.items()
-            for (arm, seed), run in finished_final_runs(folder, read_experiment(folder), horizon).items()}
-    seeds = sorted({s for _, _, s in runs})
-    return [sum(t.weight * _metric(runs[(t.part, t.arm, s)], t.metric) for t in terms) for s in seeds
-            if all((t.part, t.arm, s) in runs for t in terms)]
+    return [sum(t.weight * _metric(run, t.metric) for t, run in pairs)
+            for pairs in _term_runs(folders, terms, horizon).values()]
+
+
+def same_runs_cancel(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline") -> bool:
+    """Whether the contrast is 0 by construction: at every seed its terms' runs cancel (the same run and metric
+    with weights summing to 0), e.g. C10 when both arms tune to the shared lr. Such a contrast is degenerate: it
+    has no verdict and no detectable effect."""
+    by_seed = _term_runs(folders, terms, horizon)
+    for pairs in by_seed.values():
+        weights: dict[tuple[str, str], float] = {}
+        for term, run in pairs:
+            key = (str(run.path.resolve()), term.metric)
+            weights[key] = weights.get(key, 0.0) + term.weight
+        if any(abs(w) > 1e-12 for w in weights.values()):
+            return False
+    return bool(by_seed)
 
 
 def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> str:
@@ -226,26 +251,41 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
 def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
           tune_lr: list[float] | None, first_seed: int = 0) -> ExperimentSpec:
     """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq), or each
-    horizon of the claim's ladder."""
-    shared = {**budget.get("shared", {}), **extra}
-    base = {**claim.base, **shared}
+    horizon of the claim's ladder.
+
+    Precedence: the claim's shared settings < the budget's ``shared`` (it scales the setting: sequence length,
+    batch, vocab, evaluation) < each arm's own settings (what the claim tests; a budget never overrides them)
+    < ``extra`` (the command's own settings, e.g. ``data``). A claim whose arms still resolve to the same runs
+    is refused with :class:`SameRunsError`."""
+    base = {**claim.base, **budget.get("shared", {}), **extra}
     horizons = claim.horizons(budget)
     ladder = len(horizons) > 1
     arms = []
     for arm in claim.arms:
-        settings = {**base, **arm.overrides, **shared}
+        own = {**arm.overrides, **extra}
+        settings = {**base, **own}
         if "batch_size" not in settings or "seq_len" not in settings:
             raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
                              f"from the token budget)")
         if ladder:
-            arms.append(Arm(arm.name, {**arm.overrides, **shared}))
+            arms.append(Arm(arm.name, own))
             continue
         steps = max(2, horizons[-1] // (int(settings["batch_size"]) * int(settings["seq_len"])))
         # a claim read at a fraction of the steps (val_at:F) evaluates every tenth of this arm's steps
         evals = {"eval_every": max(1, steps // 10)} if any(t.metric.startswith("val_at:") for t in claim.terms) else {}
-        arms.append(Arm(arm.name, {**evals, **arm.overrides, **shared, "steps": steps}))
-    return ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr, first_seed=first_seed,
+        arms.append(Arm(arm.name, {**evals, **own, "steps": steps}))
+    spec = ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr, first_seed=first_seed,
                           **({"horizons": horizons, "horizon_unit": "tokens"} if ladder else {}))
+    same = with_run_defaults(spec).same_runs()
+    if same:
+        raise SameRunsError(f"its arms {' and '.join(repr(n) for n in same[0])} are the same runs at this budget "
+                            f"(every setting they differ in is set for both by the budget or the command), so it "
+                            f"tests nothing here")
+    return spec
+
+
+class SameRunsError(ValueError):
+    """A claim whose arms resolve to the same runs at a budget: it is skipped with this reason, the others run."""
 
 
 def _horizons(claim: Claim, folders: dict[str, Path]) -> list[int | None]:
@@ -277,10 +317,13 @@ def _row(claim: Claim, folders: dict[str, Path], horizon: int | None | str = "he
     runs = [run for (arm, _), run in finished_final_runs(part_folder, read_experiment(part_folder), horizon).items()
             if arm == baseline.arm]
     stage = stage_of(runs)
+    degenerate = same_runs_cancel(folders, claim.terms, horizon)
+    if degenerate:
+        interval, spread = Interval(math.nan, math.nan, math.nan, interval.n), math.nan
     return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
             "metric": "+".join(metrics), "arm": claim.contrast_text, "baseline": baseline.arm,
             "diff_mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n_seeds": interval.n,
-            "verdict": (f"{plumbing}: plumbing only, no verdict" if plumbing
+            "verdict": (DEGENERATE if degenerate else f"{plumbing}: plumbing only, no verdict" if plumbing
                         else verdict(claim.direction, interval, also)),
             "mde_80": mde_80(spread, interval.n) if math.isfinite(spread) else math.nan,
             "horizon_steps": runs[0].steps if runs else None, **(stage.columns() if stage else {}),
@@ -362,18 +405,29 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
     rows = []
     resolved = []
+    failed: list[Outcome] = []
     for claim in claims:
         echo(f"== {claim.id} ({claim.source}): {claim.statement}")
-        if claim.select:
-            claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)
+        try:
+            if claim.select:
+                claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)
+            folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo,
+                                 launcher)
+            if budget.get("effect"):
+                seeds = _seeds_for(claim, folders, budget, share_s)
+                if seeds > int(budget["seeds"]):
+                    echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
+                    _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
+        except SameRunsError as exc:
+            rows.append(_skipped_row(claim, f"skipped: {exc}"))
+            echo(f"   {claim.id}: {rows[-1]['verdict']}")
+            continue
+        except RunsFailedError as exc:  # its report is written; the other claims still run, the command fails
+            failed += exc.failed
+            rows.append(_skipped_row(claim, f"runs failed: {exc}"))
+            echo(f"   {claim.id}: {rows[-1]['verdict']}")
+            continue
         resolved.append(claim)
-        folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo,
-                             launcher)
-        if budget.get("effect"):
-            seeds = _seeds_for(claim, folders, budget, share_s)
-            if seeds > int(budget["seeds"]):
-                echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
-                _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
         plumbing = None if budget.get("verdict", True) else budget_name
         for horizon in _horizons(claim, folders):
             rows.append(_row(claim, folders, horizon, plumbing))
@@ -386,8 +440,7 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
     figures = []
-    claims = resolved
-    for claim in claims:
+    for claim in resolved:
         for part, (folder, _) in claim.folders(out).items():
             name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
             figures.append(f"![{claim.id} {part}]({folder.relative_to(out)}/{name})\n\n")
@@ -401,7 +454,17 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
         f"{time.time() - started:.0f} s.\n\n{table}\n\n" + (f"Learning rates:\n\n{edges}\n" if edges else "")
         + (f"Secondary contrasts (reported beside a claim, no verdict of their own):\n\n{also}\n" if also else "")
         + f"Where in training each verdict stands (the contrast's baseline arm):\n\n{stages}\n" + "".join(figures))
+    if failed:
+        raise RunsFailedError(failed, table)
     return table
+
+
+def _skipped_row(claim: Claim, why: str) -> dict[str, Any]:
+    """The claims.csv row of a claim that gave no contrast here (skipped, or its runs failed): the reason only."""
+    return {"claim": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.setting,
+            "arm": claim.contrast_text, "baseline": claim.terms[-1].arm, "diff_mean": math.nan, "ci_low": math.nan,
+            "ci_high": math.nan, "n_seeds": 0, "verdict": why, "mde_80": math.nan, "stage": "", "lr_at_edge": "",
+            "also": []}
 
 
 def _edge_warning(row: dict[str, Any]) -> str:
@@ -427,7 +490,7 @@ def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], s
     tuning_s, per_seed = 0.0, {}
     for folder in folders.values():
         record = read_experiment(folder)
-        tuned = [run for entry, run in load_listed_runs(folder, record["runs"])
+        tuned = [run for entry, run in load_listed_runs(folder, record)
                  if entry["phase"] == "tune" and run is not None]
         tuning_s += sum(run.wall_s + RUN_OVERHEAD_S for run in tuned)
         # every horizon of a ladder, each at its recorded wall time (a wsd branch's includes the stable phase it
@@ -443,6 +506,8 @@ def _seeds_for(claim: Claim, folders: dict[str, Path], budget: dict[str, Any], s
 
 
 def _interval_text(row: dict[str, Any]) -> str:
+    if not math.isfinite(row["diff_mean"]):
+        return "none"
     if not math.isfinite(row["ci_low"]):
         return f"{row['diff_mean']:+.4f} (one seed)"
     return f"{row['diff_mean']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"

@@ -64,7 +64,7 @@ def finished_final_runs(out: Path, record: dict[str, Any], horizon: int | None |
     (default: the headline, the longest; a folder without a ladder has one), by (arm, seed)."""
     if horizon == "headline":
         horizon = ExperimentSpec.from_dict(record["spec"]).headline
-    return {(entry["arm"], int(entry["seed"])): run for entry, run in load_listed_runs(out, record["runs"])
+    return {(entry["arm"], int(entry["seed"])): run for entry, run in load_listed_runs(out, record)
             if entry["phase"] == "final" and entry.get("horizon") == horizon and run is not None and run.finished}
 
 
@@ -105,6 +105,11 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     if baseline is not None and baseline not in names:
         raise ValueError(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
     spec = with_run_defaults(spec)
+    same = spec.same_runs()
+    if same:
+        raise ValueError("; ".join(f"arms {a!r} and {b!r} are the same runs" for a, b in same)
+                         + ": every field they set resolves to the same value (a preset's default included), so "
+                         "their difference is 0 by construction; make the arms differ")
     # every arm's configuration and data are valid before the folder is written or the first run trains
     check_configs(spec.config(spec.first_seed, **arm.overrides, **settings,
                               **({"lr": spec.tune_lr[0]} if spec.tune_lr else {}))
@@ -115,9 +120,9 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
 
     horizons: dict[int, tuple[str, int | None]] = {}  # each planned run's arm and horizon, by id
 
-    def planned_run(arm: Arm, seed: int, horizon: int | None, settings: dict[str, Any], **extra: Any) -> PlannedRun:
+    def planned_run(arm: Arm, seed: int, horizon: int | None, lr: float | None = None) -> PlannedRun:
         label = arm.name + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
-        run = PlannedRun(label, seed, place(spec.config(seed, **arm.overrides, **settings, **extra), runs_root))
+        run = PlannedRun(label, seed, place(spec.arm_config(arm, seed, horizon, lr), runs_root))
         horizons[id(run)] = (arm.name, horizon)
         return run
 
@@ -135,7 +140,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     if spec.tune_lr:
         tune_seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
         # at the headline horizon (the longest), the one the verdict speaks of
-        tuning = [planned_run(arm, seed, *spec.horizon_runs(arm.overrides)[-1], lr=lr)
+        tuning = [planned_run(arm, seed, spec.headline, lr)
                   for arm in spec.arms for lr in spec.tune_lr for seed in tune_seeds]
         record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
         write_experiment(out, record)
@@ -152,9 +157,8 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     looks = sequential_looks(spec.max_seeds) if spec.max_seeds else (spec.seeds,)
     for look, seeds in enumerate(looks, 1):
         spec = dataclasses.replace(spec, seeds=seeds)
-        final = [planned_run(arm, seed, horizon, settings, **({"lr": chosen[arm.name]} if chosen else {}))
-                 for seed in spec.seed_list for arm in spec.arms
-                 for horizon, settings in spec.horizon_runs(arm.overrides)]
+        final = [planned_run(arm, seed, horizon, chosen.get(arm.name))
+                 for seed in spec.seed_list for arm in spec.arms for horizon, _ in spec.horizon_runs(arm.overrides)]
         record["runs"] = tuning_entries + entries(final, "final", chosen)
         record["spec"] = spec.to_dict()
         ladder = (f" x {len(spec.horizons)} horizon(s) ({', '.join(map(str, sorted(spec.horizons)))} "

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .pairing import check_pairing
 from .runs import Run, RunReadError, load_run
 
 EXPERIMENT_FILE = "experiment.json"
@@ -50,31 +51,17 @@ def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Pat
     return path
 
 
-def load_listed_runs(out: Path, entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Run | None]]:
-    """Each listed run with its :class:`Run`, or ``None`` when the folder is missing or unreadable.
+def load_listed_runs(out: Path, record: dict[str, Any]) -> list[tuple[dict[str, Any], Run | None]]:
+    """Each run ``record`` lists with its :class:`Run`, or ``None`` when the folder is missing or unreadable;
+    refused in one line when they would not pair (:func:`.pairing.check_pairing`).
 
     A listed folder may lie outside ``out`` (``../runs/NAME`` when comparisons share their runs); its path is
     normalised, so one run has one name wherever it is listed."""
     loaded = []
-    for entry in entries:
+    for entry in record["runs"]:
         try:
             loaded.append((entry, load_run(Path(os.path.normpath(out / entry["dir"])))))
         except RunReadError:
             loaded.append((entry, None))
-    _check_one_kernel(out, [run for _, run in loaded if run is not None])
+    check_pairing(out, record, loaded)
     return loaded
-
-
-def _check_one_kernel(out: Path, runs: list[Run]) -> None:
-    """An experiment pairs its runs, so their ``|g|^p`` kernels must agree: the kernels round differently, and a
-    seed's difference between two arms would then hold the kernels' difference too (runs of another machine copied
-    in, or a cluster of mixed CPUs). Runs that recorded none (AdamW, or written before it was recorded) pass."""
-    first: dict[str, Path] = {}
-    for run in runs:
-        kernel = run.resolved.get("power_kernel")
-        if kernel is not None:
-            first.setdefault(kernel, run.path)
-    if len(first) > 1:
-        named = "; ".join(f"{kernel} in {path}" for kernel, path in first.items())
-        raise ValueError(f"{out} pairs runs of different |g|^p kernels ({named}): they round differently, so their "
-                         "paired differences would mix the kernels in; train every run on one kind of machine")

@@ -9,7 +9,6 @@ writes the folder's files).
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..train.config import TrainConfig
 from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
 from .ladder import decay_start, shared_seconds
+from .pairing import cpu_threads
 from .runs import Run
 from .spec import ExperimentSpec
 from .stage import stage_of
@@ -88,7 +88,7 @@ def _tuning_table(loaded: list[tuple[dict[str, Any], Run | None]], grid: list[fl
 
 def choose_lrs(out: Path, record: dict[str, Any]) -> dict[str, float]:
     """Each arm's best lr on its own grid (lowest mean final val loss of the tuning runs)."""
-    _, best = _tuning_table(load_listed_runs(out, record["runs"]), record["spec"]["tune_lr"])
+    _, best = _tuning_table(load_listed_runs(out, record), record["spec"]["tune_lr"])
     return best
 
 
@@ -131,7 +131,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
     if baseline not in names:
         raise ValueError(f"--baseline {baseline!r} is not an arm of {out}; arms: {', '.join(names)}")
     names = [baseline] + [n for n in names if n != baseline]
-    loaded = load_listed_runs(out, record["runs"])
+    loaded = load_listed_runs(out, record)
 
     runs_rows = []
     for entry, run in loaded:
@@ -215,8 +215,6 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
         text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
     if tuning["warnings"]:
         text += "\n" + "\n".join(tuning["warnings"])
-    if threads.startswith("warning"):  # the info line stays in report.md; a mixed count is said on the console too
-        text += "\n" + threads
     if missing:
         text += f"\nnot finished (left out): {', '.join(missing)}"
     return text
@@ -346,20 +344,10 @@ def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def threads_line(runs: list[Run]) -> str:
-    """Which torch thread counts the runs used (each run's ``env.json``), or a warning when they differ: on some
-    CPUs the count changes the numbers (``benchmarks/cpu_jobs.py`` measures it), so paired runs should share it."""
-    counts: dict[int, int] = {}
-    for run in runs:
-        try:
-            threads = int(json.loads((run.path / "env.json").read_text())["threads"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        counts[threads] = counts.get(threads, 0) + 1
-    if len(counts) > 1:
-        mixed = ", ".join(f"{t} thread(s): {n} run(s)" for t, n in sorted(counts.items()))
-        return (f"warning: these runs used different torch thread counts ({mixed}); on some CPUs the count changes "
-                "a run's numbers (benchmarks/cpu_jobs.py), so train them with one --jobs setting")
-    return f"torch threads per run: {next(iter(counts))} (every run)" if counts else ""
+    """``torch threads per run: 2 (every CPU run)``, from each run's ``env.json`` ("" when none recorded one): the
+    count is part of a CPU run's numbers, so reading the folder refused mixed counts (:mod:`.pairing`)."""
+    counts = {count for count in map(cpu_threads, runs) if count is not None}
+    return f"torch threads per run: {counts.pop()} (every CPU run)" if len(counts) == 1 else ""
 
 
 def lr_edges(best: dict[str, float], grid: list[float]) -> dict[str, float]:

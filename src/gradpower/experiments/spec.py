@@ -12,6 +12,7 @@ optional ``name``) or a ``[grid]`` table of lists; a ``[launcher]`` table says w
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class ExperimentSpec:
         if not self.horizons:
             return [(None, {})]
         cfg = self.config(**overrides)
-        per_step = cfg.batch_size * (cfg.seq_len or preset(cfg.preset).max_seq_len)
+        per_step = self.tokens_per_step(overrides)
         horizons = sorted(self.horizons)
         steps = [h if self.horizon_unit == "steps" else h // per_step for h in horizons]
         given = {**self.base, **overrides}
@@ -145,6 +146,50 @@ class ExperimentSpec:
         tracking = {"p_every": ladder_p_every(steps, given.get("p_every"))} if cfg.p_track else {}
         return [(h, {"steps": s, "warmup": warmup, "eval_every": every, **tracking,
                      "ckpt_every": given.get("ckpt_every") or max(1, s // 4)}) for h, s in zip(horizons, steps)]
+
+    def tokens_per_step(self, overrides: dict[str, Any]) -> int:
+        """Training tokens of one optimizer step of a run with ``overrides`` (batch x sequence length)."""
+        cfg = self.config(**overrides)
+        return cfg.batch_size * (cfg.seq_len or preset(cfg.preset).max_seq_len)
+
+    def budget_steps(self, point: dict[str, Any]) -> dict[str, Any]:
+        """``--tokens``: the steps that give a grid point the sweep's token budget (equal compute across batch
+        sizes); ``{}`` without one."""
+        if self.tokens is None:
+            return {}
+        per_step = self.tokens_per_step(point)
+        if self.tokens // per_step < 1:
+            raise ValueError(f"--tokens {self.tokens} is less than one step of {point_label(point)} "
+                             f"({per_step} tokens)")
+        return {"steps": self.tokens // per_step}
+
+    def arm_config(self, arm: Arm, seed: int, horizon: int | None = None, lr: float | None = None) -> TrainConfig:
+        """The config of ``arm``'s run for ``seed`` at ``horizon`` of the ladder (None without one), at a tuned
+        ``lr`` (None: the arm's own): what ``compare`` plans, and what a reader of its folder checks a run against."""
+        return self._config_at(arm.overrides, seed, horizon, {"lr": lr} if lr is not None else {})
+
+    def point_config(self, point: dict[str, Any], seed: int, horizon: int | None = None) -> TrainConfig:
+        """The config of a grid point's run for ``seed`` at ``horizon``: what ``sweep`` plans."""
+        return self._config_at(point, seed, horizon, self.budget_steps(point))
+
+    def _config_at(self, overrides: dict[str, Any], seed: int, horizon: int | None, extra: dict[str, Any]
+                   ) -> TrainConfig:
+        settings = dict(self.horizon_runs(overrides))
+        if horizon not in settings:
+            raise ValueError(f"horizon {horizon} is not one of this experiment's ({sorted(self.horizons or [])})")
+        return self.config(seed, **overrides, **settings[horizon], **extra)
+
+    def same_runs(self) -> list[tuple[str, str]]:
+        """Pairs of arms whose runs would be the same runs (every defining field equal at every horizon, at the
+        first lr of a tuning grid): no design, since their difference is 0 by construction."""
+        lr = self.tune_lr[0] if self.tune_lr else None
+
+        def runs_of(arm: Arm) -> list[dict[str, Any]]:
+            return [self.arm_config(arm, self.first_seed, horizon, lr).effective()
+                    for horizon, _ in self.horizon_runs(arm.overrides)]
+
+        planned = [(arm.name, runs_of(arm)) for arm in self.arms]
+        return [(a, b) for i, (a, runs_a) in enumerate(planned) for b, runs_b in planned[i + 1:] if runs_a == runs_b]
 
     def horizon_text(self, horizon: int | None) -> str:
         """``640 steps`` or ``655,360 tokens``; "" without a ladder."""
@@ -160,6 +205,17 @@ class ExperimentSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
         return cls(**{**data, "arms": [Arm(**a) for a in data.get("arms", [])]})
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the first field varying slowest."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """``p=1.2 batch_size=8``, numbers written as in the CSV files."""
+    return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:

@@ -18,28 +18,16 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ..train.assemble import model_config_for
 from . import plots
 from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
 from .launcher import LauncherConfig
-from .spec import ExperimentSpec, with_run_defaults
+from .spec import ExperimentSpec, grid_points, point_label, with_run_defaults
 from .stage import stage_of
 from .stats import Interval, t_interval
 
 #: The column of a ladder's horizon in a sweep's tables.
 HORIZON = "horizon"
-
-
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, the first field varying slowest."""
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def point_label(point: dict[str, Any]) -> str:
-    """``p=1.2 batch_size=8``, numbers written as in the CSV files."""
-    return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gradpower sweep",
@@ -54,10 +42,9 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
     planned, horizons = [], []
     for seed in spec.seed_list:
         for point in points:
-            for horizon, settings in spec.horizon_runs(point):
+            for horizon, _ in spec.horizon_runs(point):
                 label = point_label(point) + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
-                planned.append(PlannedRun(label, seed, place(spec.config(seed, **point, **_budget(spec, point),
-                                                                         **settings), out / "runs")))
+                planned.append(PlannedRun(label, seed, place(spec.point_config(point, seed, horizon), out / "runs")))
                 horizons.append(horizon)
     check_planned(planned)  # every point is valid before the folder is written
     out.mkdir(parents=True, exist_ok=True)
@@ -75,19 +62,6 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
     return text
 
 
-def _budget(spec: ExperimentSpec, point: dict[str, Any]) -> dict[str, Any]:
-    """``--tokens``: the steps that give ``point`` the sweep's token budget (equal compute across batch sizes)."""
-    if spec.tokens is None:
-        return {}
-    cfg = spec.config(**point)
-    tokens_per_step = cfg.batch_size * model_config_for(cfg).max_seq_len
-    steps = spec.tokens // tokens_per_step
-    if steps < 1:
-        raise ValueError(f"--tokens {spec.tokens} is less than one step of {point_label(point)} "
-                         f"({tokens_per_step} tokens)")
-    return {"steps": steps}
-
-
 def sweep_report(out: Path) -> str:
     """Write sweep.csv, summary.csv, best.csv and the figures of a sweep folder; return the summary text."""
     record = read_experiment(out)
@@ -96,7 +70,7 @@ def sweep_report(out: Path) -> str:
     grid = {**spec.grid, **({HORIZON: sorted(spec.horizons)} if spec.horizons else {})}
     fields = list(grid)
     rows = []
-    loaded = load_listed_runs(out, record["runs"])
+    loaded = load_listed_runs(out, record)
     for entry, run in loaded:
         done = run is not None and run.finished
         rows.append(

@@ -246,6 +246,15 @@ class TrainConfig:
         """The fields that decide the run's result (everything but where and how it is run and logged)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
 
+    def effective(self) -> dict[str, Any]:
+        """:meth:`defining` with every default that resolves from other fields resolved (lr from the preset,
+        the warm-up, the seeds of initialisation and data, ``--p track``'s cadence): two configs whose
+        ``effective()`` agree train the same run, even where one states a default the other leaves unset."""
+        values = self.defining()
+        values.update(lr=self.resolved_lr, warmup=self.warmup_steps, init_seed=self.effective_init_seed,
+                      data_seed=self.effective_data_seed, p_every=self.p_every_steps if self.p_track else None)
+        return values
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from a saved ``to_dict()``; keys of other versions are ignored, missing ones default."""
