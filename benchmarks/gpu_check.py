@@ -250,7 +250,8 @@ def run_checks(steps: list[tuple[str, Callable[[], list[Check]]]], echo: Callabl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--preset", default="llama-0.2b", help="model of checks 2-4")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step in checks 3-4")

@@ -50,7 +50,8 @@ def train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--presets", nargs="+", default=["llama-tiny", "llama-small"])
     parser.add_argument("--batch-size", type=int, default=8)

@@ -82,7 +82,8 @@ def max_rel_error(route: Callable[..., torch.Tensor], x: torch.Tensor, p: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--p", type=float, default=1.2)
     parser.add_argument("--elements", type=int, default=45_416_448)

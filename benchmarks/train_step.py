@@ -78,7 +78,8 @@ def measure(variants: dict[str, tuple[str, dict]], model_state: dict, cfg, batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", default=None, help="default: llama-small on CPU, llama-0.2b on CUDA")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 8 on CPU, 32 on CUDA")

@@ -60,7 +60,8 @@ def train(opt_name: str, data: torch.Tensor, val: torch.Tensor, vocab: int, step
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     text = shakespeare_text()

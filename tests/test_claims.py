@@ -2,9 +2,12 @@
 runs.csv by hand, no verdict), the verdict rule on fixed intervals and on a full budget, and bad input as one-line
 errors."""
 
+import contextlib
 import csv
+import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from gradpower.cli import main
 from gradpower.experiments.claims import CLAIMS_FILE, load_claims, select_claims, verdict
 from gradpower.experiments.stats import Interval
 
+# one worker runs this file, so the micro budget over every claim (the module's fixture) runs once
+pytestmark = pytest.mark.xdist_group("claims")
 COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low", "ci_high",
            "n_seeds", "verdict"]
 
@@ -36,60 +41,87 @@ def test_the_claims_file_declares_every_claim_with_its_direction():
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
 
-def test_micro_claims_write_the_table_and_a_contrast_that_follows_runs_csv(tmp_path, capsys):
-    out = tmp_path / "claims"
-    argv = ["claims", "--budget", "micro", "--only", "C9", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "| C9 | GPAS paper |" in printed and "written to" in printed and "claims.md" in printed
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """``gradpower claims --budget micro`` over every claim, as CI runs it: (out, printed, cache)."""
+    out, cache = tmp_path_factory.mktemp("claims") / "micro", tmp_path_factory.mktemp("cache")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["claims", "--budget", "micro", "--out", str(out), "--cache-dir", str(cache)]) == 0
+    return out, printed.getvalue(), cache
+
+
+def test_micro_runs_every_claim_and_names_what_it_wrote(micro):
+    out, printed, _ = micro
+    claims, _ = load_claims(CLAIMS_FILE)
     rows = read(out / "claims.csv")
-    # one row per (claim, horizon of its ladder): C9 declares 1x, 2x and 4x the budget's 256 tokens
-    assert [(r["claim"], r["horizon_steps"]) for r in rows] == [("C9", "4"), ("C9", "8"), ("C9", "16")]
+    assert [c.id for c in claims] == list(dict.fromkeys(r["claim"] for r in rows))
+    assert all(r["verdict"] == "micro: plumbing only, no verdict" for r in rows)
+    last = printed.strip().splitlines()[-1]
+    assert last.startswith(f"written to {out}: claims.csv, claims.md, the reports of C1, ")
+    assert all(c.id in last for c in claims)
+
+
+def test_micro_keeps_each_arms_own_batch_size(micro):
+    # C8 compares batch 8 with batch 32 at equal tokens: the budget's shared settings never override an arm's own.
+    out, _, _ = micro
+    batch = {r["arm"]: json.loads((Path(r["run_dir"]) / "config.json").read_text())["train"]["batch_size"]
+             for r in read(out / "C8" / "runs.csv")}
+    assert batch == {"b8 p=0.8": 8, "b8 p=1.4": 8, "b32 p=0.8": 32, "b32 p=1.4": 32}
+    for claim, size in (("C11.b8", 8), ("C11.b32", 32)):  # a claim's shared batch is its own too
+        assert {json.loads((Path(r["run_dir"]) / "config.json").read_text())["train"]["batch_size"]
+                for r in read(out / claim / "runs.csv")} == {size}
+
+
+def test_micro_claims_write_the_table_and_a_contrast_that_follows_runs_csv(micro, capsys, tmp_path):
+    out, printed, cache = micro
+    assert "| C9 | GPAS paper |" in printed and "tokens per parameter" in printed
+    rows = [r for r in read(out / "claims.csv") if r["claim"] == "C9"]
+    # one row per (claim, horizon of its ladder): C9 declares 1x, 2x and 4x the budget's 512 tokens (8 x 8 a step)
+    assert [r["horizon_steps"] for r in rows] == ["8", "16", "32"]
     assert list(rows[0])[:len(COLUMNS)] == COLUMNS
     params = 2_000_000 < float(rows[2]["tokens"]) / float(rows[2]["tokens_per_param"]) < 2_200_000
-    assert params and rows[2]["tokens"] == "1024"
+    assert params and rows[2]["tokens"] == "2048"
     assert (out / "claims.md").exists() and (out / "C9" / "horizons.png").exists()
-    assert "C9/horizons.png" in (out / "claims.md").read_text() and "tokens per parameter" in printed
-    headline = [r for r in rows if r["horizon_steps"] == "16"]
-    for row, (arm, base) in zip(headline, [("pre-ln + gpas", "pre-ln")]):
-        runs = [r for r in read(out / row["claim"] / "runs.csv") if r["steps"] == "16"]
-        loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
-        diffs = [loss[(arm, s)] - loss[(base, s)] for s in sorted({r["seed"] for r in runs})]
-        mean, half = sum(diffs) / len(diffs), stats.t.ppf(0.975, len(diffs) - 1) * stats.tstd(diffs) / math.sqrt(2)
-        assert float(row["diff_mean"]) == pytest.approx(mean, abs=2e-5)
-        assert float(row["ci_low"]) == pytest.approx(mean - half, abs=2e-4)  # t(0.975, 1) = 12.7 x the CSV rounding
-        assert row["verdict"] == "micro: plumbing only, no verdict" and row["n_seeds"] == "2"
-    # Rerunning reuses every run: nothing trains again.
-    assert main(argv) == 0
+    assert "C9/horizons.png" in (out / "claims.md").read_text()
+    row = rows[2]
+    runs = [r for r in read(out / "C9" / "runs.csv") if r["steps"] == "32"]
+    loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
+    diffs = [loss[("pre-ln + gpas", s)] - loss[("pre-ln", s)] for s in sorted({r["seed"] for r in runs})]
+    mean, half = sum(diffs) / len(diffs), stats.t.ppf(0.975, len(diffs) - 1) * stats.tstd(diffs) / math.sqrt(2)
+    assert float(row["diff_mean"]) == pytest.approx(mean, abs=2e-5)
+    assert float(row["ci_low"]) == pytest.approx(mean - half, abs=2e-4)  # t(0.975, 1) = 12.7 x the CSV rounding
+    assert row["n_seeds"] == "2"
+    # Rerunning reuses every run: nothing trains again (a copy: the finished runs without their checkpoints).
+    copy = tmp_path / "claims"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pt"))
+    assert main(["claims", "--budget", "micro", "--only", "C9", "--out", str(copy), "--cache-dir", str(cache)]) == 0
     assert "training ->" not in capsys.readouterr().out
 
 
-def test_micro_c11_chooses_the_better_fixed_p_on_pilot_seeds_and_contrasts_tracking_with_it(tmp_path, capsys):
-    out = tmp_path / "claims"
-    assert main(["claims", "--budget", "micro", "--only", "C11.b8", "--out", str(out), "--cache-dir",
-                 str(tmp_path / "c")]) == 0
-    printed = capsys.readouterr().out
-    # the rule, recomputed from the pilot's runs.csv: the lower mean final val loss at the headline (16 steps)
-    pilot = [r for r in read(out / "C11.b8-pilot" / "runs.csv") if r["steps"] == "16"]
+def test_micro_c11_chooses_the_better_fixed_p_on_pilot_seeds_and_contrasts_tracking_with_it(micro):
+    out, printed, _ = micro
+    # the rule, recomputed from the pilot's runs.csv: the lower mean final val loss at the headline (32 steps)
+    pilot = [r for r in read(out / "C11.b8-pilot" / "runs.csv") if r["steps"] == "32"]
     assert sorted({r["seed"] for r in pilot}) == ["100", "101"]
     means = {arm: sum(float(r["final_val_loss"]) for r in pilot if r["arm"] == arm) / 2
              for arm in ("adampower p=1.0", "adampower p=1.2")}
     chosen = min(means, key=means.get)
     assert json.loads((out / "C11.b8-pilot" / "selection.json").read_text())["chosen"] == chosen
-    assert f"better fixed p = {chosen}" in printed
+    assert f"C11.b8: better fixed p = {chosen}" in printed
     # the reported seeds are others, and the contrast is tracking minus the chosen arm, seed by seed
-    runs = [r for r in read(out / "C11.b8" / "runs.csv") if r["steps"] == "16"]
+    runs = [r for r in read(out / "C11.b8" / "runs.csv") if r["steps"] == "32"]
     assert sorted({r["seed"] for r in runs}) == ["0", "1"]
     assert {r["arm"] for r in runs} == {chosen, "adampower p=track", "adamw"}
     loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
     diffs = [loss[("adampower p=track", s)] - loss[(chosen, s)] for s in ("0", "1")]
-    row = [r for r in read(out / "claims.csv") if r["horizon_steps"] == "16"][0]
+    row = [r for r in read(out / "claims.csv") if r["claim"] == "C11.b8" and r["horizon_steps"] == "32"][0]
     assert float(row["diff_mean"]) == pytest.approx(sum(diffs) / 2, abs=2e-5)
     assert row["baseline"] == chosen and "chosen on pilot seeds 100-101" in row["arm"]
     also = [loss[("adampower p=track", s)] - loss[("adamw", s)] for s in ("0", "1")]
     assert f"adampower p=track - adamw = {sum(also) / 2:+.4f}" in (out / "claims.md").read_text()
-    # the tracking runs re-chose p every 10% of the 1x horizon (4 steps: every step), the same on every horizon
-    tracked = [d for d in (out / "runs").iterdir() if "ptrack" in d.name]
+    # the tracking runs re-chose p every 10% of the 1x horizon (8 steps: every step), the same on every horizon
+    tracked = [Path(r["run_dir"]) for r in runs if r["arm"] == "adampower p=track"]
     for run in tracked:
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert json.loads((run / "config.json").read_text())["train"]["p_every"] == 1
@@ -121,22 +153,22 @@ def test_bad_claims_input_is_one_line(tmp_path, capsys):
     assert f"{broken}: missing key" in capsys.readouterr().err
 
 
-def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(tmp_path, capsys):
-    # C7's AdamW and AdamPower arms are C3's dense arms (same settings, other arm names): they train once.
-    out = tmp_path / "claims"
-    argv = ["claims", "--budget", "micro", "--only", "C3,C7", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("training ->") == 12  # 4 arms x 2 seeds for C3, then only C7's 2 new arms x 2 seeds
-    assert len(list((out / "runs").iterdir())) == 12 and not (out / "C7" / "runs").exists()
+def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(micro, tmp_path):
+    # C7's AdamW and AdamPower arms are C3's dense arms (same settings, other arm names): one run folder each.
+    out, printed, _ = micro
     c3 = {(r["arm"], r["seed"]): r for r in read(out / "C3" / "runs.csv")}
     c7 = {(r["arm"], r["seed"]): r for r in read(out / "C7" / "runs.csv")}
     for seed in ("0", "1"):
-        assert c7[("adamw", seed)]["final_val_loss"] == c3[("dense adamw", seed)]["final_val_loss"]
+        assert c7[("adamw", seed)]["run_dir"] == c3[("dense adamw", seed)]["run_dir"]
         assert c7[("adampower", seed)]["run_dir"] == c3[("dense adampower", seed)]["run_dir"]
+    assert not (out / "C7" / "runs").exists()
+    section = printed[printed.index("== C7 "):printed.index("== C8 ")]
+    assert section.count("training ->") == 4  # only C7's 2 new arms x 2 seeds trained
     # The claim's folder is still a compare folder that 'gradpower report' rebuilds from the shared runs.
-    (out / "C7" / "results.csv").unlink()
-    assert main(["report", str(out / "C7")]) == 0 and (out / "C7" / "results.csv").exists()
+    copy = tmp_path / "claims"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pt"))
+    (copy / "C7" / "results.csv").unlink()
+    assert main(["report", str(copy / "C7")]) == 0 and (copy / "C7" / "results.csv").exists()
 
 
 def one_claim_file(tmp_path, full: str) -> str:
@@ -169,11 +201,9 @@ def test_full_adds_seeds_up_to_seeds_needed_capped_by_max_seeds_and_time(tmp_pat
     assert {r["seed"] for r in read(out / "C9" / "runs.csv")} == {str(s) for s in range(seeds)}
 
 
-def test_a_claim_read_at_fractions_of_the_steps_evaluates_there_and_its_contrast_follows_metrics(tmp_path):
+def test_a_claim_read_at_fractions_of_the_steps_evaluates_there_and_its_contrast_follows_metrics(micro):
     # C4: (AdamPower - AdamW) at 80% of the steps minus at 25%, from the runs' regular evaluations.
-    out = tmp_path / "claims"
-    argv = ["claims", "--budget", "micro", "--only", "C4", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
-    assert main(argv) == 0
+    out, _, _ = micro
     runs = read(out / "C4" / "runs.csv")
     steps = int(runs[0]["steps"])
 
@@ -186,5 +216,5 @@ def test_a_claim_read_at_fractions_of_the_steps_evaluates_there_and_its_contrast
     by = {(r["arm"], r["seed"]): r["run_dir"] for r in runs}
     diffs = [(val_at(by[("adampower p=1.2", s)], 0.8) - val_at(by[("adamw", s)], 0.8))
              - (val_at(by[("adampower p=1.2", s)], 0.25) - val_at(by[("adamw", s)], 0.25)) for s in ("0", "1")]
-    row = read(out / "claims.csv")[0]
+    row = [r for r in read(out / "claims.csv") if r["claim"] == "C4"][0]
     assert float(row["diff_mean"]) == pytest.approx(sum(diffs) / 2, abs=1e-5) and sum(map(abs, diffs)) > 0

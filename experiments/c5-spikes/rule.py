@@ -42,7 +42,7 @@ def choose(table: dict[float, list[tuple[int, float]]]) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     args = parser.parse_args()
     table = pilot_table(args.folder)

@@ -98,7 +98,7 @@ def choose(rows: list[dict[str, object]], budget_s: float, jobs: int) -> tuple[i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder holding one compare --plan folder per candidate and horizon")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="training seconds of the default")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time of the default (the pilot's --jobs)")

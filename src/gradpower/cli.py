@@ -53,24 +53,46 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
-    """``unrecognized arguments: --stepz 5; did you mean --steps?``"""
+    """``unrecognized arguments: --stepz 5; did you mean --steps?``, with a hint at what the user was doing: a
+    TrainConfig field given to ``compare`` or ``sweep`` (``--set FIELD=VALUE``, an arm or a grid axis), or
+    ``train --set KEY=VALUE`` (train spells every field as its own flag). Abbreviations are never expanded."""
+    from .train.config import config_fields
+
     message = f"unrecognized arguments: {' '.join(extras)}"
-    known = [flag for flag in parser._option_string_actions if flag.startswith("--")]
-    for extra in extras:
-        if extra.startswith("-"):
-            close = difflib.get_close_matches(extra.split("=")[0], known, n=1, cutoff=0.6)
-            if close:
-                return f"{message}; did you mean {close[0]}?"
+    flags = parser._option_string_actions
+    known = [flag for flag in flags if flag.startswith("--")]
+    fields = {f.name for f in config_fields()}
+    for index, extra in enumerate(extras):
+        if not extra.startswith("--"):
+            continue
+        flag = extra.split("=")[0]
+        name = flag[2:].replace("-", "_")
+        if flag == "--set" and "--set" not in flags:  # train: --set seq_len=64 means --seq-len 64
+            key, _, value = (extras[index + 1] if index + 1 < len(extras) else "KEY=VALUE").partition("=")
+            spelled = "--" + key.replace("_", "-")
+            if spelled in flags:
+                return f"{message}; {parser.prog} takes each field as its own flag: {spelled} {value or 'VALUE'}"
+        starts = [k for k in known if k.startswith(flag)]
+        if len(starts) == 1:  # an abbreviation: argparse would have expanded it
+            return f"{message}; did you mean {starts[0]}? (flags are never abbreviated)"
+        if name in fields and "--set" in flags:  # compare/sweep: a training field is set for every arm or per arm
+            per = ("or as a grid axis --grid '" + name + "=V1,V2'" if "--grid" in flags
+                   else "or per arm --arm 'NAME: ... " + name + "=VALUE'")
+            return (f"{message}; {parser.prog} sets {name} for every run with --set {name}=VALUE, {per}")
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        if close:
+            return f"{message}; did you mean {close[0]}?"
     return message
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: one subparser per module of :data:`COMMANDS`, each adding its own flags."""
-    parser = _OneLineErrors(prog="gradpower", description="GradPower and GPAS for language-model pre-training.")
+    parser = _OneLineErrors(prog="gradpower", description="GradPower and GPAS for language-model pre-training.",
+                            allow_abbrev=False)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, **module.parser_options()))
+        module.add_arguments(sub.add_parser(name, allow_abbrev=False, **module.parser_options()))
     return parser
 
 
