@@ -35,6 +35,9 @@ from ..theory.toy import update_limit
 from .gradstats import Measurement
 
 P_GRID = np.round(np.arange(0.3, 2.5001, 0.05), 10)
+#: How close to its maximum D(p) must be for p to count as "as good" as p*: D(p) is often flat around its peak, so
+#: p* alone reads more precise than the prediction is; every p* is reported with its flat range at this fraction.
+FLAT_FRACTION = 0.02
 
 
 def loss_decrease(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: float = 1e-8,
@@ -53,6 +56,24 @@ def predict_p(meas: Measurement, batch_size: int, ps: np.ndarray = P_GRID, eps: 
     """p* = argmax D(p) and the curve D(p)."""
     curve = loss_decrease(meas, batch_size, ps, eps, noise, mask)
     return float(ps[int(np.argmax(curve))]), curve
+
+
+def flat_range(curve: np.ndarray, ps: np.ndarray = P_GRID, fraction: float = FLAT_FRACTION) -> tuple[float, float]:
+    """The p values around p* (the contiguous run of the grid containing the argmax) whose D(p) is within
+    ``fraction`` of the maximum: the precision of the prediction, as (lowest, highest) p."""
+    j = int(np.argmax(curve))
+    threshold = curve[j] - fraction * abs(curve[j])
+    low, high = j, j
+    while low > 0 and curve[low - 1] >= threshold:
+        low -= 1
+    while high < curve.size - 1 and curve[high + 1] >= threshold:
+        high += 1
+    return float(ps[low]), float(ps[high])
+
+
+def flat_text(low: float, high: float) -> str:
+    """``[0.3, 1.2]``: a flat range as the tables print it."""
+    return f"[{low:g}, {high:g}]"
 
 
 def grid_edge(p_star: float, ps: np.ndarray = P_GRID) -> str | None:
@@ -96,7 +117,8 @@ def summary_rows(meas: Measurement, batch_size: int, p: float, eps: float = 1e-8
         row["frac_below_eps"] = float(np.average(mu ** p < eps, weights=meas.weights[mask]))
         row["b_simple"] = meas.noise_scale(names) if meas.tensor_norms else math.nan
         for noise in ("uniform", "gaussian"):
-            row[f"p_star_{noise}"] = predict_p(meas, batch_size, eps=eps, noise=noise, mask=mask)[0]
+            row[f"p_star_{noise}"], curve = predict_p(meas, batch_size, eps=eps, noise=noise, mask=mask)
+            row[f"p_flat_low_{noise}"], row[f"p_flat_high_{noise}"] = flat_range(curve)
         row["frac_no_mean"] = frac_no_mean
         rows.append(row)
     return rows
@@ -109,10 +131,11 @@ def json_safe(stats: dict[str, Any]) -> dict[str, Any]:
 
 def choose_p(meas: Measurement, batch_size: int, eps: float, noise: str) -> tuple[float, dict[str, Any]]:
     """``--p auto``: p* for this run's batch size, and the statistics logged with it (``p_auto_edge``: the grid
-    edge p* lies on, or None)."""
-    p_star, _ = predict_p(meas, batch_size, eps=eps, noise=noise)
+    edge p* lies on, or None; ``p_flat_low``/``p_flat_high``: its flat range, :func:`flat_range`)."""
+    p_star, curve = predict_p(meas, batch_size, eps=eps, noise=noise)
     ratio, frac_no_mean = noise_ratios(meas, batch_size)
-    return p_star, {"p_auto": p_star, "noise_model": noise,
+    low, high = flat_range(curve)
+    return p_star, {"p_auto": p_star, "p_flat_low": low, "p_flat_high": high, "noise_model": noise,
                     "b_simple": meas.noise_scale() if meas.tensor_norms else math.nan,
                     "noise_ratio_median": _quantile(ratio, 50), "frac_no_mean": frac_no_mean,
                     "p_auto_edge": grid_edge(p_star)}

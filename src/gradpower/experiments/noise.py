@@ -21,7 +21,7 @@ import torch
 
 from ..data.pipeline import build_data
 from ..diagnostics import P_GRID, Measurement, MicroBatchProbe, loss_decrease, summary_rows
-from ..diagnostics.predict import edge_warning
+from ..diagnostics.predict import FLAT_FRACTION, edge_warning, flat_text
 from ..fileio import warn
 from ..models import build_model, config_from_dict
 from ..theory.toy import update_limit
@@ -33,7 +33,8 @@ from .runs import RunReadError, load_run
 
 NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",
                  "noise_ratio_q50", "noise_ratio_q90", "frac_below_eps", "b_simple", "p_star_uniform",
-                 "p_star_gaussian", "frac_no_mean"]
+                 "p_star_gaussian", "frac_no_mean", "p_flat_low_uniform", "p_flat_high_uniform",
+                 "p_flat_low_gaussian", "p_flat_high_gaussian"]
 
 
 def measure(model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device, sample: int = 2048,
@@ -109,14 +110,18 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
     lines = [
         f"gradient noise of {cfg.preset} on {cfg.data}: {micro_batches} micro-batches of {micro_batch_size} sequences, "
         f"B_simple = {meas.noise_scale():.3g} sequences",
-        "| batch size | p* (uniform noise) | p* (Gaussian noise) | median sigma/|mu| | share of |g|^p < eps "
-        "| share without a resolvable mean |",
+        "| batch size | p* (uniform noise) [flat range] | p* (Gaussian noise) [flat range] | median sigma/|mu| "
+        "| share of |g|^p < eps | share without a resolvable mean |",
         "|---|---|---|---|---|---|",
     ]
     totals = [row for row in rows if row["block"] == "all"]
     for row in totals:
-        lines.append(f"| {row['batch_size']} | {row['p_star_uniform']:g} | {row['p_star_gaussian']:g} | "
+        cells = [f"{row[f'p_star_{n}']:g} {flat_text(row[f'p_flat_low_{n}'], row[f'p_flat_high_{n}'])}"
+                 for n in ("uniform", "gaussian")]
+        lines.append(f"| {row['batch_size']} | {cells[0]} | {cells[1]} | "
                      f"{row['noise_ratio_q50']:.3g} | {row['frac_below_eps']:.3f} | {row['frac_no_mean']:.3f} |")
+    lines.append(f"flat range: the p whose predicted loss decrease D(p) is within {FLAT_FRACTION:.0%} of its maximum "
+                 "(noise_dp.png): the prediction does not tell them apart, so p* is no sharper than that")
     for row in totals:
         for noise in ("uniform", "gaussian"):
             edge = edge_warning(f"batch {row['batch_size']}, {noise} noise:", row[f"p_star_{noise}"])

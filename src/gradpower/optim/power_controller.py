@@ -129,7 +129,8 @@ class PowerController:
             group["p"] = self.p
         self._update = {"step": self.steps, "p_track": self.p, "p_before": before, "p_star": p_star,
                         "p_smoothed": self.smoothed,
-                        **json_safe({k: stats[k] for k in ("noise_ratio_median", "frac_no_mean")})}
+                        **json_safe({k: stats[k] for k in ("p_flat_low", "p_flat_high", "noise_ratio_median",
+                                                           "frac_no_mean")})}
 
     def take_update(self) -> dict[str, Any] | None:
         """The record of the update made since the last call (``step``, ``p_track``, ``p_star``, the noise

@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import __version__, interrupts
 from ..data.pipeline import Data, build_data
-from ..diagnostics.predict import edge_warning
+from ..diagnostics.predict import FLAT_FRACTION, edge_warning, flat_text
 from ..fileio import atomic_write_text, warn
 from ..models import build_model, count_params
 from ..optim import build_optimizer, is_power_optimizer
@@ -414,7 +414,9 @@ class Trainer:
         record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
         if "p_auto" in record:
             median = record["noise_ratio_median"]
-            text = f"--p auto: p = {record['p_auto']:g} from {cfg.p_auto_steps} measured steps"
+            flat = flat_text(record["p_flat_low"], record["p_flat_high"])
+            text = (f"--p auto: p = {record['p_auto']:g} (flat range {flat}: within {FLAT_FRACTION:.0%} of the best "
+                    f"predicted decrease) from {cfg.p_auto_steps} measured steps")
             if median is not None:  # None when no coordinate had a resolvable mean
                 text += f" (median noise/signal {median:.3g}; {record['frac_no_mean']:.1%} of coordinates without a " \
                         "resolvable mean)"
@@ -426,7 +428,8 @@ class Trainer:
         if "p_track" in record:
             median = record["noise_ratio_median"]
             logger.message(f"--p track: step {self.step}: p {record['p_before']:.4g} -> {record['p_track']:.4g} (p* "
-                           f"{record['p_star']:g}, smoothed {record['p_smoothed']:.3g}"
+                           f"{record['p_star']:g} {flat_text(record['p_flat_low'], record['p_flat_high'])}, smoothed "
+                           f"{record['p_smoothed']:.3g}"
                            + (f", median noise/signal {median:.3g})" if median is not None else ")"))
         evaluating = time.perf_counter()
         if self._evaluates(self.step):
@@ -491,6 +494,7 @@ class Trainer:
             resolved = {"lr": self.lr, "warmup": self.cfg.warmup_steps}
             if self.noise.chosen_p is not None:
                 resolved["p"] = self.noise.chosen_p
+                resolved["p_flat_range"] = self.noise.chosen_flat
             if self.cfg.p_track:
                 resolved["p_every"] = self.cfg.p_every_steps
             resolved.update(hardware_choices(self.cfg, self.runtime.device))

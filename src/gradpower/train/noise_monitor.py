@@ -72,6 +72,8 @@ class NoiseMonitor:
         self.model = model
         self.auto = cfg.p_auto
         self.chosen_p: float | None = None
+        #: ``--p auto``: the flat range of the choice (the p the prediction cannot tell from p*), recorded with it.
+        self.chosen_flat: list[float] | None = None
         self.runtime = rt
         # Under torchrun each rank's micro-batch gradients are its own; the reduced gradient is every rank's.
         self.micro_mode = cfg.accumulation_steps(rt.world_size) >= 2 and not rt.distributed
@@ -139,6 +141,7 @@ class NoiseMonitor:
                                      self.cfg.p_auto_noise)
             p_star = self.runtime.broadcast_float(p_star)  # the same p on every rank, whatever the rounding
             stats["p_auto"] = p_star
+            self.chosen_flat = [stats["p_flat_low"], stats["p_flat_high"]]
             self._set_p(p_star, optimizer)
             self._warmup = None
             record.update(json_safe(stats))
@@ -153,7 +156,8 @@ class NoiseMonitor:
             group["p"] = p
 
     def state_dict(self) -> dict[str, Any]:
-        return {"chosen_p": self.chosen_p, "warmup": self._warmup.state_dict() if self._warmup else None,
+        return {"chosen_p": self.chosen_p, "chosen_flat": self.chosen_flat,
+                "warmup": self._warmup.state_dict() if self._warmup else None,
                 "ema": self._ema.state_dict() if self._ema else None,
                 "track": self.controller.state_dict() if self.controller else None}
 
@@ -162,6 +166,7 @@ class NoiseMonitor:
             return
         if state.get("chosen_p") is not None:
             self._set_p(float(state["chosen_p"]), optimizer)
+            self.chosen_flat = state.get("chosen_flat")
             self._warmup = None
         elif state.get("warmup") is not None and self._warmup is not None:
             self._warmup.load_state_dict(state["warmup"])
