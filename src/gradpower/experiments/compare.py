@@ -33,7 +33,7 @@ from .launcher import LauncherConfig
 from .report import choose_lrs, compare_report
 from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
-from .stats import mde_80, sd, seeds_needed, sequential_decision, sequential_looks
+from .stats import mde_80, sd, seeds_needed, seeds_range_text, sequential_decision, sequential_looks
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``), chosen by the pilot's rule
 #: (experiments/pilot/choose.py; docs/experiments.md, "How the default was chosen"): fidelity first, the longest
@@ -214,7 +214,8 @@ def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str |
         est = needed * len(spec.arms) * per_run / max(1, jobs) if needed is not None else math.nan
         rows.append({"arm": name, "n_seeds": len(values), "diff_sd": diff_sd, "mde_80": mde_80(diff_sd, len(values)),
                      "seeds_needed": needed, "est_wall_s": est})
-        resolve = (f"about {needed} seeds resolve {spec.effect:g}: about {format_duration(est)} "
+        spread = seeds_range_text(diff_sd, len(values), spec.effect)
+        resolve = (f"about {needed} seeds resolve {spec.effect:g} ({spread}): about {format_duration(est)} "
                    f"({needed * len(spec.arms)} runs of {per_run:.0f} s, {max(1, jobs)} at a time)"
                    if needed is not None else f"no practical number of seeds resolves {spec.effect:g}")
         lines.append(f"{name} vs {baseline}: diff_sd {diff_sd:.4f}, mde_80 {rows[-1]['mde_80']:.4f} with "

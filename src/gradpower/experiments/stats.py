@@ -95,6 +95,34 @@ def seeds_needed(diff_sd: float, effect: float, max_seeds: int = 100_000) -> int
     return low
 
 
+def seeds_needed_range(diff_sd: float, n: int, effect: float, max_seeds: int = 100_000
+                       ) -> tuple[int | None, int | None]:
+    """How uncertain :func:`seeds_needed` is when its spread comes from ``n`` seeds: the seeds needed at the ends of
+    the 95% chi-square interval of the standard deviation, ``sd * sqrt((n-1) / chi2(0.975 | 0.025, n-1))``.
+    ``(None, None)`` for fewer than two seeds; ``None`` for an end beyond ``max_seeds``."""
+    if n < 2 or not math.isfinite(diff_sd):
+        return None, None
+    dof = n - 1
+    low_sd = diff_sd * math.sqrt(dof / scipy_stats.chi2.ppf(0.5 + CONFIDENCE / 2, dof))
+    high_sd = diff_sd * math.sqrt(dof / scipy_stats.chi2.ppf(0.5 - CONFIDENCE / 2, dof))
+    return seeds_needed(low_sd, effect, max_seeds), seeds_needed(high_sd, effect, max_seeds)
+
+
+def seeds_needed_text(diff_sd: float, n: int, effect: float) -> str:
+    """``about 130 seeds would resolve 0.01 (95% range 18 to more than 100,000: the spread comes from 2 seeds)``."""
+    needed = seeds_needed(diff_sd, effect)
+    if needed is None:
+        return f"no practical number of seeds would resolve {effect:g} at this spread"
+    return f"about {needed} seeds would resolve {effect:g} ({seeds_range_text(diff_sd, n, effect)})"
+
+
+def seeds_range_text(diff_sd: float, n: int, effect: float) -> str:
+    """``95% range 18 to more than 100,000: the spread comes from 2 seeds``."""
+    low, high = seeds_needed_range(diff_sd, n, effect)
+    top = f"{high:,}" if high is not None else "more than 100,000"
+    return f"95% range {low or 2:,} to {top}: the spread comes from {n} seeds"
+
+
 def paired_difference(arm: Sequence[float], baseline: Sequence[float]) -> Interval:
     """arm - baseline, paired by position (seed); pairs with a non-finite side are dropped."""
     if len(arm) != len(baseline):
@@ -236,11 +264,11 @@ def verdict(arm: str, baseline: str, diff: Interval, what: str = "final val loss
         return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: lower, {level} interval excludes 0"
     if diff.low > 0:
         return f"{arm} - {baseline} = {diff.mean:+.4f} {span}: higher, {level} interval excludes 0"
+    if diff.low == diff.high == 0:
+        return f"{arm} - {baseline}: degenerate: the arms gave identical losses on every seed (no design, no verdict)"
     line = f"{arm} - {baseline} = {diff.mean:+.4f}: no difference detectable with {diff.n} seeds at this scale: {span}"
     mde = mde_80(diff_sd, diff.n)
     if math.isfinite(mde):
-        needed = seeds_needed(diff_sd, effect)
         line += f"; this design detects differences above {mde:.3f} with 80% power"
-        line += (f"; about {needed} seeds would resolve {effect:g}" if needed is not None
-                 else f"; no practical number of seeds resolves {effect:g} at this spread")
+        line += f"; {seeds_needed_text(diff_sd, diff.n, effect)}"
     return line
