@@ -49,12 +49,25 @@ class BatchSource(Protocol):
 @dataclass
 class Data:
     """Train batches; ``val``, the regular evaluations' batches; ``final_val``, the final evaluation's (the
-    same held-out sequences for every seed, ``val`` their first ones); the tokenizer."""
+    same held-out sequences for every seed); the tokenizer.
+
+    ``val`` is spread evenly over the final evaluation's sequences (:func:`spread`), not their first ones: the
+    held-out split is a stretch of text, so its first few thousand tokens can be easier or harder than the whole,
+    and a curve on them would end off the final number (0.17 nats below it on the bundled corpus, measured). Spread
+    over the same set, the regular evaluation agrees with the final one up to its sampling error, and what is read
+    from its curve (the drop over the last doubling, a speed-up) speaks of the same text as the verdict."""
 
     train: BatchSource
     val: list[torch.Tensor]
     tokenizer: TextTokenizer
     final_val: list[torch.Tensor] = field(default_factory=list)
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when ``total <= count``)."""
+    if total <= count:
+        return list(range(total))
+    return [i * total // count for i in range(count)]
 
 
 #: Tokens per forward pass of the final evaluation (it holds no activations for a backward pass).
@@ -122,12 +135,15 @@ def _local_data(
     train = ShardBatches(PackedTokens.open(folder, "train", seq_len), micro_batch_size, seed, rank, world)
     val_tokens = PackedTokens.open(folder, "val", seq_len)
 
-    def batches(n: int, size: int = micro_batch_size) -> list[torch.Tensor]:
-        return [val_tokens.get(range(i, min(i + size, n))) for i in range(0, n, size)]
+    def batches(indices: list[int], size: int = micro_batch_size) -> list[torch.Tensor]:
+        return [val_tokens.get(indices[i:i + size]) for i in range(0, len(indices), size)]
 
-    val = batches(min(len(val_tokens), cfg.eval_batches * micro_batch_size))
-    final = batches(final_sequences(cfg.eval_tokens, seq_len, len(val_tokens)),
-                    max(micro_batch_size, FINAL_EVAL_BATCH_TOKENS // seq_len))
+    regular = cfg.eval_batches * micro_batch_size
+    final_count = final_sequences(cfg.eval_tokens, seq_len, len(val_tokens))
+    # the regular evaluation: sequences spread over the final evaluation's (the split's first ones without one)
+    val = batches(spread(regular, final_count) if final_count > regular else list(range(min(len(val_tokens),
+                                                                                              regular))))
+    final = batches(list(range(final_count)), max(micro_batch_size, FINAL_EVAL_BATCH_TOKENS // seq_len))
     return Data(train, val, tokenizer, final)
 
 
@@ -195,7 +211,9 @@ def _stream_data(cfg: DataConfig, seq_len: int, micro_batch_size: int, rank: int
     val_stream = StreamBatches(val_open, tokenizer, seq_len, micro_batch_size, keep=keep_val)
     final_batches = -(-final_sequences(cfg.eval_tokens, seq_len) // micro_batch_size)
     held_out_batches = [val_stream.next() for _ in range(max(cfg.eval_batches, final_batches))]
-    return Data(train, held_out_batches[:cfg.eval_batches], tokenizer, held_out_batches[:final_batches])
+    regular = (spread(cfg.eval_batches, final_batches) if final_batches > cfg.eval_batches
+               else list(range(cfg.eval_batches)))  # batches spread over the final evaluation's, as above
+    return Data(train, [held_out_batches[i] for i in regular], tokenizer, held_out_batches[:final_batches])
 
 
 def build_data(
