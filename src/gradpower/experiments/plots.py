@@ -25,9 +25,17 @@ def _save(fig: plt.Figure, path: Path) -> Path:
         legend = ax.get_legend()
         words += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
         words += [t.get_text() for t in legend.get_texts()] if legend is not None else []
-    fig.savefig(path, dpi=120, metadata={"Description": " | ".join(w for w in words if w)})
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Description": " | ".join(w for w in words if w)})
     plt.close(fig)
     return path
+
+
+def _legend_below(ax: plt.Axes, **kwargs) -> None:
+    """The axes' legend under it, off the data (a legend inside the axes covers curves or bands)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8,
+                  ncol=min(2, len(handles)), frameon=False, **kwargs)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -40,13 +48,14 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def loss_curves(
-    path: Path, curves: dict[str, dict[str, np.ndarray]], title: str
+    path: Path, curves: dict[str, dict[str, np.ndarray]], title: str, note: str = ""
 ) -> Path:
     """Validation loss (left) and smoothed train loss (right) per arm: seed mean with a min-max band.
 
     ``curves[arm]`` holds ``val_step``, ``val`` (seeds x evals: the small regular evaluation), ``step``,
     ``train`` (seeds x steps), and ``final`` (the final evaluation of each seed, drawn at ``final_step``: the
-    number the results table gives, on another, larger held-out set). An arm whose p tracks the noise also has
+    number the results table gives, on the larger held-out set the regular one is spread over). ``note`` says
+    under the panel why the two differ (e.g. how far apart they ended). An arm whose p tracks the noise also has
     ``p_track`` (each seed's (steps, p) steps): drawn dotted on a second axis of the train-loss panel.
     """
     fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
@@ -69,12 +78,16 @@ def loss_curves(
     ax_val.set(xlabel="step", ylabel="validation loss",
                title="val loss: lines the regular evaluation, ◆ the final one")
     ax_train.set(xlabel="step", ylabel="train loss (smoothed)", title="train loss (moving average)")
-    for ax in (ax_val, ax_train):
-        ax.grid(alpha=0.3)
-        ax.legend()
     if ax_p is not None:
         ax_p.set_ylabel("p (--p track; dotted)")
-        ax_p.legend(loc="lower left")
+        handles, labels = ax_p.get_legend_handles_labels()
+        for handle, label in zip(handles, labels):  # in the train panel's legend, below it
+            ax_train.plot([], [], ls=":", color=handle.get_color(), label=label)
+    for ax in (ax_val, ax_train):
+        ax.grid(alpha=0.3)
+        _legend_below(ax)
+    if note:
+        ax_val.set_title(f"{ax_val.get_title()}\n{note}", fontsize=9)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -93,7 +106,7 @@ def difference_curves(path: Path, steps: np.ndarray, diffs: dict[str, dict[str, 
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set(xlabel="step", ylabel="val loss difference", title="paired difference to the baseline (95% interval)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend_below(ax)
     return _save(fig, path)
 
 
@@ -104,7 +117,7 @@ def lr_schedules(path: Path, schedules: dict[str, tuple[np.ndarray, np.ndarray]]
         ax.plot(x, lr, label=name)
     ax.set(xlabel="step", ylabel="lr", title="learning rate applied")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend_below(ax)
     return _save(fig, path)
 
 
@@ -145,7 +158,7 @@ def error_bar_lines(path: Path, x_name: str, series: dict[str, tuple[list, np.nd
     ax.set(xlabel=x_name, ylabel="final val loss", title=title)
     ax.grid(alpha=0.3)
     if any(series):
-        ax.legend()
+        _legend_below(ax)
     return _save(fig, path)
 
 
@@ -164,8 +177,7 @@ def horizon_differences(path: Path, series: dict[str, dict[str, np.ndarray]], ba
     left.set_xlabel("training tokens (log)")
     left.set_ylabel(f"final val loss - {baseline} (nats)")
     left.set_title("paired difference, 95% interval")
-    if series:  # a one-arm ladder has nothing to pair
-        left.legend(fontsize=8)
+    _legend_below(left)  # a one-arm ladder has nothing to pair: no legend
     tokens, loss = baseline_loss
     right.plot(tokens, loss, marker="o", color="black")
     right.set_xscale("log")

@@ -24,7 +24,7 @@ from .ladder import decay_start, shared_seconds
 from .pairing import cpu_threads
 from .runs import Run
 from .spec import ExperimentSpec
-from .stage import stage_of
+from .stage import regular_gap, stage_of
 from .stats import (
     CONFIDENCE,
     SEQUENTIAL_RULE,
@@ -322,9 +322,16 @@ def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> li
         return []
     shared = spec.config()
     steps_run = next(iter(curves.values()))["step"][-1] if curves else shared.steps
+    runs = [run for name in names for run in arms[name].runs.values()]
+    scored = sorted({run.val_tokens for run in runs if run.val_tokens})
+    final = f"final: {scored[0]:,} tokens scored" if len(scored) == 1 else "final: none" if not scored else \
+        f"final: {scored[0]:,}-{scored[-1]:,} tokens scored"
     title = (f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | {steps_run} steps | regular "
-             f"evaluation: {shared.eval_batches} batch(es), final: {shared.eval_tokens:,} tokens")
-    files = [plots.loss_curves(out / "loss.png", curves, title), plots.lr_schedules(out / "lr.png", schedules)]
+             f"evaluation: {shared.eval_batches} batch(es), {final}")
+    gap = regular_gap(runs)
+    note = (f"regular: {shared.eval_batches} batch(es) spread over the final set; it ended {gap:+.3f} nats from "
+            "the final one (seed mean)" if math.isfinite(gap) else "")
+    files = [plots.loss_curves(out / "loss.png", curves, title, note), plots.lr_schedules(out / "lr.png", schedules)]
     if diff_curves:
         files.insert(1, plots.difference_curves(out / "difference.png", steps, diff_curves, baseline))
     return [f.name for f in files]

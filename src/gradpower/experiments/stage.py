@@ -29,6 +29,9 @@ class Stage:
     drop: float
     half: int
     steps: int
+    #: Seed mean of (the final evaluation) - (the regular evaluation at the last step), in nats: how far the
+    #: regular evaluation the drop is read from ended from the number the verdict uses (nan without a final one).
+    gap: float = math.nan
 
     @property
     def tokens_per_param(self) -> float:
@@ -40,7 +43,8 @@ class Stage:
                 f"{self.params / 1e6:.1f}M parameters; the papers' claims: ~{PAPERS_TOKENS_PER_PARAM})")
         if math.isfinite(self.drop):
             line += (f"; the baseline's val loss fell {self.drop:.3f} nats over its last doubling of steps "
-                     f"({self.half} -> {self.steps}, regular evaluation)")
+                     f"({self.half} -> {self.steps}, regular evaluation"
+                     + (f", which ended {self.gap:+.3f} nats from the final one)" if math.isfinite(self.gap) else ")"))
         return line
 
     def columns(self) -> dict[str, Any]:
@@ -57,4 +61,12 @@ def stage_of(runs: list[Run]) -> Stage | None:
     half = steps // 2
     drops = [run.val_near(half) - float(run.val_loss[-1]) for run in runs]
     drop = float(np.mean(drops)) if all(math.isfinite(d) for d in drops) else math.nan
-    return Stage(tokens=runs[0].tokens, params=runs[0].params, drop=drop, half=half, steps=steps)
+    return Stage(tokens=runs[0].tokens, params=runs[0].params, drop=drop, half=half, steps=steps,
+                 gap=regular_gap(runs))
+
+
+def regular_gap(runs: list[Run]) -> float:
+    """Seed mean of (final evaluation) - (regular evaluation at the last step) over finished runs that have both."""
+    gaps = [run.final_val_loss - float(run.val_loss[-1]) for run in runs
+            if run.finished and run.val_tokens and run.val_loss.size]
+    return float(np.mean(gaps)) if gaps else math.nan
