@@ -73,13 +73,14 @@ def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
             if spelled in flags:
                 return f"{message}; {parser.prog} takes each field as its own flag: {spelled} {value or 'VALUE'}"
         starts = [k for k in known if k.startswith(flag)]
-        if len(starts) == 1:  # an abbreviation: argparse would have expanded it
-            return f"{message}; did you mean {starts[0]}? (flags are never abbreviated)"
+        abbreviates = starts[0] if len(starts) == 1 else None  # argparse would have expanded it
+        if abbreviates and (name not in fields or len(abbreviates) - len(flag) <= 2):  # --seed: --seeds, not seed
+            return f"{message}; did you mean {abbreviates}? (flags are never abbreviated)"
         if name in fields and "--set" in flags:  # compare/sweep: a training field is set for every arm or per arm
             per = ("or as a grid axis --grid '" + name + "=V1,V2'" if "--grid" in flags
                    else "or per arm --arm 'NAME: ... " + name + "=VALUE'")
             return (f"{message}; {parser.prog} sets {name} for every run with --set {name}=VALUE, {per}")
-        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        close = [abbreviates] if abbreviates else difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
         if close:
             return f"{message}; did you mean {close[0]}?"
     return message

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..invocation import program
+from ..train.config import TrainConfig
 from .compare import finished_final_runs, run_compare
 from .execute import Outcome, RunsFailedError
 from .folder import load_listed_runs, read_experiment, write_csv
@@ -218,14 +219,14 @@ def contrast_values(folders: dict[str, Path], terms: list[Term], horizon: int | 
 
 
 def same_runs_cancel(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline") -> bool:
-    """Whether the contrast is 0 by construction: at every seed its terms' runs cancel (the same run and metric
-    with weights summing to 0), e.g. C10 when both arms tune to the shared lr. Such a contrast is degenerate: it
-    has no verdict and no detectable effect."""
+    """Whether the contrast is 0 by construction: at every seed its terms' runs cancel (runs of the same effective
+    configuration and metric with weights summing to 0), e.g. C10 when both arms tune to the shared lr. Such a
+    contrast is degenerate: it has no verdict and no detectable effect."""
     by_seed = _term_runs(folders, terms, horizon)
     for pairs in by_seed.values():
         weights: dict[tuple[str, str], float] = {}
-        for term, run in pairs:
-            key = (str(run.path.resolve()), term.metric)
+        for term, run in pairs:  # one run whatever its folder: C10's tuned lr 3e-3 is named, the shared lr is not
+            key = (json.dumps(TrainConfig.from_dict(run.config).effective(), sort_keys=True), term.metric)
             weights[key] = weights.get(key, 0.0) + term.weight
         if any(abs(w) > 1e-12 for w in weights.values()):
             return False
