@@ -41,7 +41,7 @@ def test_the_claims_file_declares_every_claim_with_its_direction():
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: xdist's worker may run other files between this file's tests
 def micro(tmp_path_factory):
     """``gradpower claims --budget micro`` over every claim, as CI runs it: (out, printed, cache)."""
     out, cache = tmp_path_factory.mktemp("claims") / "micro", tmp_path_factory.mktemp("cache")

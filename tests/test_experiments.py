@@ -227,6 +227,7 @@ def test_a_power_run_records_its_kernel_and_another_kernel_is_neither_reused_nor
     twin = runs["adamw"].parent / "twin"
     shutil.copytree(runs["adampower"], twin)
     record["resolved"]["power_kernel"] = now
+    record["train"]["seed"] = 1  # listed as seed 1 below: the run that seed plans, but for its kernel
     (twin / "config.json").write_text(json.dumps(record))
     experiment = json.loads((out / "experiment.json").read_text())
     experiment["runs"].append({**experiment["runs"][-1], "seed": 1, "dir": "runs/twin"})
