@@ -145,13 +145,19 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
         write_experiment(out, record)
         echo(f"== tuning lr: {len(spec.arms)} arm(s) x {len(spec.tune_lr)} lr(s) x {len(tune_seeds)} seed(s)")
-        failed = failures(execute(tuning, jobs, echo, launcher))
+        tune_outcomes = execute(tuning, jobs, echo, launcher)
+        failed = failures(tune_outcomes)
         chosen = choose_lrs(out, record)
-        for arm in spec.arms:
-            if arm.name not in chosen:
-                if failed:
-                    raise RunsFailedError(failed)
-                raise ValueError(f"no tuning run of arm {arm.name!r} finished; see the runs under {runs_root}")
+        unchosen = [arm.name for arm in spec.arms if arm.name not in chosen]
+        if unchosen:  # before any seed runs: an lr whose runs diverged or failed is never chosen
+            def why(name: str) -> str:
+                runs = [o for o in tune_outcomes if horizons[id(o.run)][0] == name]
+                return ", ".join(f"lr {o.run.cfg.lr:g} {o.status}" + (f" ({o.message.splitlines()[0][:80]})"
+                                                                      if o.status == "failed" and o.message else "")
+                                 for o in runs)
+            raise ValueError("; ".join(f"arm {name!r} has no lr to run: every tuning run diverged or failed "
+                                       f"({why(name)})" for name in unchosen)
+                             + f"; widen the grid toward smaller lrs (--tune-lr) or see the runs under {runs_root}")
         echo("chosen lr: " + ", ".join(f"{name} {lr:g}" for name, lr in chosen.items()))
     tuning_entries = list(record["runs"])
     looks = sequential_looks(spec.max_seeds) if spec.max_seeds else (spec.seeds,)

@@ -82,7 +82,9 @@ def _tuning_table(loaded: list[tuple[dict[str, Any], Run | None]], grid: list[fl
         table.setdefault(entry["arm"], {}).setdefault(float(entry["lr"]), []).append(value)
     means = {arm: {lr: (float(np.mean(v)) if all(math.isfinite(x) for x in v) else math.inf) for lr, v in row.items()}
              for arm, row in table.items()}
-    best = {arm: min(row, key=row.get) for arm, row in means.items() if row}
+    # an lr whose runs diverged or failed (inf) is never chosen; an arm with no finite lr has no choice
+    best = {arm: min(finite, key=finite.get) for arm, row in means.items()
+            if (finite := {lr: m for lr, m in row.items() if math.isfinite(m)})}
     return means, best
 
 
@@ -345,8 +347,9 @@ def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
     lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |",
              "|---" * (len(grid) + 2) + "|"]
     for arm, row in means.items():
-        cells = [("diverged" if row.get(lr) == math.inf else f"{row[lr]:.4f}") if lr in row else "" for lr in grid]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {best[arm]:g} |")
+        cells = [("diverged or failed" if row.get(lr) == math.inf else f"{row[lr]:.4f}") if lr in row else ""
+                 for lr in grid]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {f'{best[arm]:g}' if arm in best else 'none'} |")
     return {"lines": lines, "warnings": [edge_text(arm, lr, grid) for arm, lr in lr_edges(best, grid).items()]}
 
 
