@@ -61,6 +61,8 @@ class Data:
     val: list[torch.Tensor]
     tokenizer: TextTokenizer
     final_val: list[torch.Tensor] = field(default_factory=list)
+    #: Tokens of the training split (None for a stream, whose size is unknown): what a run's epochs divide by.
+    train_tokens: int | None = None
 
 
 def spread(count: int, total: int) -> list[int]:
@@ -144,7 +146,7 @@ def _local_data(
     val = batches(spread(regular, final_count) if final_count > regular else list(range(min(len(val_tokens),
                                                                                               regular))))
     final = batches(list(range(final_count)), max(micro_batch_size, FINAL_EVAL_BATCH_TOKENS // seq_len))
-    return Data(train, val, tokenizer, final)
+    return Data(train, val, tokenizer, final, train_tokens=int(train.data.tokens.size))
 
 
 def is_streamed(data: str) -> bool:

@@ -41,7 +41,7 @@ RUN_OVERHEAD_S = 3.0
 #: The verdict of a contrast whose terms' runs cancel (:func:`same_runs_cancel`).
 DEGENERATE = "degenerate: the arms are the same runs, so the contrast is 0 by construction (no verdict)"
 CLAIM_COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low",
-                 "ci_high", "n_seeds", "verdict", "mde_80", "horizon_steps", "tokens_per_param", "tokens",
+                 "ci_high", "n_seeds", "verdict", "mde_80", "horizon_steps", "tokens_per_param", "epochs", "tokens",
                  "baseline_drop", "lr_at_edge"]
 
 
@@ -515,12 +515,13 @@ def _interval_text(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| claim | source | statement | steps | tokens/param | contrast [95% CI] | seeds | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | source | statement | steps | tokens/param | epochs | contrast [95% CI] | seeds | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         extra = f" (mde_80 {r['mde_80']:.3f})" if r["verdict"] == "not resolved" and math.isfinite(r["mde_80"]) else ""
-        per_param = r.get("tokens_per_param")
+        per_param, epochs = r.get("tokens_per_param"), r.get("epochs")
+        passes = f"{epochs:.2g}" if epochs and math.isfinite(epochs) else ""
         lines.append(f"| {r['claim']} | {r['source']} | {r['statement']} | {r.get('horizon_steps') or ''} | "
-                     f"{f'{per_param:.3g}' if per_param else ''} | {r['arm']} = {_interval_text(r)} | "
+                     f"{f'{per_param:.3g}' if per_param else ''} | {passes} | {r['arm']} = {_interval_text(r)} | "
                      f"{r['n_seeds']} | {r['verdict']}{extra} |")
     return "\n".join(lines)

@@ -40,14 +40,15 @@ from .stats import (
 )
 
 RUNS_COLUMNS = ["arm", "seed", "lr", "final_val_loss", "best_val_loss", "steps", "tokens", "tokens_per_s", "wall_s",
-                "spikes", "run_dir", "val_tokens", "val_loss_se", "horizon", "tokens_per_param", "final_eval_s"]
+                "spikes", "run_dir", "val_tokens", "val_loss_se", "horizon", "tokens_per_param", "final_eval_s",
+                "epochs"]
 RESULTS_COLUMNS = ["arm", "n_seeds", "lr", "val_loss_mean", "val_loss_std", "diff_mean", "diff_ci_low",
                    "diff_ci_high", "steps_to_target", "speedup", "speedup_ci_low", "speedup_ci_high", "tokens_per_s",
                    "wall_s", "diff_sd", "diff_halfwidth", "mde_80", "seeds_needed", "speedup_note",
                    "tokens_per_s_vs_baseline"]
 #: Columns of ``horizons.csv``: one row per (arm, horizon) of a ladder, paired with the baseline at that horizon.
-HORIZONS_COLUMNS = ["arm", "horizon_steps", "tokens", "tokens_per_param", "n_seeds", "diff_mean", "diff_ci_low",
-                    "diff_ci_high", "diff_sd", "mde_80", "baseline_val_loss", "horizon", "baseline_drop"]
+HORIZONS_COLUMNS = ["arm", "horizon_steps", "tokens", "tokens_per_param", "epochs", "n_seeds", "diff_mean",
+                    "diff_ci_low", "diff_ci_high", "diff_sd", "mde_80", "baseline_val_loss", "horizon", "baseline_drop"]
 
 
 @dataclass
@@ -144,7 +145,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             "best_val_loss": run.best_val_loss, "steps": run.steps, "tokens": run.tokens,
             "tokens_per_s": run.mean_tokens_per_s, "wall_s": run.wall_s, "spikes": run.spikes,
             "run_dir": str(run.path), "val_tokens": run.val_tokens, "val_loss_se": run.val_loss_se,
-            "horizon": entry.get("horizon"), "tokens_per_param": run.tokens_per_param,
+            "horizon": entry.get("horizon"), "tokens_per_param": run.tokens_per_param, "epochs": run.epochs,
             "final_eval_s": run.final_eval_s,
         })
     write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
@@ -247,12 +248,15 @@ def _horizons_section(out: Path, spec: ExperimentSpec, loaded, names: list[str],
                    "horizon_steps": arm_runs[0].steps if arm_runs else base.runs[min(base.runs)].steps,
                    "tokens": arm_runs[0].tokens if arm_runs else stage.tokens,
                    "tokens_per_param": arm_runs[0].tokens_per_param if arm_runs else stage.tokens_per_param,
+                   "epochs": arm_runs[0].epochs if arm_runs else stage.epochs,
                    "n_seeds": diff.n, "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
                    "diff_sd": diff_sd, "mde_80": mde_80(diff_sd, diff.n), "baseline_val_loss": base_val,
                    "baseline_drop": stage.drop}
             rows.append(row)
             line = verdict(name, baseline, diff, diff_sd=diff_sd, effect=spec.effect, confidence=confidence)
-            verdicts.append(f"at {spec.horizon_text(horizon)} ({stage.tokens_per_param:.3g} tokens per parameter; "
+            passes = f", {stage.epochs:.2g} epochs" if math.isfinite(stage.epochs) else ""
+            verdicts.append(f"at {spec.horizon_text(horizon)} ({stage.tokens_per_param:.3g} tokens per parameter"
+                            f"{passes}; "
                             f"baseline val loss fell {stage.drop:.3f} nats over its last doubling): {line}")
             entry = series.setdefault(name, {"tokens": [], "mean": [], "low": [], "high": []})
             for key, value in (("tokens", row["tokens"]), ("mean", diff.mean), ("low", diff.low),
@@ -291,14 +295,15 @@ def _branch_savings(loaded, names: list[str], spec: ExperimentSpec) -> float:
 
 def horizons_table(rows: list[dict[str, Any]], unit: str) -> str:
     """The per-horizon table of horizons.csv."""
-    header = [f"horizon ({unit})", "steps", "tokens/param", "arm", "diff vs baseline [95% CI]", "seeds", "mde_80",
-              "baseline final val loss", "baseline drop over last doubling"]
+    header = [f"horizon ({unit})", "steps", "tokens/param", "epochs", "arm", "diff vs baseline [95% CI]", "seeds",
+              "mde_80", "baseline final val loss", "baseline drop over last doubling"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         diff = f"{r['diff_mean']:+.4f}" if math.isfinite(r["diff_mean"]) else ""
         if diff and math.isfinite(r["diff_ci_low"]):
             diff += f" [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}]"
-        lines.append(f"| {r['horizon']:,} | {r['horizon_steps']} | {r['tokens_per_param']:.3g} | {r['arm']} | {diff} | "
+        lines.append(f"| {r['horizon']:,} | {r['horizon_steps']} | {r['tokens_per_param']:.3g} | "
+                     f"{_fmt(r['epochs'], '.2g')} | {r['arm']} | {diff} | "
                      f"{r['n_seeds']} | {_fmt(r['mde_80'], '.3f')} | {r['baseline_val_loss']:.4f} | "
                      f"{_fmt(r['baseline_drop'], '.3f')} |")
     return "\n".join(lines)

@@ -127,6 +127,13 @@ class Run:
         """Training tokens over :attr:`params`: where in training the run ended."""
         return self.tokens / self.params if self.params else float("nan")
 
+    @property
+    def epochs(self) -> float:
+        """Passes over the training split: training tokens over the split's tokens (nan for a stream, or a run
+        written before the split's size was recorded)."""
+        split = self.resolved.get("train_split_tokens")
+        return self.tokens / split if split else float("nan")
+
     def val_near(self, step: float) -> float:
         """The regular evaluation's loss at ``step``, linearly interpolated between evaluations (nan outside)."""
         if not self.val_step.size or step < self.val_step[0] or step > self.val_step[-1]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.proxy import MAX_PASSES
 from .runs import Run
 
 #: Training tokens per parameter of the papers' runs (the Chinchilla ratio; all parameters counted).
@@ -25,6 +26,8 @@ class Stage:
 
     tokens: int
     params: int
+    #: Passes over the training split (nan where unknown).
+    epochs: float
     #: Seed mean of (the regular evaluation at half the steps) - (at the last step), in nats.
     drop: float
     half: int
@@ -40,7 +43,10 @@ class Stage:
     def text(self) -> str:
         """``at 0.06 tokens per parameter (...; the papers: ~20); the baseline's val loss fell 0.312 nats ...``"""
         line = (f"at {self.tokens_per_param:.3g} tokens per parameter ({self.tokens:,} training tokens, "
-                f"{self.params / 1e6:.1f}M parameters; the papers' claims: ~{PAPERS_TOKENS_PER_PARAM})")
+                f"{_params_text(self.params)} parameters; the papers' claims: ~{PAPERS_TOKENS_PER_PARAM})")
+        if math.isfinite(self.epochs):
+            line += f", {self.epochs:.2g} epochs" + (f" (more than {MAX_PASSES} passes over the data)"
+                                                      if self.epochs > MAX_PASSES else "")
         if math.isfinite(self.drop):
             line += (f"; the baseline's val loss fell {self.drop:.3f} nats over its last doubling of steps "
                      f"({self.half} -> {self.steps}, regular evaluation"
@@ -49,7 +55,13 @@ class Stage:
 
     def columns(self) -> dict[str, Any]:
         """The CSV columns of a stage."""
-        return {"tokens": self.tokens, "tokens_per_param": self.tokens_per_param, "baseline_drop": self.drop}
+        return {"tokens": self.tokens, "tokens_per_param": self.tokens_per_param, "epochs": self.epochs,
+                "baseline_drop": self.drop}
+
+
+def _params_text(params: int) -> str:
+    """``2.1M`` or ``262k``: a proxy's count keeps its digits."""
+    return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.0f}k"
 
 
 def stage_of(runs: list[Run]) -> Stage | None:
@@ -61,7 +73,7 @@ def stage_of(runs: list[Run]) -> Stage | None:
     half = steps // 2
     drops = [run.val_near(half) - float(run.val_loss[-1]) for run in runs]
     drop = float(np.mean(drops)) if all(math.isfinite(d) for d in drops) else math.nan
-    return Stage(tokens=runs[0].tokens, params=runs[0].params, drop=drop, half=half, steps=steps,
+    return Stage(tokens=runs[0].tokens, params=runs[0].params, epochs=runs[0].epochs, drop=drop, half=half, steps=steps,
                  gap=regular_gap(runs))
 
 

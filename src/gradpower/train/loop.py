@@ -30,6 +30,7 @@ from ..data.pipeline import Data, build_data
 from ..diagnostics.predict import FLAT_FRACTION, edge_warning, flat_text
 from ..fileio import atomic_write_text, warn
 from ..models import build_model, count_params
+from ..models.proxy import MAX_PASSES
 from ..optim import build_optimizer, is_power_optimizer
 from .assemble import check_before_start, data_config, hardware_choices, model_config_for
 from .checkpoint import (
@@ -398,6 +399,11 @@ class Trainer:
             f"data={cfg.data} tokenizer={self.data.tokenizer.label} | {runtime.device}"
             + (f" | resumed at step {self.step}" if cfg.resume else "")
         )
+        passes = cfg.steps * session.tokens_per_step / self.data.train_tokens if self.data.train_tokens else 0.0
+        if passes > MAX_PASSES and runtime.is_main:
+            warn(f"this run passes {passes:.1f} times over its training split ({self.data.train_tokens:,} tokens of "
+                 f"{cfg.data}): more than {MAX_PASSES}, past which repeated data is no longer nearly as good as new "
+                 "(Muennighoff et al. 2023); a smaller model or fewer steps stays within them")
         if session.compiling and self.step < session.stop_at:
             logger.message(f"first step: compiling {session.compiling}; this takes a while once per process "
                            "(later runs reuse TorchInductor's on-disk cache)")
@@ -497,6 +503,8 @@ class Trainer:
                 resolved["p_flat_range"] = self.noise.chosen_flat
             if self.cfg.p_track:
                 resolved["p_every"] = self.cfg.p_every_steps
+            if self.data.train_tokens:  # what the run's epochs divide by (passes over its training split)
+                resolved["train_split_tokens"] = self.data.train_tokens
             resolved.update(hardware_choices(self.cfg, self.runtime.device))
             _write_json(self.run_dir / "config.json", {
                 "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})
