@@ -18,9 +18,13 @@ def parser_options() -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro"),
-                        help="quick (planned <= 30 min on 2 cores), full (<= 90 min, seeds sized for 0.015 nats) "
-                        "or micro (a few steps per run: the plumbing only); default quick")
+    parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro", "paper"),
+                        help="quick (planned <= 30 min on 2 cores), full (<= 90 min, seeds sized for 0.015 nats), "
+                        "micro (a few steps per run: the plumbing only) or paper (the papers' own setting, for GPU "
+                        "clusters: see --plan); default quick")
+    parser.add_argument("--plan", action="store_true",
+                        help="print each claim's runs, tokens, steps and GPU-hours at the budget, and the total; run "
+                        "nothing")
     parser.add_argument("--only", metavar="C1,C3", help="run only these claims (comma-separated ids)")
     parser.add_argument("--file", metavar="FILE.toml", help="the claims file (default experiments/claims.toml)")
     parser.add_argument("--out", default="runs/claims", help="output folder (default runs/claims)")
@@ -35,6 +39,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     from ..experiments.execute import default_jobs
 
     only = [c.strip() for c in args.only.split(",") if c.strip()] if args.only else None
+    if args.plan:
+        from ..experiments.claims import plan_claims
+
+        print(plan_claims(args.budget, only, Path(args.file) if args.file else CLAIMS_FILE))
+        return 0
     shared = {k: v for k, v in (("data", args.data), ("cache_dir", args.cache_dir)) if v is not None}
     launcher = launcher_from_args(args)
     started = time.time()

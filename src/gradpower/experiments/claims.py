@@ -11,6 +11,7 @@ every claim's share of the time budget holds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -33,7 +34,7 @@ from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
 CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
-BUDGETS = ("quick", "full", "micro")
+BUDGETS = ("quick", "full", "micro", "paper")
 DIRECTIONS = ("lower", "higher", "additive")
 #: Seconds a run costs beyond its training loop's wall time (process start, data, final evaluation, report),
 #: measured on 2 cores; the time cap of a ``full`` claim adds it to every run.
@@ -249,6 +250,41 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
     return "not resolved"
 
 
+def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, Any]]:
+    """The claim and budget as a budget scales them, before :func:`_spec` applies its ``shared`` settings.
+
+    A budget may name the presets that stand for the claim's (``presets``: e.g. llama-nano -> llama-0.2b), multiply
+    every batch size, the claim's and its arms' alike (``batch_scale``: a scale keeps arms that differ in batch
+    apart), replace the lr grids the claim tunes on (``tune_lr``), set every run's warm-up steps (``warmup``,
+    applied by :func:`_spec`), and size the tokens per claim as
+    ``tokens_per_param`` x the parameters of the claim's first arm's model at its headline instead of a fixed
+    ``tokens``."""
+    presets = budget.get("presets", {})
+    scale = budget.get("batch_scale", 1)
+
+    def scaled(settings: dict[str, Any]) -> dict[str, Any]:
+        out = dict(settings)
+        if "preset" in out:
+            out["preset"] = presets.get(out["preset"], out["preset"])
+        if "batch_size" in out:
+            out["batch_size"] = int(out["batch_size"] * scale)
+        return out
+
+    grid = budget.get("tune_lr")
+    claim = dataclasses.replace(
+        claim, base=scaled(claim.base), arms=[Arm(a.name, scaled(a.overrides)) for a in claim.arms],
+        tune_lr=grid if grid and claim.tune_lr else claim.tune_lr,
+        parts={name: (grid if grid and part else part) for name, part in claim.parts.items()})
+    if "tokens_per_param" in budget:
+        from ..models import count_params, preset
+
+        name = {**claim.base, **claim.arms[0].overrides}.get("preset", "llama-tiny")
+        # the headline (the ladder's longest horizon) at tokens_per_param
+        tokens = budget["tokens_per_param"] * count_params(preset(name)).total / max(claim.ladder)
+        budget = {**budget, "tokens": int(tokens)}
+    return claim, budget
+
+
 def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
           tune_lr: list[float] | None, first_seed: int = 0) -> ExperimentSpec:
     """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq), or each
@@ -262,8 +298,10 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
     horizons = claim.horizons(budget)
     ladder = len(horizons) > 1
     arms = []
+    # a budget's warm-up is each run's (set on the arms: it must be shorter than their steps, which the base lacks)
+    warmup = {"warmup": int(budget["warmup"])} if "warmup" in budget else {}
     for arm in claim.arms:
-        own = {**arm.overrides, **extra}
+        own = {**warmup, **arm.overrides, **extra}
         settings = {**base, **own}
         if "batch_size" not in settings or "seq_len" not in settings:
             raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
@@ -377,6 +415,76 @@ def _run_parts(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
     return folders
 
 
+#: The accelerator a ``--plan`` prices GPU-hours on: an H100 SXM's dense bf16 peak, at a utilisation typical of
+#: small models (model FLOPs utilisation, MFU).
+GPU_PEAK_FLOPS = 989e12
+GPU_UTILISATION = 0.40
+
+
+def flops_per_token(cfg: TrainConfig) -> float:
+    """Training FLOPs per token (Kaplan et al. 2020): 6 x the parameters a token multiplies (the activated ones,
+    less the input embedding, a lookup) + 6 x layers x sequence length x width (attention scores and values)."""
+    from ..train.assemble import model_config_for
+
+    model = model_config_for(cfg)
+    return _model_flops(json.dumps(model.to_dict(), sort_keys=True))
+
+
+@functools.cache
+def _model_flops(model_json: str) -> float:
+    """:func:`flops_per_token` of one model config (counted once: the count builds the model on the meta device)."""
+    from ..models import config_from_dict, count_params
+
+    model = config_from_dict(json.loads(model_json))
+    matmul = count_params(model).activated - model.vocab_size * model.d_model
+    return 6.0 * matmul + 6.0 * model.n_layers * model.max_seq_len * model.d_model
+
+
+def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CLAIMS_FILE) -> str:
+    """``claims --budget NAME --plan``: each claim's runs, tokens, steps and GPU-hours at the budget, and the total,
+    without running anything. A wsd ladder's shorter horizons cost only their decay (they branch from the longest);
+    a pilot (``select``) and an lr grid (tuning on one seed at the headline) are counted."""
+    from .ladder import decay_start
+
+    claims, budgets = load_claims(path)
+    lines = ["| claim | models | runs | tokens per run (headline) | steps (headline) | GPU-hours |",
+             "|---|---|---|---|---|---|"]
+    total = 0.0
+    for declared in select_claims(claims, only):
+        claim, budget = for_budget(declared, budgets[budget_name])
+        seeds = int(budget.get("max_seeds", budget["seeds"]))
+        specs = [with_run_defaults(_spec(claim, budget, seeds, {}, grid)) for _, grid in claim.folders(Path()).values()]
+        if claim.select:
+            pilot = dataclasses.replace(claim, arms=[a for a in claim.arms if a.name in claim.select.among])
+            specs.append(with_run_defaults(_spec(pilot, budget, claim.select.seeds, {}, None)))
+        runs, flops, models, headline = 0, 0.0, set(), None
+        for spec in specs:
+            tuning = [(arm, spec.first_seed, spec.headline, lr) for arm in spec.arms for lr in spec.tune_lr or []]
+            final = [(arm, seed, horizon, None) for arm in spec.arms for seed in spec.seed_list
+                     for horizon, _ in spec.horizon_runs(arm.overrides)]
+            for arm, seed, horizon, lr in tuning + final:
+                cfg = spec.arm_config(arm, seed, horizon, lr if lr is not None else spec.tune_lr[0] if spec.tune_lr
+                                      else None)
+                branch = horizon is not None and horizon != spec.headline and cfg.schedule == "wsd"
+                steps = cfg.steps - decay_start(cfg) if branch else cfg.steps
+                per_step = cfg.tokens_per_step
+                runs += 1
+                flops += steps * per_step * flops_per_token(cfg)
+                models.add(cfg.preset)
+                if horizon == spec.headline:
+                    headline = (cfg.steps * per_step, cfg.steps)
+        hours = flops / (GPU_PEAK_FLOPS * GPU_UTILISATION) / 3600
+        total += hours
+        tokens, steps = headline or (0, 0)
+        lines.append(f"| {claim.id} | {', '.join(sorted(models))} | {runs} | {tokens:,} | {steps:,} | {hours:,.0f} |")
+    lines.append(f"| total | | | | | {total:,.0f} |")
+    lines.append(f"\nGPU-hours: training FLOPs (6 x activated parameters + attention, per token) at "
+                 f"{GPU_UTILISATION:.0%} of {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (an H100 SXM's dense bf16 peak); every "
+                 f"claim at {budgets[budget_name].get('max_seeds', budgets[budget_name]['seeds'])} seeds, its lr "
+                 f"grid and pilot included, a wsd ladder's shorter horizons at the cost of their decay. Nothing ran.")
+    return "\n".join(lines)
+
+
 def select_claims(claims: list[Claim], only: list[str] | None) -> list[Claim]:
     """The claims ``--only`` names, in the file's order (all without it); ``C11`` names every ``C11.*``."""
     if not only:
@@ -401,14 +509,14 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
     claims = select_claims(claims, only)
-    budget = budgets[budget_name]
     started = time.time()
-    share_s = 60.0 * budget.get("minutes", math.inf) / max(1, len(claims))
+    share_s = 60.0 * budgets[budget_name].get("minutes", math.inf) / max(1, len(claims))
     rows = []
     resolved = []
     failed: list[Outcome] = []
-    for claim in claims:
-        echo(f"== {claim.id} ({claim.source}): {claim.statement}")
+    for declared in claims:
+        echo(f"== {declared.id} ({declared.source}): {declared.statement}")
+        claim, budget = for_budget(declared, budgets[budget_name])
         try:
             if claim.select:
                 claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import preset
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
 from .ladder import eval_every as ladder_eval_every
 from .ladder import ladder_p_every, ladder_warmup
@@ -136,8 +135,8 @@ class ExperimentSpec:
         ``[(None, {})]`` without a ladder."""
         if not self.horizons:
             return [(None, {})]
-        cfg = self.config(**overrides)
-        per_step = self.tokens_per_step(overrides)
+        cfg = self._shape_config(overrides)
+        per_step = cfg.tokens_per_step
         horizons = sorted(self.horizons)
         steps = [h if self.horizon_unit == "steps" else h // per_step for h in horizons]
         given = {**self.base, **overrides}
@@ -149,8 +148,12 @@ class ExperimentSpec:
 
     def tokens_per_step(self, overrides: dict[str, Any]) -> int:
         """Training tokens of one optimizer step of a run with ``overrides`` (batch x sequence length)."""
-        cfg = self.config(**overrides)
-        return cfg.batch_size * (cfg.seq_len or preset(cfg.preset).max_seq_len)
+        return self._shape_config(overrides).tokens_per_step
+
+    def _shape_config(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A config for what a run's settings say of its shape (batch, sequence length, p tracking), before a
+        ladder gives it its steps: long enough that any warm-up or cadence it sets is valid."""
+        return self.config(**{**overrides, "steps": 2**40})
 
     def budget_steps(self, point: dict[str, Any]) -> dict[str, Any]:
         """``--tokens``: the steps that give a grid point the sweep's token budget (equal compute across batch
@@ -177,7 +180,7 @@ class ExperimentSpec:
         settings = dict(self.horizon_runs(overrides))
         if horizon not in settings:
             raise ValueError(f"horizon {horizon} is not one of this experiment's ({sorted(self.horizons or [])})")
-        return self.config(seed, **overrides, **settings[horizon], **extra)
+        return self.config(seed, **{**overrides, **settings[horizon], **extra})
 
     def same_runs(self) -> list[tuple[str, str]]:
         """Pairs of arms whose runs would be the same runs (every defining field equal at every horizon, at the

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..invocation import program
-from ..models import NORM_SCHEMES, PRESETS, preset_lr
+from ..models import NORM_SCHEMES, PRESETS, preset, preset_lr
 from ..models.config import INIT_SCHEMES
 from ..optim import OPTIMIZERS, is_power_optimizer
 from ..optim.muonpower import NS_DTYPES
@@ -207,6 +207,11 @@ class TrainConfig:
     def warmup_steps(self) -> int:
         """``warmup``, or by default min(100, steps // 10): short runs keep a proportionate warm-up."""
         return min(100, self.steps // 10) if self.warmup is None else self.warmup
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens of one optimizer step: the global batch x the sequence length (the preset's by default)."""
+        return self.batch_size * (self.seq_len or preset(self.preset).max_seq_len)
 
     @property
     def resolved_lr(self) -> float:
