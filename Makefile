@@ -30,7 +30,7 @@ demo: $(TRAIN_STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=10
+	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 # The documentation site (docs/ -> site/): MkDocs with the Material theme, the API from the docstrings.
 docs: $(DEV_STAMP)

@@ -16,9 +16,8 @@ from scipy import stats
 from gradpower.cli import main
 from gradpower.experiments.claims import CLAIMS_FILE, load_claims, select_claims, verdict
 from gradpower.experiments.stats import Interval
+from gradpower.fileio import folder_lock
 
-# one worker runs this file, so the micro budget over every claim (the module's fixture) runs once
-pytestmark = pytest.mark.xdist_group("claims")
 COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low", "ci_high",
            "n_seeds", "verdict"]
 
@@ -41,14 +40,19 @@ def test_the_claims_file_declares_every_claim_with_its_direction():
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
 
-@pytest.fixture(scope="session")  # session: xdist's worker may run other files between this file's tests
+@pytest.fixture(scope="session")
 def micro(tmp_path_factory):
-    """``gradpower claims --budget micro`` over every claim, as CI runs it: (out, printed, cache)."""
-    out, cache = tmp_path_factory.mktemp("claims") / "micro", tmp_path_factory.mktemp("cache")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["claims", "--budget", "micro", "--out", str(out), "--cache-dir", str(cache)]) == 0
-    return out, printed.getvalue(), cache
+    """``gradpower claims --budget micro`` over every claim, as CI runs it: (out, printed, cache). Run once per test
+    session: under xdist every worker asks for it, and the first to take the lock runs it for all."""
+    root = tmp_path_factory.getbasetemp().parent  # shared by xdist's workers (their own base folders are below)
+    out, cache, printed_file = root / "claims-micro", root / "claims-micro-cache", root / "claims-micro.txt"
+    with folder_lock(root, wait=True, what="test fixture"):
+        if not printed_file.exists():
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert main(["claims", "--budget", "micro", "--out", str(out), "--cache-dir", str(cache)]) == 0
+            printed_file.write_text(printed.getvalue())
+    return out, printed_file.read_text(), cache
 
 
 def test_micro_runs_every_claim_and_names_what_it_wrote(micro):

@@ -82,6 +82,16 @@ def test_identical_arms_are_refused_before_anything_runs(tmp_path, cache):
     assert "detects differences above" not in printed + err
 
 
+ADAMW_VS_ADAMPOWER = ('[{ name = "adamw", optim = "adamw" }, { name = "adampower", optim = "adampower", p = 1.2 }]',
+                      '[{ arm = "adampower", weight = 1 }, { arm = "adamw", weight = -1 }]')
+
+
+def claim_toml(claim_id: str, base: str, arms: str = ADAMW_VS_ADAMPOWER[0], terms: str = ADAMW_VS_ADAMPOWER[1]) -> str:
+    """One ``[[claim]]`` table of a test's claims file (AdamPower - AdamW unless told)."""
+    return (f'\n[[claim]]\nid = "{claim_id}"\nsource = "test"\nstatement = "{claim_id}"\nsetting = "llama-tiny"\n'
+            f'direction = "lower"\nbase = {base}\narms = {arms}\nterms = {terms}\n')
+
+
 def claims_file(tmp_path: Path, claim: str) -> str:
     text = CLAIMS_FILE.read_text()
     path = tmp_path / "claims.toml"
@@ -90,27 +100,10 @@ def claims_file(tmp_path: Path, claim: str) -> str:
 
 
 def test_a_claim_whose_arms_are_the_same_runs_is_skipped_with_its_reason_and_the_others_run(tmp_path, cache):
-    claim = """
-[[claim]]
-id = "X1"
-source = "test"
-statement = "two names for one arm"
-setting = "llama-tiny"
-direction = "lower"
-base = { preset = "llama-tiny", batch_size = 8, seq_len = 16, optim = "adamw" }
-arms = [{ name = "a", lr = 3e-3 }, { name = "b" }]
-terms = [{ arm = "b", weight = 1 }, { arm = "a", weight = -1 }]
-
-[[claim]]
-id = "X2"
-source = "test"
-statement = "a real contrast"
-setting = "llama-tiny"
-direction = "lower"
-base = { preset = "llama-tiny", batch_size = 8, seq_len = 16 }
-arms = [{ name = "adamw", optim = "adamw" }, { name = "adampower", optim = "adampower", p = 1.2 }]
-terms = [{ arm = "adampower", weight = 1 }, { arm = "adamw", weight = -1 }]
-"""
+    claim = claim_toml("X1", '{ preset = "llama-tiny", batch_size = 8, seq_len = 16, optim = "adamw" }',
+                       '[{ name = "a", lr = 3e-3 }, { name = "b" }]',  # 3e-3 is llama-tiny's own lr
+                       '[{ arm = "b", weight = 1 }, { arm = "a", weight = -1 }]')
+    claim += claim_toml("X2", '{ preset = "llama-tiny", batch_size = 8, seq_len = 16 }')
     out = tmp_path / "claims"
     code, printed, _ = run_main(["claims", "--budget", "micro", "--file", claims_file(tmp_path, claim),
                                  "--out", str(out), "--cache-dir", cache])
@@ -147,27 +140,8 @@ def test_claims_keep_going_when_a_claims_runs_fail_and_the_command_fails(tmp_pat
 
     real = job.train_one
     monkeypatch.setattr(job, "train_one", fail_power_runs)
-    claim = """
-[[claim]]
-id = "X3"
-source = "test"
-statement = "its power runs fail"
-setting = "llama-tiny"
-direction = "lower"
-base = { preset = "llama-tiny", batch_size = 8, seq_len = 16 }
-arms = [{ name = "adamw", optim = "adamw" }, { name = "adampower", optim = "adampower", p = 1.2 }]
-terms = [{ arm = "adampower", weight = 1 }, { arm = "adamw", weight = -1 }]
-
-[[claim]]
-id = "X4"
-source = "test"
-statement = "runs after it"
-setting = "llama-tiny"
-direction = "lower"
-base = { preset = "llama-tiny", batch_size = 4, seq_len = 16 }
-arms = [{ name = "adamw", optim = "adamw" }, { name = "adampower", optim = "adampower", p = 1.2 }]
-terms = [{ arm = "adampower", weight = 1 }, { arm = "adamw", weight = -1 }]
-"""
+    claim = claim_toml("X3", '{ preset = "llama-tiny", batch_size = 8, seq_len = 16 }')  # its power runs fail
+    claim += claim_toml("X4", '{ preset = "llama-tiny", batch_size = 4, seq_len = 16 }')
     out = tmp_path / "claims"
     code, printed, err = run_main(["claims", "--budget", "micro", "--file", claims_file(tmp_path, claim),
                                    "--out", str(out), "--cache-dir", cache])
