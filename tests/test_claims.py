@@ -36,7 +36,7 @@ def test_the_claims_file_declares_every_claim_with_its_direction():
         select_claims(claims, ["C12"])
     tracked = {c.id: c for c in claims}["C11.b8"]
     assert tracked.select.among == ["adampower p=1.0", "adampower p=1.2"] and tracked.select.first_seed == 100
-    assert set(budgets) == {"quick", "full", "micro"} and budgets["full"]["effect"] == 0.015
+    assert set(budgets) == {"quick", "full", "micro", "paper"} and budgets["full"]["effect"] == 0.015
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
 
