@@ -1,10 +1,10 @@
 """The cost input of the proxy rule (gradpower.models.proxy): training throughput of each candidate shape.
 
 For every shape that fits the corpus (the rule's steps 1-3), trains AdamW steps of batch 8 x 128 on random tokens
-(throughput does not depend on the text) on one thread, and prints tokens/s, the rate tokens/s x parameters, and the
-seconds of one run at 20 tokens per parameter. The rule's MEASURED_RATE is the rate of the shape nearest its cost
-cap; the table shows how constant the rate is across shapes (the cost model's assumption), against the smallest
-shape measured in the same invocation.
+(throughput does not depend on the text) on one thread, and prints tokens/s and the seconds of one run at 20 tokens
+per parameter: the rule's MEASURED_TOKENS_PER_S. The last column, tokens/s x parameters against the smallest shape
+measured in the same invocation, shows why the rule takes each shape's own speed: that product is far from constant
+(a small model's step is bound by per-layer overheads as much as by its parameters).
 
     python benchmarks/proxy_cost.py [--steps 60] [--threads 1]
 
@@ -60,7 +60,7 @@ def main() -> None:
         rate = speed * shape.params
         first = first or rate
         print(f"{str((shape.vocab, shape.d_model, shape.n_layers)):32} {shape.params:>8,} {speed:>9,.0f} "
-              f"{rate:>22.3g} {shape.run_seconds(rate):>18.0f} s {rate / first:>13.2f}x")
+              f"{rate:>22.3g} {shape.run_seconds(speed):>18.0f} s {rate / first:>13.2f}x")
 
 
 if __name__ == "__main__":

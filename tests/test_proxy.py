@@ -4,7 +4,6 @@ token shards, and every run's passes over its data (epochs) with a warning past 
 import contextlib
 import io
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from gradpower.models.proxy import (
     DEMO_RUN_SECONDS,
     EMBEDDING_SHARE,
     MAX_PASSES,
-    MEASURED_RATE,
+    MEASURED_TOKENS_PER_S,
     TOKENS_PER_PARAM,
     VOCABS,
     Shape,
@@ -40,8 +39,8 @@ def test_the_parameter_formula_counts_what_the_model_holds():
 
 def test_the_presets_are_the_rules_choice_recomputed_from_its_inputs():
     # The rule, written out again: papers' proportions (d_ff 4d, head dim 16, >= 2 layers, >= 16 dims per layer),
-    # embedding share in [0.4, 0.6], 20 tokens per parameter within 4 passes, the largest, within the cost cap.
-    cap = math.sqrt(DEMO_RUN_SECONDS * MEASURED_RATE / 20)
+    # embedding share in [0.4, 0.6], 20 tokens per parameter within 4 passes, the largest, within the cost cap
+    # (a run at 20 tokens per parameter at the shape's measured tokens/s within the demo's seconds per run).
     fitting = []
     for vocab in VOCABS:
         for d in range(32, 513, 16):
@@ -51,7 +50,9 @@ def test_the_presets_are_the_rules_choice_recomputed_from_its_inputs():
                 if d >= 16 * layers and 0.4 <= share <= 0.6 and 20 * n <= 4 * CORPUS_TRAIN_TOKENS[vocab]:
                     fitting.append((n, -vocab, d, vocab, layers))
     micro = max(fitting)
-    nano = max(f for f in fitting if f[0] <= cap)
+    speed = {(vocab, d, layers): MEASURED_TOKENS_PER_S.get((vocab, d, layers)) for _, _, d, vocab, layers in fitting}
+    assert all(speed.values())  # every shape that fits the corpus was measured
+    nano = max(f for f in fitting if 20 * f[0] / speed[(f[3], f[2], f[4])] <= DEMO_RUN_SECONDS)
     pico = max(f for f in fitting if f[0] <= micro[0] / 4)
     shapes = proxy_shapes()
     for name, (n, _, d, vocab, layers) in {"llama-micro": micro, "llama-nano": nano, "llama-pico": pico}.items():

@@ -57,13 +57,13 @@ PRESETS: dict[str, Preset] = {
     ),
     # Compute-optimal proxies: the shapes the rule of .proxy chose from the bundled corpus and the measured cost
     # (the suite recomputes them from the rule's inputs); the CPU presets' lr, which C1 and C2 tune per arm.
-    # 20 tokens per parameter at batch 8 x 128: llama-pico 1,283 steps, llama-nano 4,087, llama-micro 7,208.
+    # 20 tokens per parameter at batch 8 x 128: llama-pico 1,283 steps, llama-nano 5,126, llama-micro 7,208.
     "llama-pico": Preset(_llama(32, 128, 2, 2, vocab=512, seq=128), 3e-3),
-    "llama-nano": Preset(_llama(48, 192, 3, 3, vocab=1024, seq=128), 3e-3),
+    "llama-nano": Preset(_llama(64, 256, 4, 2, vocab=1024, seq=128), 3e-3),
     "llama-micro": Preset(_llama(80, 320, 5, 2, vocab=1024, seq=128), 3e-3),
     # llama-nano's shape with qwen2moe-tiny's experts (8 routed of d_ff / 4, top 4, one shared of d_ff): C3 trains it
     # on llama-nano's token budget, so the MoE stands at fewer tokens per (total) parameter than its dense twin.
-    "qwen2moe-nano": Preset(dataclasses.replace(_moe(48, 192, 3, 3, 8, vocab=1024), max_seq_len=128), 3e-3),
+    "qwen2moe-nano": Preset(dataclasses.replace(_moe(64, 256, 4, 2, 8, vocab=1024), max_seq_len=128), 3e-3),
 }
 
 

@@ -13,11 +13,12 @@ rule reads the corpus (tokens per BPE vocab) and the cost (a measured throughput
 3. 20 tokens per parameter in at most :data:`MAX_PASSES` passes over the vocab's training split
    (Muennighoff et al. 2023: up to about 4 passes are nearly as good as unique data).
 4. The largest such model (most parameters), within a cost cap where one is given: a run's seconds at 20 tokens per
-   parameter, from a measured rate ``tokens/s x parameters`` (the compute per token grows with the parameters).
-   Ties go to the smaller vocab, then the wider model.
+   parameter at the shape's own measured throughput (:data:`MEASURED_TOKENS_PER_S`; a small model's step is bound by
+   per-layer overheads as much as by its parameters, so no single rate would do). Ties go to the smaller vocab, then
+   the wider model.
 
 :func:`proxy_shapes` applies the rule to its inputs; the presets of :mod:`.presets` are its outputs for the
-inputs recorded in :data:`CORPUS_TRAIN_TOKENS` and :data:`MEASURED_RATE`, and the suite recomputes them.
+inputs recorded in :data:`CORPUS_TRAIN_TOKENS` and :data:`MEASURED_TOKENS_PER_S`, and the suite recomputes them.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ class Shape:
     def embedding_share(self) -> float:
         return 2 * self.vocab * self.d_model / self.params
 
-    def run_seconds(self, rate: float) -> float:
-        """Seconds of one run at 20 tokens per parameter, at ``rate`` = tokens/s x parameters."""
-        return TOKENS_PER_PARAM * self.params * self.params / rate
+    def run_seconds(self, tokens_per_s: float) -> float:
+        """Seconds of one run at 20 tokens per parameter at ``tokens_per_s``."""
+        return TOKENS_PER_PARAM * self.params / tokens_per_s
 
 
 def candidates() -> list[Shape]:
@@ -90,33 +91,40 @@ def fits_corpus(shape: Shape, train_tokens: dict[int, int]) -> bool:
             and TOKENS_PER_PARAM * shape.params <= MAX_PASSES * train_tokens[shape.vocab])
 
 
-def largest(train_tokens: dict[int, int], max_params: float = math.inf) -> Shape:
-    """Rule 4: the largest shape that fits the corpus with at most ``max_params`` parameters."""
-    fitting = [s for s in candidates() if fits_corpus(s, train_tokens) and s.params <= max_params]
+def largest(train_tokens: dict[int, int], max_params: float = math.inf,
+            max_seconds: float | None = None, speeds: dict[tuple[int, int, int], float] | None = None) -> Shape:
+    """Rule 4: the largest shape that fits the corpus with at most ``max_params`` parameters and, given
+    ``max_seconds``, whose run at 20 tokens per parameter takes at most that at its measured speed (``speeds``:
+    tokens/s by (vocab, d_model, n_layers); an unmeasured shape is not chosen under a cost cap)."""
+    def affordable(shape: Shape) -> bool:
+        if max_seconds is None:
+            return True
+        speed = (speeds or {}).get((shape.vocab, shape.d_model, shape.n_layers))
+        return speed is not None and shape.run_seconds(speed) <= max_seconds
+
+    fitting = [s for s in candidates() if fits_corpus(s, train_tokens) and s.params <= max_params and affordable(s)]
     if not fitting:
-        raise ValueError(f"no proxy shape fits {max_params:g} parameters and the corpus ({train_tokens})")
+        raise ValueError(f"no proxy shape fits {max_params:g} parameters, the cost cap and the corpus ({train_tokens})")
     return max(fitting, key=lambda s: (s.params, -s.vocab, s.d_model))
 
 
-def max_params_for(seconds: float, rate: float) -> float:
-    """The most parameters a run at 20 tokens per parameter may have to take at most ``seconds`` at ``rate``."""
-    return math.sqrt(seconds * rate / TOKENS_PER_PARAM)
-
-
-#: The rule's cost input: tokens/s x parameters of one training run on one thread of the 2-core machine this
-#: project is measured on (``python benchmarks/proxy_cost.py``, docs/models.md), and the seconds one run of the
-#: default comparison may take: ``make demo``'s 15 minutes, less about 2 for the install, over 8 runs that
-#: ``--jobs 2`` trains two at a time.
-MEASURED_RATE = 6.4e9
+#: The rule's cost input: training tokens/s of every shape that fits the corpus, AdamW at batch 8 x 128 on one
+#: thread of the 2-core machine this project is measured on (Intel Xeon with AVX-512, torch 2.13), nothing else
+#: running: ``python benchmarks/proxy_cost.py --steps 60`` (docs/models.md shows its table).
+MEASURED_TOKENS_PER_S = {(512, 32, 2): 72_031, (1024, 48, 2): 41_217, (1024, 48, 3): 30_290,
+                         (1024, 64, 2): 32_067, (1024, 80, 2): 24_309}
+#: The seconds one run of the default comparison may take: ``make demo``'s 15 minutes, less about 2 for the install,
+#: over its 8 runs trained two at a time (``--jobs 2``, one thread each).
 DEMO_RUN_SECONDS = (15 - 2) * 60 / 4
 
 
-def proxy_shapes(train_tokens: dict[int, int] = CORPUS_TRAIN_TOKENS, rate: float = MEASURED_RATE,
+def proxy_shapes(train_tokens: dict[int, int] = CORPUS_TRAIN_TOKENS,
+                 speeds: dict[tuple[int, int, int], float] = MEASURED_TOKENS_PER_S,
                  run_seconds: float = DEMO_RUN_SECONDS) -> dict[str, Shape]:
     """The proxies, by name: ``llama-nano`` (the largest within a run's cost cap: the default's and the claims'
     proxy), ``llama-micro`` (the largest the corpus allows) and ``llama-pico`` (the largest with at most a quarter
     of llama-micro's parameters): three sizes over a 4x range for the effect against model size."""
     micro = largest(train_tokens)
     return {"llama-pico": largest(train_tokens, micro.params / 4),
-            "llama-nano": largest(train_tokens, max_params_for(run_seconds, rate)),
+            "llama-nano": largest(train_tokens, max_seconds=run_seconds, speeds=speeds),
             "llama-micro": micro}
