@@ -17,6 +17,7 @@ from gradpower.cli import main
 from gradpower.experiments.claims import CLAIMS_FILE, load_claims, select_claims, verdict
 from gradpower.experiments.stats import Interval
 from gradpower.fileio import folder_lock
+from gradpower.models import count_params, preset
 
 COLUMNS = ["claim", "source", "statement", "setting", "metric", "arm", "baseline", "diff_mean", "ci_low", "ci_high",
            "n_seeds", "verdict"]
@@ -29,14 +30,15 @@ def read(path):
 
 def test_the_claims_file_declares_every_claim_with_its_direction():
     claims, budgets = load_claims(CLAIMS_FILE)
-    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 11)] + ["C11.b8", "C11.b32"]
+    assert [c.id for c in claims] == [f"C{i}" for i in range(1, 11)] + ["C11.b8", "C11.b32"] + [
+        f"C12.{size}" for size in ("llama-pico", "llama-nano", "llama-micro")]
     assert [c.id for c in select_claims(claims, ["C11", "C2"])] == ["C2", "C11.b8", "C11.b32"]
     assert [c.id for c in select_claims(claims, ["C11.b32"])] == ["C11.b32"]
     with pytest.raises(ValueError, match="unknown claim\\(s\\) C12"):
         select_claims(claims, ["C12"])
     tracked = {c.id: c for c in claims}["C11.b8"]
     assert tracked.select.among == ["adampower p=1.0", "adampower p=1.2"] and tracked.select.first_seed == 100
-    assert set(budgets) == {"quick", "full", "micro", "paper"} and budgets["full"]["effect"] == 0.015
+    assert set(budgets) == {"quick", "full", "micro", "paper", "sizes"} and budgets["full"]["effect"] == 0.015
     assert all(c.direction in ("lower", "higher", "additive") for c in claims)
 
 
@@ -64,6 +66,32 @@ def test_micro_runs_every_claim_and_names_what_it_wrote(micro):
     last = printed.strip().splitlines()[-1]
     assert last.startswith(f"written to {out}: claims.csv, claims.md, the reports of C1, ")
     assert all(c.id in last for c in claims)
+
+
+def test_the_size_trend_is_the_per_seed_slope_against_log_parameters(micro):
+    # C12: AdamPower - AdamW at each size, paired by seed; per seed the least-squares slope against ln(params)
+    out, printed, _ = micro
+    sizes = ("llama-pico", "llama-nano", "llama-micro")
+    diffs = {}
+    for size in sizes:
+        runs = read(out / f"C12.{size}" / "runs.csv")
+        loss = {(r["arm"], r["seed"]): float(r["final_val_loss"]) for r in runs}
+        diffs[size] = {s: loss[("adampower p=1.2", s)] - loss[("adamw", s)] for s in ("0", "1")}
+    x = [math.log(count_params(preset(size)).total) for size in sizes]
+    slopes = [stats.linregress(x, [diffs[size][s] for size in sizes]).slope for s in ("0", "1")]
+    mean = sum(slopes) / 2
+    half = stats.t.ppf(0.975, 1) * stats.tstd(slopes) / math.sqrt(2)
+    (row,) = [r for r in read(out / "claims.csv") if r["claim"] == "C12"]
+    assert float(row["diff_mean"]) == pytest.approx(mean, abs=2e-5)
+    assert float(row["ci_low"]) == pytest.approx(mean - half, abs=2e-4)
+    assert row["metric"] == "slope vs ln(params)" and row["n_seeds"] == "2"
+    assert (out / "C12-sizes.png").exists() and "C12-sizes.png" in (out / "claims.md").read_text()
+    assert "C12: micro: plumbing only, no verdict (d(adampower p=1.2 - adamw)/d ln(params) = " in printed
+
+
+def test_a_claim_declared_for_other_budgets_is_refused_by_name(tmp_path, capsys):
+    assert main(["claims", "--budget", "quick", "--only", "C12", "--out", str(tmp_path / "x")]) == 2
+    assert "--only C12: declared for --budget micro or paper or sizes, not --budget quick" in capsys.readouterr().err
 
 
 def test_micro_keeps_each_arms_own_batch_size(micro):

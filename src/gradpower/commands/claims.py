@@ -18,10 +18,11 @@ def parser_options() -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro", "paper"),
+    parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro", "paper", "sizes"),
                         help="quick (planned <= 30 min on 2 cores), full (<= 90 min, seeds sized for 0.015 nats), "
-                        "micro (a few steps per run: the plumbing only) or paper (the papers' own setting, for GPU "
-                        "clusters: see --plan); default quick")
+                        "micro (a few steps per run: the plumbing only), paper (the papers' own setting, for GPU "
+                        "clusters: see --plan) or sizes (C12, the effect against model size at 20 tokens per "
+                        "parameter, <= 2 h); default quick")
     parser.add_argument("--plan", action="store_true",
                         help="print each claim's runs, tokens, steps and GPU-hours at the budget, and the total; run "
                         "nothing")

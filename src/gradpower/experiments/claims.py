@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..invocation import program
 from ..train.config import TrainConfig
+from . import plots
 from .compare import finished_final_runs, run_compare
 from .execute import Outcome, RunsFailedError
 from .folder import load_listed_runs, read_experiment, write_csv
@@ -34,7 +37,7 @@ from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
 CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
-BUDGETS = ("quick", "full", "micro", "paper")
+BUDGETS = ("quick", "full", "micro", "paper", "sizes")
 DIRECTIONS = ("lower", "higher", "additive")
 #: Seconds a run costs beyond its training loop's wall time (process start, data, final evaluation, report),
 #: measured on 2 cores; the time cap of a ``full`` claim adds it to every run.
@@ -95,6 +98,11 @@ class Claim:
     select: Selection | None = None
     #: Once :func:`select_arm` has run: the arm ``select`` chose.
     selected: str | None = None
+    #: The budgets the claim runs under (None: every budget).
+    budgets: list[str] | None = None
+    #: A size axis (``sizes = [presets]`` in the file): the family's id, each member one preset, and the trend of
+    #: the contrast against log parameters reported across them (:func:`size_trend`).
+    family: str | None = None
 
     def horizons(self, budget: dict[str, Any]) -> list[int]:
         """The ladder in training tokens at ``budget``."""
@@ -153,6 +161,28 @@ def _ladder(raw: Any, where: str) -> list[float]:
     return [float(m) for m in raw]
 
 
+def _budget_names(raw: dict[str, Any], where: str) -> list[str] | None:
+    names = raw.get("budgets")
+    if names is not None and (not isinstance(names, list) or not set(names) <= set(BUDGETS)):
+        raise ValueError(f"{where}: budgets must be a list of {', '.join(BUDGETS)}, got {names!r}")
+    return names
+
+
+def _sized(claim: Claim, sizes: Any, where: str) -> list[Claim]:
+    """A claim with ``sizes``: one member per preset (``ID.PRESET``, its shared preset that one), all of one family;
+    without: the claim itself."""
+    if sizes is None:
+        return [claim]
+    from ..models import PRESETS
+
+    if not isinstance(sizes, list) or len(sizes) < 3 or any(size not in PRESETS for size in sizes):
+        raise ValueError(f"{where}: sizes must list three or more presets (a slope needs them), got {sizes!r}")
+    if any("preset" in arm.overrides for arm in claim.arms):
+        raise ValueError(f"{where}: a claim with sizes sets each member's preset: its arms may not set one")
+    return [dataclasses.replace(claim, id=f"{claim.id}.{size}", base={**claim.base, "preset": size},
+                                family=claim.id) for size in sizes]
+
+
 def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[str, Any]]]:
     """The claims and budgets of ``path``; a malformed file is a one-line ValueError naming it."""
     try:
@@ -173,10 +203,11 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             parts = {name: grid or None for name, grid in raw.get("parts", {}).items()}
             select = _selection(raw.get("select"), names, where)
             named = names | ({select.name} if select else set())
-            claims.append(Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
-                                dict(raw.get("base", {})), arms, _terms(raw["terms"], named, where, parts),
-                                raw.get("tune_lr"), [_terms(t, named, where, parts) for t in raw.get("also", [])],
-                                parts, _ladder(raw.get("ladder", [1]), where), select))
+            claim = Claim(raw["id"], raw["source"], raw["statement"], raw["setting"], raw["direction"],
+                          dict(raw.get("base", {})), arms, _terms(raw["terms"], named, where, parts),
+                          raw.get("tune_lr"), [_terms(t, named, where, parts) for t in raw.get("also", [])],
+                          parts, _ladder(raw.get("ladder", [1]), where), select, budgets=_budget_names(raw, where))
+            claims += _sized(claim, raw.get("sizes"), where)
         budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc}") from None
@@ -209,14 +240,50 @@ def _term_runs(folders: dict[str, Path], terms: list[Term], horizon: int | None 
             if all((t.part, t.arm, s) in runs for t in terms)}
 
 
-def contrast_values(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline"
-                    ) -> list[float]:
-    """Per seed (seeds where every term's run finished): the sum of weight x metric, at full precision, at one
-    horizon of the claim's ladder (default: its headline).
+def contrast_by_seed(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline"
+                     ) -> dict[int, float]:
+    """Per seed where every term's run finished: the sum of weight x metric, at full precision, at one horizon of
+    the claim's ladder (default: its headline).
 
     ``folders`` maps each part ("" for a single comparison) to its compare folder."""
-    return [sum(t.weight * _metric(run, t.metric) for t, run in pairs)
-            for pairs in _term_runs(folders, terms, horizon).values()]
+    return {seed: sum(t.weight * _metric(run, t.metric) for t, run in pairs)
+            for seed, pairs in _term_runs(folders, terms, horizon).items()}
+
+
+def contrast_values(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline"
+                    ) -> list[float]:
+    """:func:`contrast_by_seed`'s values in seed order."""
+    return list(contrast_by_seed(folders, terms, horizon).values())
+
+
+@dataclass
+class SizeTrend:
+    """A size family's contrast against ln(parameters): per member its parameters and interval, and the slope's."""
+
+    params: list[int]
+    members: list[Interval]
+    slope: Interval
+    intercept: float
+
+
+def size_trend(members: list[Claim], out: Path) -> SizeTrend | None:
+    """Per seed that every member finished, the least-squares slope of the member's contrast against ln(its model's
+    parameters); their mean with its 95% Student-t interval over seeds (None with fewer than 3 members)."""
+    by_member, params = [], []
+    for claim in members:
+        folders = {part: folder for part, (folder, _) in claim.folders(out).items()}
+        by_member.append(contrast_by_seed(folders, claim.terms))
+        runs = finished_final_runs(next(iter(folders.values())), read_experiment(next(iter(folders.values()))))
+        if not runs:
+            return None
+        params.append(next(iter(runs.values())).params)
+    seeds = sorted(set.intersection(*(set(values) for values in by_member)))
+    if len(members) < 3 or not seeds:
+        return None
+    x = np.log(np.array(params, dtype=float))
+    fits = [np.polyfit(x, [values[seed] for values in by_member], 1) for seed in seeds]
+    return SizeTrend(params, [t_interval([values[seed] for seed in seeds]) for values in by_member],
+                     t_interval([fit[0] for fit in fits]), float(np.mean([fit[1] for fit in fits])))
 
 
 def same_runs_cancel(folders: dict[str, Path], terms: list[Term], horizon: int | None | str = "headline") -> bool:
@@ -440,6 +507,11 @@ def _model_flops(model_json: str) -> float:
     return 6.0 * matmul + 6.0 * model.n_layers * model.max_seq_len * model.d_model
 
 
+def _hours(hours: float) -> str:
+    """GPU-hours as the plan prints them: whole hours, two decimals below 10."""
+    return f"{hours:,.0f}" if hours >= 10 else f"{hours:.2f}"
+
+
 def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CLAIMS_FILE) -> str:
     """``claims --budget NAME --plan``: each claim's runs, tokens, steps and GPU-hours at the budget, and the total,
     without running anything. A wsd ladder's shorter horizons cost only their decay (they branch from the longest);
@@ -450,7 +522,7 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
     lines = ["| claim | models | runs | tokens per run (headline) | steps (headline) | GPU-hours |",
              "|---|---|---|---|---|---|"]
     total = 0.0
-    for declared in select_claims(claims, only):
+    for declared in claims_for_budget(claims, only, budget_name, budgets[budget_name]):
         claim, budget = for_budget(declared, budgets[budget_name])
         seeds = int(budget.get("max_seeds", budget["seeds"]))
         specs = [with_run_defaults(_spec(claim, budget, seeds, {}, grid)) for _, grid in claim.folders(Path()).values()]
@@ -476,8 +548,9 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
         hours = flops / (GPU_PEAK_FLOPS * GPU_UTILISATION) / 3600
         total += hours
         tokens, steps = headline or (0, 0)
-        lines.append(f"| {claim.id} | {', '.join(sorted(models))} | {runs} | {tokens:,} | {steps:,} | {hours:,.0f} |")
-    lines.append(f"| total | | | | | {total:,.0f} |")
+        lines.append(f"| {claim.id} | {', '.join(sorted(models))} | {runs} | {tokens:,} | {steps:,} | "
+                     f"{_hours(hours)} |")
+    lines.append(f"| total | | | | | {_hours(total)} |")
     lines.append(f"\nGPU-hours: training FLOPs (6 x activated parameters + attention, per token) at "
                  f"{GPU_UTILISATION:.0%} of {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (an H100 SXM's dense bf16 peak); every "
                  f"claim at {budgets[budget_name].get('max_seeds', budgets[budget_name]['seeds'])} seeds, its lr "
@@ -497,6 +570,20 @@ def select_claims(claims: list[Claim], only: list[str] | None) -> list[Claim]:
     return [c for c in claims if c.id in only or c.id.split(".")[0] in only]
 
 
+def claims_for_budget(claims: list[Claim], only: list[str] | None, budget_name: str,
+                      budget: dict[str, Any]) -> list[Claim]:
+    """:func:`select_claims`, less the claims declared for other budgets (a claim's ``budgets``) and, under a budget
+    declared ``declared_only`` (``sizes``), every claim that does not name it; naming only such claims is an error."""
+    chosen = select_claims(claims, only)
+    kept = [c for c in chosen if (budget_name in (c.budgets or []) if budget.get("declared_only")
+                                  else c.budgets is None or budget_name in c.budgets)]
+    if chosen and not kept:
+        runs_under = sorted({b for c in chosen for b in c.budgets or []}) or ["any but this one"]
+        raise ValueError(f"--only {','.join(only or [])}: declared for --budget {' or '.join(runs_under)}, not "
+                         f"--budget {budget_name}")
+    return kept
+
+
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
                jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
                launcher: LauncherConfig | None = None, command: str | None = None) -> str:
@@ -508,7 +595,7 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     if budget_name not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
-    claims = select_claims(claims, only)
+    claims = claims_for_budget(claims, only, budget_name, budgets[budget_name])
     started = time.time()
     share_s = 60.0 * budgets[budget_name].get("minutes", math.inf) / max(1, len(claims))
     rows = []
@@ -546,9 +633,20 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
                 echo(f"   {claim.id}{_at(rows[-1])} also: {line}")
         if rows and rows[-1]["lr_at_edge"]:
             echo(f"   {claim.id}: {_edge_warning(rows[-1])}")
+    trend_figures = []
+    for family in dict.fromkeys(c.family for c in resolved if c.family):
+        members = [c for c in resolved if c.family == family]
+        trend = size_trend(members, out)
+        if trend is None:
+            continue
+        rows.append(_trend_row(members, trend, None if budgets[budget_name].get("verdict", True) else budget_name))
+        echo(f"   {family}: {rows[-1]['verdict']} ({rows[-1]['arm']} = {_interval_text(rows[-1])})")
+        trend_figures.append(plots.size_trend(out / f"{family}-sizes.png", trend.params, trend.members, trend.slope,
+                                              trend.intercept, f"{family}: {members[0].contrast_text} at each size "
+                                              f"({trend.slope.n} seeds), the fitted line per e-fold of parameters"))
     write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
     table = _table(rows)
-    figures = []
+    figures = [f"![{f.stem}]({f.name})\n\n" for f in trend_figures]
     for claim in resolved:
         for part, (folder, _) in claim.folders(out).items():
             name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
@@ -566,6 +664,22 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     if failed:
         raise RunsFailedError(failed, table)
     return table
+
+
+def _trend_row(members: list[Claim], trend: SizeTrend, plumbing: str | None) -> dict[str, Any]:
+    """The claims.csv row of a size family's trend: the slope of its contrast per e-fold of parameters."""
+    first = members[0]
+    slope = trend.slope
+    text = (f"{slope.mean:+.4f} [{slope.low:+.4f}, {slope.high:+.4f}]" if slope.has_interval
+            else f"{slope.mean:+.4f} (one seed)")
+    sizes = ", ".join(f"{p / 1e3:.0f}k" for p in trend.params)
+    verdict_text = (f"{plumbing}: plumbing only, no verdict" if plumbing else
+                    f"measured, no direction declared: {text} nats per e-fold of parameters over {sizes}")
+    return {"claim": first.family, "source": first.source, "statement": "the trend of the contrast with model size",
+            "setting": first.setting, "metric": "slope vs ln(params)", "arm": f"d({first.contrast_text})/d ln(params)",
+            "baseline": first.terms[-1].arm, "diff_mean": slope.mean, "ci_low": slope.low, "ci_high": slope.high,
+            "n_seeds": slope.n, "verdict": verdict_text, "mde_80": math.nan, "stage": "", "lr_at_edge": "",
+            "also": []}
 
 
 def _skipped_row(claim: Claim, why: str) -> dict[str, Any]:

@@ -186,3 +186,25 @@ def horizon_differences(path: Path, series: dict[str, dict[str, np.ndarray]], ba
     right.set_title("the baseline at each horizon")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def size_trend(path: Path, params: Sequence[int], members: Sequence, slope, intercept: float, title: str) -> Path:
+    """A contrast against model size (log x): each size's seed mean with its 95% interval, the zero line and the
+    fitted line ``intercept + slope x ln(params)`` (``members`` and ``slope`` are intervals: mean, low, high)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.array(params, dtype=float)
+    mean = np.array([m.mean for m in members])
+    low, high = np.nan_to_num(mean - np.array([m.low for m in members])), np.nan_to_num(
+        np.array([m.high for m in members]) - mean)
+    ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=4, ls="none", label="each size: mean, 95% interval")
+    grid = np.geomspace(x.min(), x.max(), 50)
+    band = f" [{slope.low:+.4f}, {slope.high:+.4f}]" if np.isfinite(slope.low) else ""
+    ax.plot(grid, intercept + slope.mean * np.log(grid), color="black", lw=1,
+            label=f"fitted: {slope.mean:+.4f}{band} nats per e-fold of parameters")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters (log)", ylabel="contrast (nats)", title=title)
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    _legend_below(ax)
+    return _save(fig, path)
