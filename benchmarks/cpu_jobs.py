@@ -1,10 +1,11 @@
 """Runs of a comparison on a small CPU: one at a time with every core, or several at once with one core each?
 
 Trains the same comparison (``--preset``, default llama-tiny; AdamW vs AdamPower, 8 x 128, wsd) twice in fresh
-folders: ``--jobs 1`` (one process, torch's default thread count) and ``--jobs N`` (N processes, cores / N threads each), and prints
-each design's wall time and its ratio to the one-at-a-time baseline measured in the same invocation. It also
-says whether the thread count changed any run's numbers (the final val loss of every run, compared to the bit):
-if it does, every run of one comparison must use one thread count, and the harness records which.
+folders: ``--jobs 1`` (one process, torch's default thread count) and ``--jobs N`` (N processes, cores / N threads
+each), and prints each design's wall time and its ratio to the one-at-a-time baseline measured in the same
+invocation. It also says whether the thread count changed any run's numbers (the final val loss of every run,
+compared to the bit): if it does, every run of one comparison must use one thread count, and the harness records
+which.
 
     python benchmarks/cpu_jobs.py [--steps 160] [--seeds 2] [--jobs 2] [--preset llama-tiny] [--out runs/bench-jobs]
 
