@@ -34,8 +34,9 @@ def test_the_claims_file_declares_every_claim_with_its_direction():
         f"C12.{size}" for size in ("llama-pico", "llama-nano", "llama-micro")]
     assert [c.id for c in select_claims(claims, ["C11", "C2"])] == ["C2", "C11.b8", "C11.b32"]
     assert [c.id for c in select_claims(claims, ["C11.b32"])] == ["C11.b32"]
-    with pytest.raises(ValueError, match="unknown claim\\(s\\) C12"):
-        select_claims(claims, ["C12"])
+    with pytest.raises(ValueError, match="unknown claim\\(s\\) C13"):
+        select_claims(claims, ["C13"])
+    assert [c.id for c in select_claims(claims, ["C12"])] == ["C12.llama-pico", "C12.llama-nano", "C12.llama-micro"]
     tracked = {c.id: c for c in claims}["C11.b8"]
     assert tracked.select.among == ["adampower p=1.0", "adampower p=1.2"] and tracked.select.first_seed == 100
     assert set(budgets) == {"quick", "full", "micro", "paper", "sizes"} and budgets["full"]["effect"] == 0.015
@@ -61,10 +62,11 @@ def test_micro_runs_every_claim_and_names_what_it_wrote(micro):
     out, printed, _ = micro
     claims, _ = load_claims(CLAIMS_FILE)
     rows = read(out / "claims.csv")
-    assert [c.id for c in claims] == list(dict.fromkeys(r["claim"] for r in rows))
+    # every claim's rows, then each size family's trend row (C12)
+    assert [c.id for c in claims] + ["C12"] == list(dict.fromkeys(r["claim"] for r in rows))
     assert all(r["verdict"] == "micro: plumbing only, no verdict" for r in rows)
     last = printed.strip().splitlines()[-1]
-    assert last.startswith(f"written to {out}: claims.csv, claims.md, the reports of C1, ")
+    assert last.startswith(f"written to {out}: claims.csv, claims.md, C12-sizes.png, the reports of C1, ")
     assert all(c.id in last for c in claims)
 
 
