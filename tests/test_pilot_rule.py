@@ -66,6 +66,53 @@ def test_the_rule_goes_up_the_ladder_as_far_as_the_budget_allows_then_asks_for_t
     # fidelity before precision: the quieter cos candidate fits only a shorter horizon, so it is not taken
 
 
+PROXY_CHOOSE = Path(__file__).resolve().parents[1] / "experiments" / "proxy-pilot" / "choose.py"
+
+
+def load_proxy_rule():
+    spec = importlib.util.spec_from_file_location("proxy_choose", PROXY_CHOOSE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_proxy_rule_takes_the_quietest_candidate_that_fits_never_the_flattering_one(tmp_path, capsys):
+    rule = load_proxy_rule()
+    # budget 780 s with 2 runs at a time: a candidate fits when 4 x 2 x wall / 2 <= 780, i.e. wall <= 195 s
+    candidate(tmp_path, "nano-wsd-8x128-h5126", diff_sd=0.020, wall_s=160.0, diff_mean=-0.30)  # flattering, noisier
+    candidate(tmp_path, "nano-cos-8x128-h5126", diff_sd=0.008, wall_s=170.0, diff_mean=+0.05)  # quietest that fits
+    candidate(tmp_path, "nano-cos-16x128-h2563", diff_sd=0.001, wall_s=200.0, diff_mean=-0.40)  # quieter, too dear
+    assert rule.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: nano-cos-8x128 at 5126 steps" in printed and "2 candidate(s) fit 780 s" in printed
+    row = rule.RULE.pilot(tmp_path / "nano-cos-8x128-h5126")
+    assert rule.predicted_s(row, 2) == 4 * 2 * 170.0 / 2
+
+
+def test_the_proxy_rule_with_nothing_fitting_takes_the_quietest_of_the_cheapest(tmp_path, capsys):
+    rule = load_proxy_rule()
+    candidate(tmp_path, "a-h10", diff_sd=0.05, wall_s=300.0, diff_mean=-0.3)  # cheapest, noisy
+    candidate(tmp_path, "b-h10", diff_sd=0.01, wall_s=320.0, diff_mean=+0.3)  # within 10%: a tie on cost
+    candidate(tmp_path, "c-h10", diff_sd=0.001, wall_s=400.0, diff_mean=-0.5)  # quietest, not within 10%
+    assert rule.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: b at 10 steps" in printed and "no candidate fits 780 s" in printed
+
+
+def test_the_proxy_candidates_train_llama_nano_to_20_tokens_per_parameter():
+    from gradpower.experiments import load_experiment
+    from gradpower.models import count_params, preset
+
+    files = sorted(PROXY_CHOOSE.parent.glob("*.toml"))
+    assert len(files) == 4
+    for file in files:
+        spec = load_experiment(file)
+        assert spec.base["preset"] == "llama-nano" and spec.first_seed == 100
+        assert [a.overrides for a in spec.arms] == [{"optim": "adamw"}, {"optim": "adampower", "p": 1.2}]
+    steps = 20 * count_params(preset("llama-nano")).total // (8 * 128)
+    assert steps == 5126  # the docstring's and run.sh's horizon at 8 x 128
+
+
 C5_RULE = Path(__file__).resolve().parents[1] / "experiments" / "c5-spikes" / "rule.py"
 
 
