@@ -12,8 +12,8 @@ from scipy import stats
 CHOOSE = Path(__file__).resolve().parents[1] / "experiments" / "pilot" / "choose.py"
 
 
-def load_rule():
-    spec = importlib.util.spec_from_file_location("choose", CHOOSE)
+def load_rule(path: Path = CHOOSE):
+    spec = importlib.util.spec_from_file_location(path.parent.name.replace("-", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,15 +69,8 @@ def test_the_rule_goes_up_the_ladder_as_far_as_the_budget_allows_then_asks_for_t
 PROXY_CHOOSE = Path(__file__).resolve().parents[1] / "experiments" / "proxy-pilot" / "choose.py"
 
 
-def load_proxy_rule():
-    spec = importlib.util.spec_from_file_location("proxy_choose", PROXY_CHOOSE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_proxy_rule_takes_the_quietest_candidate_that_fits_never_the_flattering_one(tmp_path, capsys):
-    rule = load_proxy_rule()
+    rule = load_rule(PROXY_CHOOSE)
     # budget 780 s with 2 runs at a time: a candidate fits when 4 x 2 x wall / 2 <= 780, i.e. wall <= 195 s
     candidate(tmp_path, "nano-wsd-8x128-h5126", diff_sd=0.020, wall_s=160.0, diff_mean=-0.30)  # flattering, noisier
     candidate(tmp_path, "nano-cos-8x128-h5126", diff_sd=0.008, wall_s=170.0, diff_mean=+0.05)  # quietest that fits
@@ -90,7 +83,7 @@ def test_the_proxy_rule_takes_the_quietest_candidate_that_fits_never_the_flatter
 
 
 def test_the_proxy_rule_with_nothing_fitting_takes_the_quietest_of_the_cheapest(tmp_path, capsys):
-    rule = load_proxy_rule()
+    rule = load_rule(PROXY_CHOOSE)
     candidate(tmp_path, "a-h10", diff_sd=0.05, wall_s=300.0, diff_mean=-0.3)  # cheapest, noisy
     candidate(tmp_path, "b-h10", diff_sd=0.01, wall_s=320.0, diff_mean=+0.3)  # within 10%: a tie on cost
     candidate(tmp_path, "c-h10", diff_sd=0.001, wall_s=400.0, diff_mean=-0.5)  # quietest, not within 10%
