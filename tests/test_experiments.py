@@ -393,3 +393,21 @@ def test_sweep_tokens_hold_compute_fixed_and_a_single_seed_names_no_best(tmp_pat
     assert [b["best_value"] for b in read_csv(out / "best.csv")] == [""] and "none named from 1 seed" in text
     bad = ["sweep", *micro(cache), "--grid", "p=1.0,1.2", "--reference", "p=2.0", "--out", str(tmp_path / "x")]
     assert main(bad) == 2 and "--reference p=2.0 is not a grid value" in capsys.readouterr().err
+
+
+@pytest.mark.default_jobs
+def test_on_cpu_compare_runs_one_single_threaded_process_per_core_by_default(tmp_path, cache, capsys, monkeypatch):
+    """The CPU default measured faster for small models (docs/performance.md): as many runs at once as usable
+    cores, each with an equal share of the cores as its torch thread count."""
+    import os
+
+    from gradpower.experiments import execute
+
+    cores = 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert execute.default_jobs() == cores
+    out = tmp_path / "cmp"
+    assert main(["compare", *micro(cache, 2), "--seeds", "1", "--out", str(out),
+                 "--arm", "optim=adamw", "--arm", "optim=adampower p=1.2"]) == 0
+    envs = [json.loads(path.read_text()) for path in sorted((out / "runs").glob("*/env.json"))]
+    assert [env["threads"] for env in envs] == [1, 1]

@@ -226,3 +226,19 @@ def test_compare_help_states_the_embedded_default_from_the_values_the_code_runs(
                  f"batch {DEFAULT_BASE['batch_size']} x {DEFAULT_BASE['seq_len']}", f"{DEFAULT_BASE['steps']} steps",
                  f"({DEFAULT_SEEDS} seeds)", "adamw vs adampower p=1.2"):
         assert fact in text, fact
+
+
+def test_the_embedded_default_trains_20_tokens_per_parameter_within_4_passes():
+    """The default stands where the papers' claims do: 20 training tokens per parameter (every parameter counted,
+    by the formula d x V x 2 + layers x (4 d^2 + 3 d x 4d + 2 d) + d for an untied LLaMA), at most 4 passes."""
+    from gradpower.experiments.compare import default_spec
+    from gradpower.models import count_params, preset
+    from gradpower.models.proxy import CORPUS_TRAIN_TOKENS
+
+    cfg = default_spec().config()
+    shape = preset(cfg.preset)
+    d, layers, vocab = shape.d_model, shape.n_layers, shape.vocab_size
+    by_hand = 2 * d * vocab + layers * (4 * d * d + 3 * d * shape.d_ff + 2 * d) + d
+    assert count_params(shape).total == by_hand
+    assert cfg.steps == 20 * by_hand // (cfg.batch_size * cfg.seq_len)
+    assert cfg.steps * cfg.batch_size * cfg.seq_len / CORPUS_TRAIN_TOKENS[vocab] <= 4

@@ -91,7 +91,8 @@ def add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> N
                         help="the same in training tokens (steps = tokens / (batch_size x seq_len))")
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="runs in parallel processes (default: 1 on CPU, one per visible GPU on CUDA)")
+                        help="runs in parallel processes (default: one per visible GPU on CUDA; on CPU one per core, "
+                             "each with one torch thread: measured faster for small models, docs/performance.md)")
     add_launcher_flags(parser)
 
 

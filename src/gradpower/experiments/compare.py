@@ -35,12 +35,13 @@ from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, seeds_range_text, sequential_decision, sequential_looks
 
-#: The embedded default (``gradpower compare`` with no arguments, ``make demo``), chosen by the pilot's rule
-#: (experiments/pilot/choose.py; docs/experiments.md, "How the default was chosen"): fidelity first, the longest
-#: horizon of the ladder from 320 steps that fits the demo's budget (none did on the 2-core AVX2 VM, so 320 steps, the
-#: cheapest candidate there within the tie margin), then the smallest predicted half-width; run on fresh seeds.
+#: The embedded default (``gradpower compare`` with no arguments, ``make demo``): the compute-optimal proxy
+#: llama-nano at 20 training tokens per parameter (5,126 steps of 8 x 128 tokens, 2.6 passes over the bundled corpus),
+#: wsd to the end of its decay. Chosen among four candidates (wsd and cos, batch 8 and 16) by the proxy pilot's rule
+#: (experiments/proxy-pilot/choose.py; docs/experiments.md, "The next pilot"): every candidate fits the demo's budget,
+#: then the smallest predicted half-width; run on fresh seeds.
 DEFAULT_BASE: dict[str, Any] = {
-    "preset": "llama-tiny", "schedule": "cos", "batch_size": 8, "seq_len": 128, "steps": 320,
+    "preset": "llama-nano", "schedule": "wsd", "batch_size": 8, "seq_len": 128, "steps": 5126,
 }
 DEFAULT_SEEDS = 4
 DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]

@@ -22,7 +22,7 @@ from ..train.assemble import check_before_start, data_config, hardware_choices, 
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
 from ..train.distributed import resolve_device
-from .executors import Executor, PoolExecutor, Progress, SerialExecutor, drive, format_duration
+from .executors import Executor, PoolExecutor, Progress, SerialExecutor, drive, format_duration, usable_cores
 from .job import PlannedRun, plan_jobs
 from .launcher import LauncherConfig, check_available
 from .runs import RunReadError, load_run
@@ -120,8 +120,15 @@ def check_planned(planned: list[PlannedRun]) -> None:
 
 
 def default_jobs() -> int:
-    """One process per visible GPU on CUDA; one on CPU (a small model already uses every core)."""
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    """One process per visible GPU on CUDA; on CPU one single-threaded process per usable core.
+
+    Measured on 2 cores (docs/performance.md, ``benchmarks/cpu_jobs.py``): two runs at once with one thread each
+    finished in 0.80x (llama-tiny) and 0.83x (llama-nano) the wall time of one run at a time with two threads on an
+    AVX-512 Xeon, and 0.97x on an AVX2 EPYC: the small models scale worse across threads than across processes.
+    """
+    if torch.cuda.is_available():
+        return max(1, torch.cuda.device_count())
+    return usable_cores()
 
 
 def execute(planned: list[PlannedRun], jobs: int = 1, echo: Callable[[str], None] = print,

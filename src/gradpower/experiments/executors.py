@@ -35,6 +35,11 @@ from .job import Job, PlannedRun, job_args, run_job
 RunResult = tuple[str, str, float]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS reports one), which CPU jobs share."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``3m05s`` or ``6h30m``; ``--`` when unknown."""
     if not seconds or seconds != seconds:
@@ -183,7 +188,7 @@ class PoolExecutor:
     def __init__(self, jobs: int, progress: Progress) -> None:
         self.slots, self.progress = jobs, progress
         self.gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        self.threads = max(1, (os.cpu_count() or 1) // jobs) if self.gpus == 0 else None
+        self.threads = max(1, usable_cores() // jobs) if self.gpus == 0 else None
         self.free = list(range(jobs))
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
 

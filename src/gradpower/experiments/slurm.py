@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import signal
 import subprocess
 import time
@@ -34,6 +33,7 @@ from .. import interrupts
 from ..fileio import atomic_write_text
 from ..train import InterruptedRun
 from ..train.config import TrainConfig
+from .executors import usable_cores
 from .job import Job, PlannedRun, done_message, start_config, train_one
 from .launcher import (
     SIGNAL_DELAY_S,
@@ -199,7 +199,7 @@ class SubmititExecutor:
         executor = _executor(self.launcher, self.folder)
         try:
             # the local executor starts every job at once: they share this machine's cores (a SLURM job has its own)
-            threads = (max(1, (os.cpu_count() or 1) // len(queued)) if self.launcher.submitit_executor == "local"
+            threads = (max(1, usable_cores() // len(queued)) if self.launcher.submitit_executor == "local"
                        else None)
             # submitit prints sbatch's complaint itself: keep it for the one-line error instead
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
