@@ -118,8 +118,9 @@ def test_a_claim_whose_arms_are_the_same_runs_is_skipped_with_its_reason_and_the
 def test_a_contrast_whose_terms_are_the_same_runs_is_degenerate_never_a_verdict(tmp_path, cache):
     # C10's shape with a one-lr grid equal to the shared lr: the tuned part's runs are the shared part's.
     text = CLAIMS_FILE.read_text()
-    c10 = text[text.index('[[claim]]\nid = "C10"'):text.index("# C11 was declared")]
-    c10 = c10.replace("ladder = [1, 2]\n", "").replace("tuned = [1.5e-3, 3e-3, 6e-3]", "tuned = [3e-3]")
+    c10 = text[text.index('[[claim]]\nid = "C10"'):text.index("# C11 is not the papers' claim")]
+    c10 = c10.replace("ladder = [0.125, 0.25, 0.5, 1]\n", "")
+    c10 = c10.replace("tuned = [1.5e-3, 3e-3, 6e-3]", "tuned = [3e-3]")
     c10 = c10.replace("seq_len = 128", "seq_len = 16")
     out = tmp_path / "claims"
     code, printed, _ = run_main(["claims", "--budget", "micro", "--file", claims_file(tmp_path, c10),

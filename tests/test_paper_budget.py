@@ -39,7 +39,8 @@ def test_the_plan_prices_each_claim_from_its_flops_and_runs_nothing(tmp_path, mo
     hours = 2 * 3 * steps * 512 * 256 * per_token / (GPU_PEAK_FLOPS * GPU_UTILISATION) / 3600
     assert rows["C4"][1] == "llama-0.2b" and rows["C4"][2] == "6"
     assert int(rows["C4"][3].replace(",", "")) == steps * 512 * 256 and int(rows["C4"][4].replace(",", "")) == steps
-    assert float(rows["C4"][5].strip(" |").replace(",", "")) == pytest.approx(hours, abs=0.5)
+    assert int(rows["C4"][5].replace(",", "")) == 2 * 3 * steps * 512 * 256
+    assert float(rows["C4"][6].strip(" |").replace(",", "")) == pytest.approx(hours, abs=0.5)
     assert "Nothing ran." in printed and "40% of 989 TFLOP/s" in printed
 
 
@@ -48,7 +49,7 @@ def test_the_paper_budget_scales_a_claim_without_merging_its_arms():
     c8 = next(c for c in claims if c.id == "C8")
     claim, budget = for_budget(c8, budgets["paper"])
     spec = _spec(claim, budget, 3, {}, None)
-    configs = {arm.name: spec.arm_config(arm, 0) for arm in spec.arms}
+    configs = {arm.name: spec.arm_config(arm, 0, spec.headline) for arm in spec.arms}
     assert {name: cfg.batch_size for name, cfg in configs.items()} == {
         "b8 p=0.8": 512, "b8 p=1.4": 512, "b32 p=0.8": 2048, "b32 p=1.4": 2048}
     assert all(cfg.data == "c4" and cfg.seq_len == 256 and cfg.preset == "llama-0.2b" and cfg.warmup == 1000
@@ -57,3 +58,13 @@ def test_the_paper_budget_scales_a_claim_without_merging_its_arms():
     assert configs["b8 p=0.8"].steps // 4 == configs["b32 p=0.8"].steps
     c1 = next(c for c in claims if c.id == "C1")
     assert for_budget(c1, budgets["paper"])[0].tune_lr == [1e-4, 2e-4, 3e-4, 6e-4, 1e-3, 1.5e-3]
+
+
+def test_the_claims_proxys_cost_input_is_what_the_quick_plan_trains():
+    """models/proxy.py sizes the claims' proxy by the quick design's headline runs: the tokens the plan totals."""
+    from gradpower.models.proxy import CLAIMS_QUICK_RUNS
+
+    code, printed, _ = run_main(["claims", "--budget", "quick", "--plan"])
+    total = next(line for line in printed.splitlines() if line.startswith("| total"))
+    trained = int(total.split("|")[6].replace(",", ""))
+    assert round(trained / (20 * count_params(preset("llama-pico")).total)) == CLAIMS_QUICK_RUNS

@@ -14,6 +14,7 @@ from gradpower.data.pipeline import DataConfig, prepare_data
 from gradpower.experiments.runs import load_run
 from gradpower.models import PRESETS, count_params, preset
 from gradpower.models.proxy import (
+    CLAIMS_QUICK_RUNS,
     CORPUS_TRAIN_TOKENS,
     DEMO_RUN_SECONDS,
     EMBEDDING_SHARE,
@@ -22,6 +23,7 @@ from gradpower.models.proxy import (
     TOKENS_PER_PARAM,
     VOCABS,
     Shape,
+    claims_proxy,
     proxy_shapes,
 )
 
@@ -62,10 +64,16 @@ def test_the_presets_are_the_rules_choice_recomputed_from_its_inputs():
         assert count_params(cfg).total == n
     assert micro[0] >= 4 * pico[0]  # the size axis spans at least 4x
     assert (TOKENS_PER_PARAM, MAX_PASSES, EMBEDDING_SHARE) == (20, 4, (0.4, 0.6))
-    moe, dense = preset("qwen2moe-nano"), preset("llama-nano")
-    assert (moe.d_model, moe.n_layers, moe.vocab_size, moe.n_experts, moe.top_k) == (
-        dense.d_model, dense.n_layers, dense.vocab_size, 8, 4)
-    assert {"llama-pico", "llama-nano", "llama-micro", "qwen2moe-nano"} <= set(PRESETS)
+    # the claims' proxy: the largest whose run fits the quick design (CLAIMS_QUICK_RUNS headline runs) in 40 minutes,
+    # two at a time
+    claims = max(f for f in fitting if 20 * f[0] / speed[(f[3], f[2], f[4])] <= 40 * 60 * 2 / CLAIMS_QUICK_RUNS)
+    assert claims == pico
+    assert (claims_proxy().vocab, claims_proxy().d_model, claims_proxy().n_layers) == (pico[3], pico[2], pico[4])
+    for moe_name, dense_name in (("qwen2moe-nano", "llama-nano"), ("qwen2moe-pico", "llama-pico")):
+        moe, dense = preset(moe_name), preset(dense_name)
+        assert (moe.d_model, moe.n_layers, moe.vocab_size, moe.n_experts, moe.top_k) == (
+            dense.d_model, dense.n_layers, dense.vocab_size, 8, 4)
+    assert {"llama-pico", "llama-nano", "llama-micro", "qwen2moe-nano", "qwen2moe-pico"} <= set(PRESETS)
 
 
 def test_the_corpus_input_is_what_the_token_shards_hold(tmp_path):

@@ -65,7 +65,8 @@ def edge_claims(tmp_path_factory, cache):
     text = CLAIMS_FILE.read_text()
     budgets = text[:text.index("[[claim]]")]
     c1 = text[text.index('[[claim]]\nid = "C1"'):text.index('[[claim]]\nid = "C2"')]
-    c1 = c1.replace("ladder = [1, 2]\n", "").replace("tune_lr = [1.5e-3, 3e-3, 6e-3]", "tune_lr = [2e-3, 4e-3]")
+    c1 = c1.replace("ladder = [0.125, 0.25, 0.5, 1]\n", "")
+    c1 = c1.replace("tune_lr = [1.5e-3, 3e-3, 6e-3]", "tune_lr = [2e-3, 4e-3]")
     path = root / "claims.toml"
     path.write_text(budgets + c1)
     argv = ["claims", "--budget", "micro", "--file", str(path), "--only", "C1", "--out", str(root / "out"),

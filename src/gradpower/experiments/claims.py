@@ -324,8 +324,8 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
     every batch size, the claim's and its arms' alike (``batch_scale``: a scale keeps arms that differ in batch
     apart), replace the lr grids the claim tunes on (``tune_lr``), set every run's warm-up steps (``warmup``,
     applied by :func:`_spec`), and size the tokens per claim as
-    ``tokens_per_param`` x the parameters of the claim's first arm's model at its headline instead of a fixed
-    ``tokens``."""
+    ``tokens_per_param`` x the parameters of the claim's first arm's model instead of a fixed ``tokens`` (the
+    ladder's multiples then read in tokens per parameter: 0.25 is a quarter of ``tokens_per_param``)."""
     presets = budget.get("presets", {})
     scale = budget.get("batch_scale", 1)
 
@@ -346,9 +346,7 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
         from ..models import count_params, preset
 
         name = {**claim.base, **claim.arms[0].overrides}.get("preset", "llama-tiny")
-        # the headline (the ladder's longest horizon) at tokens_per_param
-        tokens = budget["tokens_per_param"] * count_params(preset(name)).total / max(claim.ladder)
-        budget = {**budget, "tokens": int(tokens)}
+        budget = {**budget, "tokens": int(budget["tokens_per_param"] * count_params(preset(name)).total)}
     return claim, budget
 
 
@@ -519,9 +517,9 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
     from .ladder import decay_start
 
     claims, budgets = load_claims(path)
-    lines = ["| claim | models | runs | tokens per run (headline) | steps (headline) | GPU-hours |",
-             "|---|---|---|---|---|---|"]
-    total = 0.0
+    lines = ["| claim | models | runs | tokens per run (headline) | steps (headline) | tokens trained | GPU-hours |",
+             "|---|---|---|---|---|---|---|"]
+    total, total_trained = 0.0, 0
     for declared in claims_for_budget(claims, only, budget_name, budgets[budget_name]):
         claim, budget = for_budget(declared, budgets[budget_name])
         seeds = int(budget.get("max_seeds", budget["seeds"]))
@@ -529,7 +527,7 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
         if claim.select:
             pilot = dataclasses.replace(claim, arms=[a for a in claim.arms if a.name in claim.select.among])
             specs.append(with_run_defaults(_spec(pilot, budget, claim.select.seeds, {}, None)))
-        runs, flops, models, headline = 0, 0.0, set(), None
+        runs, flops, trained, models, headline = 0, 0.0, 0, set(), None
         for spec in specs:
             tuning = [(arm, spec.first_seed, spec.headline, lr) for arm in spec.arms for lr in spec.tune_lr or []]
             final = [(arm, seed, horizon, None) for arm in spec.arms for seed in spec.seed_list
@@ -541,16 +539,17 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
                 steps = cfg.steps - decay_start(cfg) if branch else cfg.steps
                 per_step = cfg.tokens_per_step
                 runs += 1
+                trained += steps * per_step
                 flops += steps * per_step * flops_per_token(cfg)
                 models.add(cfg.preset)
                 if horizon == spec.headline:
                     headline = (cfg.steps * per_step, cfg.steps)
         hours = flops / (GPU_PEAK_FLOPS * GPU_UTILISATION) / 3600
-        total += hours
+        total, total_trained = total + hours, total_trained + trained
         tokens, steps = headline or (0, 0)
-        lines.append(f"| {claim.id} | {', '.join(sorted(models))} | {runs} | {tokens:,} | {steps:,} | "
+        lines.append(f"| {claim.id} | {', '.join(sorted(models))} | {runs} | {tokens:,} | {steps:,} | {trained:,} | "
                      f"{_hours(hours)} |")
-    lines.append(f"| total | | | | | {_hours(total)} |")
+    lines.append(f"| total | | | | | {total_trained:,} | {_hours(total)} |")
     lines.append(f"\nGPU-hours: training FLOPs (6 x activated parameters + attention, per token) at "
                  f"{GPU_UTILISATION:.0%} of {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (an H100 SXM's dense bf16 peak); every "
                  f"claim at {budgets[budget_name].get('max_seeds', budgets[budget_name]['seeds'])} seeds, its lr "

@@ -61,8 +61,9 @@ PRESETS: dict[str, Preset] = {
     "llama-pico": Preset(_llama(32, 128, 2, 2, vocab=512, seq=128), 3e-3),
     "llama-nano": Preset(_llama(64, 256, 4, 2, vocab=1024, seq=128), 3e-3),
     "llama-micro": Preset(_llama(80, 320, 5, 2, vocab=1024, seq=128), 3e-3),
-    # llama-nano's shape with qwen2moe-tiny's experts (8 routed of d_ff / 4, top 4, one shared of d_ff): C3 trains it
-    # on llama-nano's token budget, so the MoE stands at fewer tokens per (total) parameter than its dense twin.
+    # A proxy's shape with qwen2moe-tiny's experts (8 routed of d_ff / 4, top 4, one shared of d_ff): C3 trains it on
+    # its dense twin's token budget, so the MoE stands at fewer tokens per (total) parameter than the dense model.
+    "qwen2moe-pico": Preset(dataclasses.replace(_moe(32, 128, 2, 2, 8, vocab=512), max_seq_len=128), 3e-3),
     "qwen2moe-nano": Preset(dataclasses.replace(_moe(64, 256, 4, 2, 8, vocab=1024), max_seq_len=128), 3e-3),
 }
 

@@ -118,12 +118,30 @@ MEASURED_TOKENS_PER_S = {(512, 32, 2): 72_031, (1024, 48, 2): 41_217, (1024, 48,
 DEMO_RUN_SECONDS = (15 - 2) * 60 / 4
 
 
+#: The claims' quick design in headline runs: the training tokens ``gradpower claims --budget quick --plan`` totals
+#: (every claim at 3 seeds, lr grids and pilots included, wsd branches at the cost of their decay, a run two claims
+#: share counted in each) over one headline run's tokens (20 tokens per parameter). The ladders, seeds and grids fix
+#: it, not the model.
+CLAIMS_QUICK_RUNS = 149
+#: One claims run's cost cap: the quick design in a third of ``full``'s 120 minutes (so that ``full`` can add seeds
+#: to about 10), two runs at a time.
+CLAIMS_RUN_SECONDS = 120 / 3 * 60 * 2 / CLAIMS_QUICK_RUNS
+
+
+def claims_proxy(train_tokens: dict[int, int] = CORPUS_TRAIN_TOKENS,
+                 speeds: dict[tuple[int, int, int], float] = MEASURED_TOKENS_PER_S) -> Shape:
+    """The claims' proxy: the rule's largest shape whose run at 20 tokens per parameter fits
+    :data:`CLAIMS_RUN_SECONDS` (llama-pico)."""
+    return largest(train_tokens, max_seconds=CLAIMS_RUN_SECONDS, speeds=speeds)
+
+
 def proxy_shapes(train_tokens: dict[int, int] = CORPUS_TRAIN_TOKENS,
                  speeds: dict[tuple[int, int, int], float] = MEASURED_TOKENS_PER_S,
                  run_seconds: float = DEMO_RUN_SECONDS) -> dict[str, Shape]:
-    """The proxies, by name: ``llama-nano`` (the largest within a run's cost cap: the default's and the claims'
-    proxy), ``llama-micro`` (the largest the corpus allows) and ``llama-pico`` (the largest with at most a quarter
-    of llama-micro's parameters): three sizes over a 4x range for the effect against model size."""
+    """The proxies, by name: ``llama-nano`` (the largest within a run's cost cap: the default comparison's proxy),
+    ``llama-micro`` (the largest the corpus allows) and ``llama-pico`` (the largest with at most a quarter of
+    llama-micro's parameters; also :func:`claims_proxy`): three sizes over a 4x range for the effect against model
+    size."""
     micro = largest(train_tokens)
     return {"llama-pico": largest(train_tokens, micro.params / 4),
             "llama-nano": largest(train_tokens, max_seconds=run_seconds, speeds=speeds),
