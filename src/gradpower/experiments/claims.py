@@ -317,6 +317,12 @@ def verdict(direction: str, interval: Interval, also: list[Interval] = ()) -> st
     return "not resolved"
 
 
+#: A budget sized by tokens per parameter trains whole blocks of this many tokens (2**16): every ladder rung down to
+#: 1/8 of the headline then has a whole, even number of steps at any power-of-two batch x sequence up to 2**12, so
+#: the rungs share an evaluation cadence (:func:`.ladder.eval_every`) instead of evaluating every step.
+TOKEN_BLOCK = 2**16
+
+
 def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, Any]]:
     """The claim and budget as a budget scales them, before :func:`_spec` applies its ``shared`` settings.
 
@@ -325,7 +331,8 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
     apart), replace the lr grids the claim tunes on (``tune_lr``), set every run's warm-up steps (``warmup``,
     applied by :func:`_spec`), and size the tokens per claim as
     ``tokens_per_param`` x the parameters of the claim's first arm's model instead of a fixed ``tokens`` (the
-    ladder's multiples then read in tokens per parameter: 0.25 is a quarter of ``tokens_per_param``)."""
+    ladder's multiples then read in tokens per parameter: 0.25 is a quarter of ``tokens_per_param``), rounded down
+    to whole :data:`TOKEN_BLOCK` blocks."""
     presets = budget.get("presets", {})
     scale = budget.get("batch_scale", 1)
 
@@ -346,7 +353,8 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
         from ..models import count_params, preset
 
         name = {**claim.base, **claim.arms[0].overrides}.get("preset", "llama-tiny")
-        budget = {**budget, "tokens": int(budget["tokens_per_param"] * count_params(preset(name)).total)}
+        tokens = int(budget["tokens_per_param"] * count_params(preset(name)).total)
+        budget = {**budget, "tokens": max(TOKEN_BLOCK, tokens // TOKEN_BLOCK * TOKEN_BLOCK)}
     return claim, budget
 
 
