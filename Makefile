@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (the main job) and `make test` (the suite).
 # Both create .venv idempotently; each stamp is rebuilt when pyproject.toml changes.
-# `demo` installs the harness extra (gradpower[train]); `test` adds the test and framework extras and the linter.
+# `demo` installs the harness extra (gradpower[train]); `test` adds the test and framework extras and the linter, and
+# after the suite checks the release: the sdist and wheel built, the wheel installed alone outside the clone and used.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -31,6 +32,7 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+	tools/release_check.sh $(BIN)/python
 
 # The documentation site (docs/ -> site/): MkDocs with the Material theme, the API from the docstrings.
 docs: $(DEV_STAMP)

@@ -8,7 +8,7 @@ import pytest
 from gradpower.cli import build_parser, config_from_args, main
 from gradpower.train.config import TrainConfig, config_fields, load_toml
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "src" / "gradpower" / "configs").glob("*.toml"))
 
 
 def test_every_config_field_has_a_documented_flag(capsys):

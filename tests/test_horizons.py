@@ -215,7 +215,7 @@ def test_a_sweep_over_a_ladder_has_the_horizon_as_an_axis(tmp_path, cache, capsy
 
 
 def test_compare_help_states_the_embedded_default_from_the_values_the_code_runs(capsys):
-    from gradpower.experiments.compare import DEFAULT_BASE, DEFAULT_SEEDS, default_spec
+    from gradpower.experiments.defaults import DEFAULT_BASE, DEFAULT_SEEDS, default_spec
 
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
@@ -231,7 +231,7 @@ def test_compare_help_states_the_embedded_default_from_the_values_the_code_runs(
 def test_the_embedded_default_trains_20_tokens_per_parameter_within_4_passes():
     """The default stands where the papers' claims do: 20 training tokens per parameter (every parameter counted,
     by the formula d x V x 2 + layers x (4 d^2 + 3 d x 4d + 2 d) + d for an untied LLaMA), at most 4 passes."""
-    from gradpower.experiments.compare import default_spec
+    from gradpower.experiments.defaults import default_spec
     from gradpower.models import count_params, preset
     from gradpower.models.proxy import CORPUS_TRAIN_TOKENS
 

@@ -10,8 +10,9 @@ is instant and the ``gradpower`` command can answer Ctrl-C during start-up.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ _EXPORTS = {
     "PowerController": ".optim",
     "PowerTransform": ".optim",
     "build_optimizer": ".optim",
+    "power_class": ".optim",
     "GPAS": ".models",
     "sign_power": ".transform",
     "sign_power_": ".transform",
@@ -44,17 +46,9 @@ if TYPE_CHECKING:
         PowerController,
         PowerTransform,
         build_optimizer,
+        power_class,
     )
     from .transform import sign_power, sign_power_
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gradpower' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

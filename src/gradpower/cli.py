@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from . import interrupts
     from .invocation import program, record_program
+    from .logs import show_library_log
 
+    show_library_log()
     if argv is None:  # started from a shell: hints name the program as it was typed
         record_program(sys.argv[0])
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -144,6 +146,8 @@ BAD_INPUT = (ValueError, FileNotFoundError)
 
 def _run(argv: list[str], command: str) -> int:
     from . import interrupts
+
+    args = build_parser().parse_args(argv)  # --version and --help end here, before the harness loads
     from .experiments.execute import RunsFailedError
     from .experiments.launcher import JobsSubmitted
     from .fileio import StorageError
@@ -152,7 +156,6 @@ def _run(argv: list[str], command: str) -> int:
     from .train.distributed import PeerLostError
 
     interrupts.raise_if_requested()  # Ctrl-C while the libraries were loading
-    args = build_parser().parse_args(argv)
     # The exit code tells scripts the kind (docs/troubleshooting.md).
     stops = {NonFiniteLossError: ("stopped", 3), StorageError: ("error", 4), PeerLostError: ("stopped", 5)}
     started = time.time()

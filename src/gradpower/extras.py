@@ -2,9 +2,10 @@
 
 The optimizers need torch alone; the harness is the ``train`` extra, pretrained
 tokenizers (the C4 and OpenWebText defaults) the ``hf`` extra, and the two
-loggers their own. gradpower is installed from a clone (it is not on the
-package index), so the install command printed names the clone's folder when
-this copy runs from one: typed as printed, it works from any directory.
+loggers their own. The install command printed fits how this copy was
+installed: from a clone (an editable install) it names the clone's folder, so
+typed as printed it works from any directory; from a built distribution it
+names the distribution.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def source_root() -> Path | None:
 
 
 def install_command(extra: str) -> str:
-    """A pip command that installs ``extra``: with the clone's path when running from one."""
+    """A pip command that installs ``extra``: with the clone's path when running from one, else the distribution's
+    name with the extra."""
     root = source_root()
     if root is not None:
         return f"pip install -e '{root}[{extra}]'"
-    return f"pip install -e '.[{extra}]' (in a clone of gradpower)"
+    return f"pip install 'gradpower[{extra}]'"
 
 
 def extra_of(module: str) -> str | None:

@@ -13,21 +13,23 @@ from .options import add_launcher_flags, jobs_from_args, launcher_from_args, wri
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description``."""
     return dict(help="the papers' claims as planned, seeded comparisons with verdicts",
-                            description="Run the claims declared in experiments/claims.toml (each a compare in "
+                            description="Run the claims declared in the package's claims.toml (each a compare in "
                             "OUT/ID, resumable) and write claims.csv and claims.md with a verdict per claim.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro", "paper", "sizes"),
-                        help="quick (planned <= 30 min on 2 cores), full (<= 90 min, seeds sized for 0.015 nats), "
-                        "micro (a few steps per run: the plumbing only), paper (the papers' own setting, for GPU "
-                        "clusters: see --plan) or sizes (C12, the effect against model size at 20 tokens per "
-                        "parameter, <= 2 h); default quick")
+                        help="quick (every claim at 20 tokens per parameter, 3 seeds; planned about 20 min on 2 "
+                        "cores), full (<= 120 min, seeds sized for 0.015 nats), micro (a few steps per run: the "
+                        "plumbing only), paper (the papers' own setting, for GPU clusters: see --plan) or sizes "
+                        "(C12, the effect against model size at 20 tokens per parameter, <= 2 h); default quick")
     parser.add_argument("--plan", action="store_true",
                         help="print each claim's runs, tokens, steps and GPU-hours at the budget, and the total; run "
                         "nothing")
     parser.add_argument("--only", metavar="C1,C3", help="run only these claims (comma-separated ids)")
-    parser.add_argument("--file", metavar="FILE.toml", help="the claims file (default experiments/claims.toml)")
+    parser.add_argument("--file", metavar="FILE.toml",
+                        help="the claims file (default: the one shipped in the package, "
+                        "src/gradpower/experiments/claims.toml in a clone)")
     parser.add_argument("--out", default="runs/claims", help="output folder (default runs/claims)")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once (default as compare)")
     parser.add_argument("--data", default=None, help="data (TrainConfig; default the bundled corpus)")

@@ -13,7 +13,7 @@ from .options import add_experiment_flags, experiment_spec, jobs_from_args, laun
 
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description`` (the embedded default's settings from the code)."""
-    from ..experiments.compare import default_text
+    from ..experiments.defaults import default_text
 
     return dict(
         help="arms over seeds, paired, with tables, plots and a verdict (the main job)",

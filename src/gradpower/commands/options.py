@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def add_experiment_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
-    from ..experiments.compare import DEFAULT_SEEDS
+    from ..experiments.defaults import DEFAULT_SEEDS
     from ..train.config import field_type
 
     parser.add_argument("--config", metavar="FILE.toml", help="experiment file: shared TrainConfig keys, seeds, "

@@ -3,45 +3,42 @@ reports, read from run folders.
 
 Everything here calls :func:`gradpower.train.train` to make runs and
 :func:`load_run` to read them back; statistics live in :mod:`.stats` (pure
-numbers), figures in :mod:`.plots`.
+numbers), figures in :mod:`.plots`. The names below are imported on first use (:mod:`gradpower.lazy`).
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from .claims import run_claims
-from .compare import default_spec, run_compare
-from .folder import read_experiment
-from .report import compare_report
-from .runs import Run, RunReadError, load_run
-from .spec import Arm, ExperimentSpec, load_experiment, parse_arm, parse_grid_axis
-from .sweep import run_sweep, sweep_report
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 
-def rebuild_report(out: str | Path, baseline: str | None = None) -> str:
-    """Rebuild the tables and figures of a compare or sweep folder from its runs (no training)."""
-    folder = Path(out)
-    kind = read_experiment(folder).get("kind")
-    if kind == "sweep":
-        if baseline is not None:
-            raise ValueError("--baseline applies to compare folders; this is a sweep")
-        return sweep_report(folder)
-    return compare_report(folder, baseline)
+_EXPORTS = {
+    "Arm": ".spec",
+    "ExperimentSpec": ".spec",
+    "Run": ".runs",
+    "RunReadError": ".runs",
+    "compare_report": ".report",
+    "default_spec": ".defaults",
+    "load_experiment": ".spec",
+    "load_run": ".runs",
+    "parse_arm": ".spec",
+    "parse_grid_axis": ".spec",
+    "rebuild_report": ".rebuild",
+    "run_claims": ".claims",
+    "run_compare": ".compare",
+    "run_sweep": ".sweep",
+    "sweep_report": ".sweep",
+}
+__all__ = sorted(_EXPORTS)
 
+if TYPE_CHECKING:
+    from .claims import run_claims
+    from .compare import run_compare
+    from .defaults import default_spec
+    from .rebuild import rebuild_report
+    from .report import compare_report
+    from .runs import Run, RunReadError, load_run
+    from .spec import Arm, ExperimentSpec, load_experiment, parse_arm, parse_grid_axis
+    from .sweep import run_sweep, sweep_report
 
-__all__ = [
-    "Arm",
-    "ExperimentSpec",
-    "Run",
-    "RunReadError",
-    "compare_report",
-    "default_spec",
-    "load_experiment",
-    "load_run",
-    "parse_arm",
-    "parse_grid_axis",
-    "rebuild_report",
-    "run_claims",
-    "run_compare",
-    "run_sweep",
-    "sweep_report",
-]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,7 +1,8 @@
 """``gradpower claims``: the papers' claims as pre-declared, seeded comparisons with a verdict each.
 
-Every claim in ``experiments/claims.toml`` is a :func:`~gradpower.experiments.compare.run_compare` in its own
-folder (``OUT/C1`` ...; resumable, finished runs reused, ``gradpower report OUT/C1`` rebuilds it) plus a
+Every claim in ``claims.toml`` (shipped beside this module) is a
+:func:`~gradpower.experiments.compare.run_compare` in its own folder (``OUT/C1`` ...; resumable, finished runs
+reused, ``gradpower report OUT/C1`` rebuilds it) plus a
 *contrast*: per seed, the sum of weight x metric over the claim's terms (e.g. AdamPower - AdamW, or the
 interaction of two changes). Its 95% Student-t interval over seeds decides the verdict (see the file's header).
 ``full`` starts from the quick design's seeds and adds seeds up to ``seeds_needed`` for its effect, capped so
@@ -36,7 +37,7 @@ from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
-CLAIMS_FILE = Path(__file__).resolve().parents[3] / "experiments" / "claims.toml"
+CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 BUDGETS = ("quick", "full", "micro", "paper", "sizes")
 DIRECTIONS = ("lower", "higher", "additive")
 #: Seconds a run costs beyond its training loop's wall time (process start, data, final evaluation, report),
@@ -188,8 +189,8 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no claims file (gradpower claims reads experiments/claims.toml of a clone; "
-                         f"pass --file FILE)") from None
+        raise ValueError(f"{path}: no claims file (without --file, gradpower claims reads the one shipped in the "
+                         f"package, {CLAIMS_FILE})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
     claims = []

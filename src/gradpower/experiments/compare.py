@@ -35,29 +35,6 @@ from .runs import Run
 from .spec import Arm, ExperimentSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, seeds_range_text, sequential_decision, sequential_looks
 
-#: The embedded default (``gradpower compare`` with no arguments, ``make demo``): the compute-optimal proxy
-#: llama-nano at 20 training tokens per parameter (5,126 steps of 8 x 128 tokens, 2.6 passes over the bundled corpus),
-#: wsd to the end of its decay. Chosen among four candidates (wsd and cos, batch 8 and 16) by the proxy pilot's rule
-#: (experiments/proxy-pilot/choose.py; docs/experiments.md, "The next pilot"): every candidate fits the demo's budget,
-#: then the smallest predicted half-width; run on fresh seeds.
-DEFAULT_BASE: dict[str, Any] = {
-    "preset": "llama-nano", "schedule": "wsd", "batch_size": 8, "seq_len": 128, "steps": 5126,
-}
-DEFAULT_SEEDS = 4
-DEFAULT_ARMS = [Arm("adamw", {"optim": "adamw"}), Arm("adampower p=1.2", {"optim": "adampower", "p": 1.2})]
-
-
-def default_spec() -> ExperimentSpec:
-    return ExperimentSpec(base=dict(DEFAULT_BASE), arms=list(DEFAULT_ARMS), seeds=DEFAULT_SEEDS)
-
-
-def default_text() -> str:
-    """The embedded default in words (``compare --help``), from the values the code runs."""
-    b = DEFAULT_BASE
-    return (f"{' vs '.join(arm.name for arm in DEFAULT_ARMS)} on the bundled corpus: {b['preset']}, {b['schedule']} "
-            f"schedule, batch {b['batch_size']} x {b['seq_len']}, {b['steps']} steps, seeds 0-{DEFAULT_SEEDS - 1} "
-            f"({DEFAULT_SEEDS} seeds)")
-
 
 def finished_final_runs(out: Path, record: dict[str, Any], horizon: int | None | str = "headline"
                         ) -> dict[tuple[str, int], Run]:

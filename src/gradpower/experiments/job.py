@@ -48,8 +48,10 @@ def train_one(
 ) -> tuple[str, str]:
     """Train one run (in this process, a spawned one or a cluster job); returns (status, message)."""
     from ..data.corpus import DataError
+    from ..logs import show_library_log
     from ..train import CheckpointError, NonFiniteLossError, train
 
+    show_library_log()  # a spawned worker or cluster job starts without the command's logging
     if threads:
         torch.set_num_threads(threads)
     cfg = TrainConfig(**cfg_dict)

@@ -485,3 +485,4 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     (out / "report.md").write_text("\n".join(lines))
 
+

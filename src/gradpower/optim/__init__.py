@@ -7,7 +7,7 @@ from .muonpower import MuonPower, MuonPowerFactory
 from .param_groups import BLOCKWISE_LR, block_of, build_param_groups, uses_muon
 from .power_controller import PowerController
 from .power_hook import PowerTransform
-from .wrapper import GradPower
+from .wrapper import GradPower, power_class
 
 __all__ = [
     "BLOCKWISE_LR",
@@ -24,5 +24,6 @@ __all__ = [
     "build_optimizer",
     "build_param_groups",
     "is_power_optimizer",
+    "power_class",
     "uses_muon",
 ]

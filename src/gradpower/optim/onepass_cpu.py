@@ -80,6 +80,20 @@ def avx512() -> bool:
     return "avx512f" in cpu_features().split()
 
 
+def build_folder(*, portable: bool = False) -> Path:
+    """Where torch keeps this machine's build (under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``;
+    torch's own rule for the folder, through its ``_get_build_directory``)."""
+    from torch.utils import cpp_extension
+
+    return Path(cpp_extension._get_build_directory(_build_name() + ("_portable" if portable else ""), False))
+
+
+def is_built(*, portable: bool = False) -> bool:
+    """Whether this machine's build is in torch's cache (loading it then takes a moment, not a compile)."""
+    folder = build_folder(portable=portable)
+    return (folder / f"{folder.name}.so").is_file()
+
+
 def build(*, portable: bool = False) -> Any:
     """Compile the extension for this machine, or load it from torch's cache, and return its ops
     (``torch.ops.gradpower``, each with a fake implementation so ``torch.compile`` traces through it).

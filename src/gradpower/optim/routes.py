@@ -23,7 +23,6 @@ step. :func:`reset` forgets both.
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -68,11 +67,11 @@ def cpp_ops() -> Any:
 
 @torch.compiler.disable
 def _build_cpp() -> None:
-    started = time.perf_counter()
-    _log.info("building AdamPower's CPU one-pass kernel (C++, once per machine)")
     try:
+        if not onepass_cpu.is_built():
+            _log.info("building AdamPower's C++ CPU kernel (once per machine and torch version, 20-40 s; cached in "
+                      "%s)", onepass_cpu.build_folder())
         _state["cpp"] = onepass_cpu.build()
-        _log.info("AdamPower's CPU one-pass kernel ready in %.1f s", time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, a failed build: the Inductor kernel remains
         warnings.warn(f"AdamPower's C++ CPU kernel could not be built ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); using the compiled (Inductor) "

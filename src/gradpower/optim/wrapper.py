@@ -28,9 +28,13 @@ class GradPower(Optimizer):
     global step hooks. Each group may carry its own ``p`` (default: the
     wrapper's ``p``).
 
-    Usage::
+    Usage, an instance or a class and its arguments (the same optimizer)::
 
         opt = GradPower(torch.optim.SGD(model.parameters(), lr=0.1), p=1.2)
+        opt = GradPower(torch.optim.SGD, model.parameters(), lr=0.1, p=1.2)
+
+    :func:`power_class` makes the class form a class of its own, for libraries that take an optimizer class and
+    its keyword arguments (Hugging Face Trainer's ``optimizer_cls_and_kwargs``).
 
     Composition with other wrappers: the innermost transform sees the gradient
     first. ``Lookahead(GradPower(AdamW))`` runs phi_p inside every fast step;
@@ -38,12 +42,22 @@ class GradPower(Optimizer):
     projects phi_p(g) (its step runs after phi_p's pre-hook).
     """
 
-    def __init__(self, optimizer: Optimizer, p: float | PowerController = 1.2) -> None:
+    def __init__(self, optimizer: Optimizer | type[Optimizer], *args: Any, p: float | PowerController = 1.2,
+                 **kwargs: Any) -> None:
+        if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+            if isinstance(optimizer, type) and issubclass(optimizer, GradPower):
+                raise TypeError("GradPower(GradPower, ...) would apply phi_p twice; pass the base optimizer's class")
+            optimizer = optimizer(*args, **kwargs)
+        elif args or kwargs:
+            raise TypeError(
+                "GradPower(optimizer_instance, ...) takes only p (by keyword); pass the class to build it here, e.g. "
+                "GradPower(torch.optim.AdamW, model.parameters(), lr=3e-4, p=1.2)"
+            )
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
-                "GradPower wraps a torch.optim.Optimizer instance, got "
-                f"{type(optimizer).__name__}; build the optimizer first, e.g. "
-                "GradPower(torch.optim.AdamW(model.parameters()), p=1.2)"
+                "GradPower wraps a torch.optim.Optimizer instance or class, got "
+                f"{type(optimizer).__name__}; e.g. GradPower(torch.optim.AdamW(model.parameters()), p=1.2) or "
+                "GradPower(torch.optim.AdamW, model.parameters(), p=1.2)"
             )
         if isinstance(optimizer, GradPower) or is_attached(optimizer):
             raise TypeError(
@@ -125,3 +139,21 @@ class GradPower(Optimizer):
 
     def __repr__(self) -> str:
         return f"GradPower(p={self.p}, {self.optimizer!r})"
+
+
+def power_class(base: type[Optimizer]) -> type[GradPower]:
+    """``base`` with phi_p in front, as a class built like ``base`` plus ``p``:
+    ``power_class(torch.optim.SGD)(model.parameters(), lr=0.1, p=1.2)`` is ``GradPower(torch.optim.SGD, ...)``.
+
+    For libraries that take an optimizer class and its keyword arguments rather than an instance, e.g. Hugging Face
+    Trainer: ``Trainer(..., optimizer_cls_and_kwargs=(power_class(torch.optim.AdamW), {"lr": 3e-4, "p": 1.2}))``.
+    """
+    if not (isinstance(base, type) and issubclass(base, Optimizer)) or issubclass(base, GradPower):
+        raise TypeError(f"power_class takes a torch.optim.Optimizer subclass (not GradPower), got {base!r}")
+
+    def __init__(self: GradPower, params: Any, *args: Any, p: float | PowerController = 1.2, **kwargs: Any) -> None:
+        GradPower.__init__(self, base, params, *args, p=p, **kwargs)
+
+    return type(f"{base.__name__}Power", (GradPower,), {
+        "__init__": __init__, "__module__": __name__,
+        "__doc__": f"``{base.__module__}.{base.__qualname__}`` with phi_p in front (:func:`power_class`)."})

@@ -27,7 +27,10 @@ in the tests):
 1F1 at large negative arguments cancels catastrophically (SciPy's ``hyp1f1``
 returns inf or garbage at scattered points with |t| between 5 and 200), so
 it is evaluated through Kummer's transformation 1F1(a; b; z) = e^z 1F1(b - a; b; -z),
-whose series has only positive terms here. Beyond |t| = 10 the large-t
+whose power series has only positive terms here (b - a > 0, -z >= 0) and is
+summed directly: no cancellation, and no SciPy, so the optimizer library's
+``PowerController`` (which predicts p from these moments) needs torch and
+numpy alone. Beyond |t| = 10 the large-t
 expansion of a noisy power is used instead,
 
     E|g|^q ~ |mu|^q sum_k C(q, 2k) (2k - 1)!! t^(-2k),
@@ -41,8 +44,9 @@ source of these formulas for ``gradpower theory``, ``gradpower noise`` and ``--p
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy.special import gammaln, hyp1f1
 
 #: Below this sigma/|mu| the interval formulas lose precision to cancellation; use the sigma -> 0 limit.
 _DEGENERATE = 1e-9
@@ -91,9 +95,28 @@ def _noisy_power(q: np.ndarray, t: np.ndarray) -> np.ndarray:
     return total
 
 
+#: Log-gamma elementwise (the standard library's, on arrays).
+_gammaln = np.vectorize(math.lgamma, otypes=[float])
+
+
+def _hyp1f1_positive(a: np.ndarray, b: float, x: np.ndarray) -> np.ndarray:
+    """1F1(a; b; x) = sum_k (a)_k / (b)_k x^k / k! for a > 0, b > 0, x >= 0: every term positive, so the sum loses
+    nothing to cancellation. Term k is term k-1 times (a + k - 1) x / ((b + k - 1) k); the terms rise until k ~ x
+    and then fall faster than geometrically, so the sum stops when every term is below float64's resolution of its
+    total (x < 50 here: a few hundred terms)."""
+    a, x = np.broadcast_arrays(np.asarray(a, float), np.asarray(x, float))
+    total, term = np.ones_like(x), np.ones_like(x)
+    for k in range(1, 2000):
+        term = term * (a + k - 1) * x / ((b + k - 1) * k)
+        total = total + term
+        if k > x.max(initial=0.0) and not np.any(term > 1e-17 * total):
+            break
+    return total
+
+
 def _hyp1f1_negative(a: np.ndarray, b: float, z: np.ndarray) -> np.ndarray:
     """1F1(a; b; z) for z <= 0 by Kummer's transformation (a positive-term series, no cancellation)."""
-    return np.exp(z) * hyp1f1(b - a, b, -z)
+    return np.exp(z) * _hyp1f1_positive(b - a, b, -z)
 
 
 def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.ndarray | float
@@ -109,9 +132,9 @@ def gaussian_moments(p: np.ndarray | float, mu: np.ndarray | float, sigma: np.nd
     s = np.where(large | zero, 1.0, sigma)
     ts = np.where(large, 0.0, t)
     z = -ts * ts / 2
-    log_c2 = q * np.log(s) + q / 2 * np.log(2) + gammaln((q + 1) / 2) - 0.5 * np.log(np.pi)
+    log_c2 = q * np.log(s) + q / 2 * np.log(2) + _gammaln((q + 1) / 2) - 0.5 * np.log(np.pi)
     second = np.exp(log_c2) * _hyp1f1_negative(-q / 2, 0.5, z)
-    log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
+    log_c1 = p * np.log(s) + (p + 1) / 2 * np.log(2) + _gammaln((p + 2) / 2) - 0.5 * np.log(np.pi)
     first = np.exp(log_c1) * ts * _hyp1f1_negative((1 - p) / 2, 1.5, z)
     if large.any():  # the series only where it is used (it is summed until its slowest element converges)
         first, second = np.array(first, dtype=float), np.array(second, dtype=float)  # writable, scalars too

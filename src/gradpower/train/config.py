@@ -433,6 +433,26 @@ def typed_fields(table: dict[str, Any], where: str, also: tuple[str, ...] = ()) 
         raise ValueError(f"{where}: key {exc}") from None
 
 
+#: The paper setups and CPU runs shipped with the package, which ``--config configs/NAME.toml`` (the docs' spelling)
+#: or ``--config NAME`` finds wherever gradpower is installed.
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_path(path: str | Path) -> Path:
+    """``path`` itself when it is a file; else, when it names a shipped config (``configs/NAME.toml``,
+    ``NAME.toml`` or ``NAME``), the shipped one."""
+    file = Path(path)
+    if file.is_file() or file.parent not in (Path("."), Path("configs")):
+        return file
+    shipped = SHIPPED_CONFIGS / (file.name if file.suffix == ".toml" else f"{file.name}.toml")
+    return shipped if shipped.is_file() else file
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of ``TrainConfig`` keys (dashes or underscores); unknown keys are refused."""
-    return typed_fields(read_toml(path), str(path))
+    """Read a TOML file of ``TrainConfig`` keys (dashes or underscores; a shipped config by name, see
+    :func:`config_path`); unknown keys are refused."""
+    file = config_path(path)
+    if not file.is_file():
+        names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml")))
+        raise ValueError(f"{file}: config file not found (shipped configs, by name: {names})")
+    return typed_fields(read_toml(file), str(path))
