@@ -16,18 +16,20 @@ say() { echo "release check: $*"; }
 "$PY" -m twine check --strict "$work"/dist/*
 sdist=$(ls "$work"/dist/*.tar.gz)
 wheel=$(ls "$work"/dist/*.whl)
-if tar tzf "$sdist" | grep -q '/tests/'; then say "the sdist ships tests/ (MANIFEST.in prunes it)"; exit 1; fi
+if tar tzf "$sdist" | grep '/tests/' > /dev/null; then say "the sdist ships tests/ (MANIFEST.in prunes it)"; exit 1; fi
+listing=$(python3 -m zipfile -l "$wheel")
 for shipped in gradpower/py.typed gradpower/experiments/claims.toml gradpower/configs/tiny-shakespeare.toml \
                gradpower/optim/csrc/onepass_cpu.cpp; do
-  python3 -m zipfile -l "$wheel" | grep -q "$shipped" || { say "the wheel lacks $shipped"; exit 1; }
+  grep -q "$shipped" <<< "$listing" || { say "the wheel lacks $shipped"; exit 1; }
 done
 say "built $(basename "$sdist") and $(basename "$wheel"); twine check passed"
 
 # A fresh environment outside the clone: the wheel alone (torch as the Makefile installs it).
 "$PY" -m venv "$work/venv"
-pip="$work/venv/bin/python -m pip install -q"
-$pip "torch==2.13.0" 2>/dev/null || $pip "torch>=2.9,<2.15"
-$pip "$wheel"
+# pip's output goes to a log, shown when an install fails
+pip() { "$work/venv/bin/python" -m pip install -q "$@" >> "$work/pip.log" 2>&1 || { tail -20 "$work/pip.log"; return 1; }; }
+pip "torch==2.13.0" || pip "torch>=2.9,<2.15"
+pip "$wheel"
 cd "$work"
 "$work/venv/bin/python" - <<'PYTHON'
 import importlib.metadata
@@ -60,7 +62,7 @@ PYTHON
 "$work/venv/bin/gradpower" compare --help > /dev/null
 
 # With the harness.
-$pip "$wheel[train]"
+pip "$wheel[train]"
 "$work/venv/bin/gradpower" train --preset llama-pico --steps 4 --batch-size 2 --eval-tokens 512 --out "$work/train" \
   > "$work/train.log" 2>&1 || { tail -20 "$work/train.log"; exit 1; }
 "$work/venv/bin/gradpower" claims --budget micro --out "$work/claims" > "$work/claims.log" 2>&1 \

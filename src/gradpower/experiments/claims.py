@@ -209,10 +209,20 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
                           raw.get("tune_lr"), [_terms(t, named, where, parts) for t in raw.get("also", [])],
                           parts, _ladder(raw.get("ladder", [1]), where), select, budgets=_budget_names(raw, where))
             claims += _sized(claim, raw.get("sizes"), where)
-        budgets = {name: dict(data["budget"][name]) for name in BUDGETS}
+        budgets = {name: dict(table) for name, table in data["budget"].items()}
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc}") from None
+    unknown = sorted(set(budgets) - set(BUDGETS))
+    if unknown:
+        raise ValueError(f"{path}: unknown budget(s) {', '.join(unknown)} (known: {', '.join(BUDGETS)})")
     return claims, budgets
+
+
+def budget_table(budgets: dict[str, dict[str, Any]], name: str, path: Path) -> dict[str, Any]:
+    """The budget ``name`` of a claims file; one line naming the file's budgets when it declares no such one."""
+    if name not in budgets:
+        raise ValueError(f"{path}: declares no budget {name!r} (it has {', '.join(budgets)})")
+    return budgets[name]
 
 
 def _metric(run: Run, metric: str) -> float:
@@ -330,7 +340,7 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
     A budget may name the presets that stand for the claim's (``presets``: e.g. llama-nano -> llama-0.2b), multiply
     every batch size, the claim's and its arms' alike (``batch_scale``: a scale keeps arms that differ in batch
     apart), replace the lr grids the claim tunes on (``tune_lr``), set every run's warm-up steps (``warmup``,
-    applied by :func:`_spec`), and size the tokens per claim as
+    applied by :func:`_spec`), keep only each ladder's headline (``headline_only``), and size the tokens per claim as
     ``tokens_per_param`` x the parameters of the claim's first arm's model instead of a fixed ``tokens`` (the
     ladder's multiples then read in tokens per parameter: 0.25 is a quarter of ``tokens_per_param``), rounded down
     to whole :data:`TOKEN_BLOCK` blocks."""
@@ -346,8 +356,9 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
         return out
 
     grid = budget.get("tune_lr")
+    ladder = [max(claim.ladder)] if budget.get("headline_only") else claim.ladder
     claim = dataclasses.replace(
-        claim, base=scaled(claim.base), arms=[Arm(a.name, scaled(a.overrides)) for a in claim.arms],
+        claim, base=scaled(claim.base), arms=[Arm(a.name, scaled(a.overrides)) for a in claim.arms], ladder=ladder,
         tune_lr=grid if grid and claim.tune_lr else claim.tune_lr,
         parts={name: (grid if grid and part else part) for name, part in claim.parts.items()})
     if "tokens_per_param" in budget:
@@ -526,11 +537,12 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
     from .ladder import decay_start
 
     claims, budgets = load_claims(path)
+    table = budget_table(budgets, budget_name, path)
     lines = ["| claim | models | runs | tokens per run (headline) | steps (headline) | tokens trained | GPU-hours |",
              "|---|---|---|---|---|---|---|"]
     total, total_trained = 0.0, 0
-    for declared in claims_for_budget(claims, only, budget_name, budgets[budget_name]):
-        claim, budget = for_budget(declared, budgets[budget_name])
+    for declared in claims_for_budget(claims, only, budget_name, table):
+        claim, budget = for_budget(declared, table)
         seeds = int(budget.get("max_seeds", budget["seeds"]))
         specs = [with_run_defaults(_spec(claim, budget, seeds, {}, grid)) for _, grid in claim.folders(Path()).values()]
         if claim.select:
@@ -561,7 +573,7 @@ def plan_claims(budget_name: str, only: list[str] | None = None, path: Path = CL
     lines.append(f"| total | | | | | {total_trained:,} | {_hours(total)} |")
     lines.append(f"\nGPU-hours: training FLOPs (6 x activated parameters + attention, per token) at "
                  f"{GPU_UTILISATION:.0%} of {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (an H100 SXM's dense bf16 peak); every "
-                 f"claim at {budgets[budget_name].get('max_seeds', budgets[budget_name]['seeds'])} seeds, its lr "
+                 f"claim at {table.get('max_seeds', table['seeds'])} seeds, its lr "
                  f"grid and pilot included, a wsd ladder's shorter horizons at the cost of their decay. Nothing ran.")
     return "\n".join(lines)
 
@@ -603,15 +615,16 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     if budget_name not in BUDGETS:
         raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
-    claims = claims_for_budget(claims, only, budget_name, budgets[budget_name])
+    declared_budget = budget_table(budgets, budget_name, path)
+    claims = claims_for_budget(claims, only, budget_name, declared_budget)
     started = time.time()
-    share_s = 60.0 * budgets[budget_name].get("minutes", math.inf) / max(1, len(claims))
+    share_s = 60.0 * declared_budget.get("minutes", math.inf) / max(1, len(claims))
     rows = []
     resolved = []
     failed: list[Outcome] = []
     for declared in claims:
         echo(f"== {declared.id} ({declared.source}): {declared.statement}")
-        claim, budget = for_budget(declared, budgets[budget_name])
+        claim, budget = for_budget(declared, declared_budget)
         try:
             if claim.select:
                 claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)
@@ -647,7 +660,7 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
         trend = size_trend(members, out)
         if trend is None:
             continue
-        rows.append(_trend_row(members, trend, None if budgets[budget_name].get("verdict", True) else budget_name))
+        rows.append(_trend_row(members, trend, None if declared_budget.get("verdict", True) else budget_name))
         echo(f"   {family}: {rows[-1]['verdict']} ({rows[-1]['arm']} = {_interval_text(rows[-1])})")
         trend_figures.append(plots.size_trend(out / f"{family}-sizes.png", trend.params, trend.members, trend.slope,
                                               trend.intercept, f"{family}: {members[0].contrast_text} at each size "
