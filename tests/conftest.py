@@ -3,16 +3,25 @@ import torch
 
 from gradpower.experiments import execute
 
+_CPU_DEFAULT_JOBS = execute.default_jobs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_run_at_a_time():
+    """Commands run without --jobs train one run at a time in the test's process: the suite's two xdist workers
+    already fill the two cores. Session-wide, so module- and session-scoped fixtures get it too; the pool of
+    processes is tested with an explicit --jobs, and the CPU default by tests marked ``default_jobs``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execute, "default_jobs", lambda: 1)
+        yield
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads(monkeypatch, request):
-    """One thread and, for commands run without --jobs, one run at a time: the suite's two xdist workers already
-    fill the two cores (the pool of processes is tested with an explicit --jobs, and the CPU default by the test
-    marked ``default_jobs``)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    if request.node.get_closest_marker("default_jobs") is None:
-        monkeypatch.setattr(execute, "default_jobs", lambda: 1)
+    if request.node.get_closest_marker("default_jobs") is not None:
+        monkeypatch.setattr(execute, "default_jobs", _CPU_DEFAULT_JOBS)
     yield
 
 

@@ -80,7 +80,7 @@ def test_a_plumbing_budget_prints_no_verdict(edge_claims):
     out, printed, _ = edge_claims
     (row,) = read(out / "claims.csv")
     assert row["verdict"] == "micro: plumbing only, no verdict"
-    assert "C1 @ 8 steps: micro: plumbing only, no verdict (adampower p=1.2 - adamw = " in printed
+    assert "C1 @ 64 steps: micro: plumbing only, no verdict (adampower p=1.2 - adamw = " in printed
     table = (out / "claims.md").read_text()
     assert "micro: plumbing only, no verdict" in table
     assert not re.search(r"\b(supported|contradicted|not resolved)\b", printed + table)
