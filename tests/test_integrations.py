@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradpower import AdamPower, MuonPower, MuonPowerFactory
+from gradpower import AdamPower, GradPower, MuonPower, MuonPowerFactory, power_class
 
 from .helpers import TinyNet, assert_params_close, batches, loss_of, reference_phi, twin
 
@@ -113,6 +113,17 @@ def test_hf_trainer_builds_muonpower_from_optimizer_cls_and_kwargs(tmp_path):
     trainer = transformers.Trainer(model=model, args=args(tmp_path / "muon2", 1), train_dataset=dataset,
                                    optimizer_cls_and_kwargs=(MuonPower, {"model": model, "lr": 1e-2}))
     trainer.train()
+
+
+def test_hf_trainer_builds_any_wrapped_optimizer_from_power_class(tmp_path):
+    transformers, model, dataset, args = _hf_setup(tmp_path)
+    trainer = transformers.Trainer(model=model, args=args(tmp_path / "sgd", 2), train_dataset=dataset,
+                                   optimizer_cls_and_kwargs=(power_class(torch.optim.SGD),
+                                                             {"lr": 0.1, "momentum": 0.9, "p": 1.2}))
+    trainer.train()
+    opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    assert isinstance(opt, GradPower) and isinstance(opt.optimizer, torch.optim.SGD) and opt.p == 1.2
+    assert all(opt.state[prm] for g in opt.param_groups for prm in g["params"])  # every parameter stepped
 
 
 # -- accelerate -------------------------------------------------------------------------------------

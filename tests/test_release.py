@@ -110,22 +110,6 @@ def test_the_wrapper_refuses_what_it_cannot_build_in_one_line():
         power_class(dict)
 
 
-def test_power_class_runs_inside_hf_trainer(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    rows = [torch.randint(0, 64, (12,), generator=torch.Generator().manual_seed(i)) for i in range(8)]
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
-                                          report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in rows],
-                                   optimizer_cls_and_kwargs=(power_class(torch.optim.SGD), {"lr": 0.1, "p": 1.2}))
-    trainer.train()
-    opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
-    assert isinstance(opt, GradPower) and isinstance(opt.optimizer, torch.optim.SGD) and opt.p == 1.2
-
-
 def test_the_files_the_commands_read_ship_in_the_package(tmp_path, monkeypatch):
     from gradpower.experiments.claims import CLAIMS_FILE, load_claims
     from gradpower.train.config import SHIPPED_CONFIGS, load_toml
