@@ -2,8 +2,8 @@
 # The release as a user gets it: build the sdist and the wheel, check their metadata, then install the wheel alone
 # into a fresh virtual environment outside the clone and use it there: the optimizer library with no extras (AdamPower
 # on the C++ route, a PowerController update, the command's --version and --help), then with the `train` extra (a few
-# training steps, `gradpower claims --budget micro`). `make test` runs it after the suite; pip's cache keeps it to a
-# few minutes. Usage: tools/release_check.sh [PYTHON] (default .venv/bin/python, which needs the `dev` extra).
+# training steps, `gradpower claims --budget micro` of C9 and C12). `make test` runs it after the suite; pip's cache
+# keeps it to a few minutes. Usage: tools/release_check.sh [PYTHON] (default .venv/bin/python, which needs the `dev` extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
@@ -65,7 +65,9 @@ PYTHON
 pip "$wheel[train]"
 "$work/venv/bin/gradpower" train --preset llama-pico --steps 4 --batch-size 2 --eval-tokens 512 --out "$work/train" \
   > "$work/train.log" 2>&1 || { tail -20 "$work/train.log"; exit 1; }
-"$work/venv/bin/gradpower" claims --budget micro --out "$work/claims" > "$work/claims.log" 2>&1 \
+# The shipped claims file, from the installed package: a ladder claim and the size family (the suite runs every
+# claim at this budget from the clone; all of them here would take the CI past its 15 minutes).
+"$work/venv/bin/gradpower" claims --budget micro --only C9,C12 --out "$work/claims" > "$work/claims.log" 2>&1 \
   || { tail -20 "$work/claims.log"; exit 1; }
 tail -1 "$work/claims.log"
 say "passed in $(( $(date +%s) - started )) s"

@@ -19,8 +19,8 @@ def parser_options() -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="quick", choices=("quick", "full", "micro", "paper", "sizes"),
-                        help="quick (every claim at 20 tokens per parameter, 3 seeds; planned about 20 min on 2 "
-                        "cores), full (<= 120 min, seeds sized for 0.015 nats), micro (a few steps per run: the "
+                        help="quick (every claim at 20 tokens per parameter, 3 seeds), full (<= 120 min on 2 cores, "
+                        "seeds sized for 0.015 nats; 33 min measured), micro (a few steps per run: the "
                         "plumbing only), paper (the papers' own setting, for GPU clusters: see --plan) or sizes "
                         "(C12, the effect against model size at 20 tokens per parameter, <= 2 h); default quick")
     parser.add_argument("--plan", action="store_true",
