@@ -201,7 +201,10 @@ def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(micr
         assert c7[("adampower", seed)]["run_dir"] == c3[("dense adampower", seed)]["run_dir"]
     assert not (out / "C7" / "runs").exists()
     section = printed[printed.index("== C7 "):printed.index("== C8 ")]
-    assert section.count("training ->") == 4  # only C7's 2 new arms x 2 seeds trained
+    trained = {line.split("]")[0]: line.split("] ")[1].split(" @")[0] for line in section.splitlines()
+               if line.startswith("[run ")}
+    # only C7's 2 new arms x 2 seeds trained, each along the 4 horizons of its ladder
+    assert set(trained.values()) == {"blockwise", "both"} and len(trained) == 2 * 2 * 4
     # The claim's folder is still a compare folder that 'gradpower report' rebuilds from the shared runs.
     copy = tmp_path / "claims"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pt"))
