@@ -29,6 +29,7 @@ import csv
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from scipy import stats
@@ -97,6 +98,19 @@ def choose(rows: list[dict[str, object]], budget_s: float, jobs: int) -> tuple[i
     return horizon, chosen, why
 
 
+def print_table(rows: list[dict], chosen: dict, predicted: Callable[[dict], float], horizon_header: str,
+                time_header: str) -> None:
+    """The candidates as a Markdown table, the chosen one in bold: its horizon, wall per run, pilot spread,
+    ``predicted`` demo time and predicted half-width (also the proxy pilot's table)."""
+    print(f"| candidate | {horizon_header} | wall per run | diff_sd (pilot seeds) | {time_header} | "
+          "predicted half-width |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        mark = "**" if row is chosen else ""
+        print(f"| {mark}{row['candidate']}{mark} | {row['horizon']} | {row['wall_s']:.1f} s | {row['diff_sd']:.4f} "
+              f"({row['pilot_seeds']}) | {predicted(row):.0f} s | {half_width(float(row['diff_sd'])):.4f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder holding one compare --plan folder per candidate and horizon")
@@ -111,14 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     horizon, chosen, why = choose(rows, args.budget_s, args.jobs)
     print(f"budget {args.budget_s:.0f} s of training, {SEEDS} seeds x {ARMS} arms, {args.jobs} run(s) at a time; "
           f"predicted half-width = t(0.975, {SEEDS - 1}) * diff_sd / sqrt({SEEDS})\n")
-    print(f"| candidate | pilot horizon | wall per run | diff_sd (pilot seeds) | predicted demo time at {horizon} "
-          "steps | predicted half-width |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        mark = "**" if row is chosen else ""
-        print(f"| {mark}{row['candidate']}{mark} | {row['horizon']} | {row['wall_s']:.1f} s | {row['diff_sd']:.4f} "
-              f"({row['pilot_seeds']}) | {predicted_s(row, horizon, args.jobs):.0f} s | "
-              f"{half_width(float(row['diff_sd'])):.4f} |")
+    print_table(rows, chosen, lambda row: predicted_s(row, horizon, args.jobs), "pilot horizon",
+                f"predicted demo time at {horizon} steps")
     print(f"\nhorizon {horizon} steps: {why}\nchosen: {chosen['candidate']} at {horizon} steps")
     return 0
 

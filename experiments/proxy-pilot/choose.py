@@ -74,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen, why = choose(rows, args.budget_s, args.jobs)
     print(f"budget {args.budget_s:.0f} s of training, {RULE.SEEDS} seeds x {RULE.ARMS} arms, {args.jobs} run(s) at a "
           f"time; predicted half-width = t(0.975, {RULE.SEEDS - 1}) * diff_sd / sqrt({RULE.SEEDS})\n")
-    print("| candidate | steps | wall per run | diff_sd (pilot seeds) | predicted demo time | predicted half-width |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        mark = "**" if row is chosen else ""
-        print(f"| {mark}{row['candidate']}{mark} | {row['horizon']} | {row['wall_s']:.1f} s | {row['diff_sd']:.4f} "
-              f"({row['pilot_seeds']}) | {predicted_s(row, args.jobs):.0f} s | "
-              f"{RULE.half_width(float(row['diff_sd'])):.4f} |")
+    RULE.print_table(rows, chosen, lambda row: predicted_s(row, args.jobs), "steps", "predicted demo time")
     print(f"\n{why}\nchosen: {chosen['candidate']} at {chosen['horizon']} steps")
     return 0
 
