@@ -31,11 +31,9 @@ def kernel(request, monkeypatch):
 
 @pytest.fixture
 def inductor(monkeypatch):
-    """The Inductor kernel on CPU (the route CUDA takes), for what only it has: compiles and their failures. A
-    failure turns that route off for the process: the resolver forgets it afterwards."""
+    """The Inductor kernel on CPU (the route CUDA takes), for what only it has: compiles and their failures (a
+    failure turns that route off for the optimizer that met it)."""
     monkeypatch.setattr(routes, "CPU_KERNEL", False)
-    yield
-    routes.reset()
 
 
 def reference(model, data, p_of, scheduler_fn=None, **kw):
@@ -134,7 +132,8 @@ def test_a_compiler_failure_falls_back_to_the_separate_pass_path(monkeypatch, in
             opt.zero_grad()
             loss_of(a, batch).backward()
             opt.step()
-    assert opt.one_pass and routes.inductor_failed()  # the optimizer's choice stands; the route is off
+    assert opt.one_pass and opt.router.inductor_failed  # the optimizer's choice stands; the route is off
+    assert not AdamPower(twin(a).parameters()).router.inductor_failed  # for that optimizer only
     reference(b, batches(5), lambda g: 1.2)
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -244,7 +243,7 @@ def test_a_compiler_failure_partway_through_a_step_steps_every_tensor_once(monke
             opt.zero_grad()
             loss_of(a, batch).backward()
             opt.step()
-    assert routes.inductor_failed()
+    assert opt.router.inductor_failed
     assert all(s["step"].item() == 5 for s in opt.state.values())
     reference(b, batches(5), lambda g: 1.2, groups=groups(b))
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)

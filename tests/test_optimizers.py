@@ -370,14 +370,70 @@ def test_grad_scaler_unscales_before_transform(kind):
     assert_params_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_step_hooks_fire_once():
+@pytest.mark.parametrize("make", [
+    lambda m: AdamPower(m.parameters()),  # the one-pass route
+    lambda m: AdamPower(m.parameters(), one_pass=False),  # the separate pass: phi_p, then torch's fused AdamW
+    lambda m: MuonPower(m, lr=2e-2, ns_dtype="float32"),
+    lambda m: AdagradPower(m.parameters(), lr=0.1),
+    lambda m: GradPower(torch.optim.SGD(m.parameters(), lr=0.1)),
+], ids=["adampower-one-pass", "adampower-separate", "muonpower", "adagradpower", "wrapper"])
+def test_step_hooks_fire_once_per_step_around_phi_p(make):
     model = TinyNet()
-    for opt in (AdamPower(model.parameters()), AdamPower(model.parameters()),
-                GradPower(torch.optim.SGD(model.parameters(), lr=0.1))):
-        calls = []
-        opt.register_step_pre_hook(lambda *a, calls=calls: calls.append(1))
-        run_ours(model, opt, batches(2))
-        assert len(calls) == 2
+    opt = make(model)
+    if isinstance(opt, AdamPower):
+        assert opt.one_pass is (opt.defaults["fused"] is None)
+    calls, seen = [], []
+    weight = model.q_proj.weight
+
+    def pre_hook(*args):
+        calls.append("pre")
+        seen.append(weight.grad.clone())
+
+    opt.register_step_pre_hook(pre_hook)
+    opt.register_step_post_hook(lambda *a: calls.append("post"))
+    for batch in batches(2):
+        opt.zero_grad()
+        loss = loss_of(model, batch)
+        loss.backward()
+        raw = weight.grad.clone()
+        opt.step()
+        if getattr(opt, "power_in_step", False):  # phi_p inside the update: a pre-hook sees the raw gradient
+            assert torch.equal(seen[-1], raw)
+        else:  # phi_p by the optimizer's own pre-hook, registered first: later pre-hooks see phi_p(g)
+            torch.testing.assert_close(seen[-1], raw.sign() * raw.abs() ** 1.2)
+    assert calls == ["pre", "post"] * 2
+
+
+def _torch_adam_route(monkeypatch) -> list[str]:
+    """The kernels torch's functional Adam(W) runs, recorded by name as they are called."""
+    from torch.optim import adam as torch_adam
+
+    called: list[str] = []
+    for name in ("_single_tensor_adam", "_multi_tensor_adam", "_fused_adam"):
+        real = getattr(torch_adam, name)
+        monkeypatch.setattr(torch_adam, name, lambda *a, _real=real, _name=name, **k: called.append(_name)
+                            or _real(*a, **k))
+    return called
+
+
+@pytest.mark.parametrize("flags", [dict(foreach=False), dict(foreach=True), dict(fused=True),
+                                   dict(fused=False), dict(fused=False, foreach=False),
+                                   dict(fused=False, foreach=True)], ids=str)
+def test_the_fused_and_foreach_flags_mean_what_they_mean_to_torchs_adamw(flags, monkeypatch):
+    """Asked for a route, AdamPower and MuonPower's AdamW half run the kernel torch's AdamW runs for the same flags
+    (``foreach=False``: the single-tensor loop); equal to the bit at p=1."""
+    called = _torch_adam_route(monkeypatch)
+    start, runs = TinyNet(), {}
+    for name, make in (("adamw", lambda m: torch.optim.AdamW(m.parameters(), **ADAM_KW, **flags)),
+                       ("adampower", lambda m: AdamPower(m.parameters(), **ADAM_KW, p=1.0, **flags)),
+                       ("muonpower", lambda m: MuonPower(m, lr=2e-2, p=1.0, ns_dtype="float32",
+                                                         **{f"adam_{k}": v for k, v in flags.items()}))):
+        called.clear()
+        model = twin(start)
+        run_ours(model, make(model), batches(2))
+        runs[name] = (set(called), model)
+    assert runs["adamw"][0] == runs["adampower"][0] == runs["muonpower"][0] and len(runs["adamw"][0]) == 1
+    assert all(torch.equal(a, b) for a, b in zip(runs["adamw"][1].parameters(), runs["adampower"][1].parameters()))
 
 
 def test_closure_is_evaluated_before_transform():

@@ -32,18 +32,33 @@ def test_on_the_one_pass_route_large_fp32_cpu_tensors_take_the_cpp_loop_and_the_
                               foreach=None) == {"fused": [0]}  # p above the kernels' range
 
 
-def test_without_the_cpp_loop_the_inductor_kernel_takes_them_until_a_compile_fails(monkeypatch):
+def test_without_the_cpp_loop_the_inductor_kernel_takes_them_until_a_compile_of_that_optimizer_fails(monkeypatch):
     monkeypatch.setattr(routes, "CPU_KERNEL", False)
     params = tensors(BIG, SMALL)
-    assert routes.adam_routes(params, params, 1.2, one_pass=True, fused=None, foreach=None) == {
-        "onepass_inductor": [0], "fused": [1]}
-    assert routes.pending_compiles(params, 1.2, ready=set()) == {BIG[0] * BIG[1]}
+    router, other = routes.Router(), routes.Router()
+    kw = dict(one_pass=True, fused=None, foreach=None)
+    assert router.routes(0, params, params, 1.2, **kw) == {"onepass_inductor": [0], "fused": [1]}
+    assert router.pending_compiles(params, 1.2) == {BIG[0] * BIG[1]}
     with pytest.warns(UserWarning, match="could not be compiled"):
-        routes.record_inductor_failure(RuntimeError("no compiler"))
-    assert routes.adam_routes(params, params, 1.2, one_pass=True, fused=None, foreach=None) == {"fused": [0, 1]}
-    assert routes.pending_compiles(params, 1.2, ready=set()) == set()
-    routes.reset()
-    assert "onepass_inductor" in routes.adam_routes(params, params, 1.2, one_pass=True, fused=None, foreach=None)
+        router.record_inductor_failure(RuntimeError("no compiler"))
+    assert router.routes(0, params, params, 1.2, **kw) == {"fused": [0, 1]}  # resolved again after the failure
+    assert router.pending_compiles(params, 1.2) == set()
+    assert other.routes(0, params, params, 1.2, **kw) == {"onepass_inductor": [0], "fused": [1]}  # its own
+
+
+def test_a_groups_routes_are_resolved_once_and_again_only_when_what_they_depend_on_changes(monkeypatch):
+    calls = []
+    real = routes.adam_routes
+    monkeypatch.setattr(routes, "adam_routes", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    params = tensors(BIG, SMALL)
+    router, kw = routes.Router(), dict(one_pass=True, fused=None, foreach=None)
+    for _ in range(3):
+        assert router.routes(0, params, params, 1.2, **kw) == {"onepass_cpp": [0], "fused": [1]}
+    assert calls == [2]
+    router.routes(0, params[:1], params[:1], 1.2, **kw)  # a tensor without a gradient this step
+    router.routes(0, params[:1], params[:1], 1.3, **kw)  # p moved within MAX_P: the same routes
+    assert router.routes(0, params[:1], params[:1], routes.MAX_P * 2, **kw) == {"fused": [0]}
+    assert calls == [2, 1, 1]
 
 
 def test_off_the_one_pass_route_the_groups_flags_decide_and_torchs_default_otherwise():
@@ -54,15 +69,17 @@ def test_off_the_one_pass_route_the_groups_flags_decide_and_torchs_default_other
     assert routes.adam_routes(params, params, 1.2, fused=None, foreach=None, **kw) == {"single": [0, 1]}  # CPU
 
 
-def test_the_optimizer_asks_the_resolver_once_per_group_and_runs_each_route(monkeypatch):
+def test_the_optimizer_resolves_each_groups_routes_on_its_first_step_only(monkeypatch):
     calls = []
     real = routes.adam_routes
     monkeypatch.setattr(routes, "adam_routes", lambda *a, **k: calls.append(k["one_pass"]) or real(*a, **k))
     model = TinyNet()
     opt = AdamPower([{"params": [model.embed_tokens.weight]},
                      {"params": [p for p in model.parameters() if p is not model.embed_tokens.weight]}])
-    loss_of(model, batches(1)[0]).backward()
-    opt.step()
+    for batch in batches(3):
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
     assert calls == [True, True]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from . import __version__
 from .commands import claims, compare, noise, report, sweep, theory, train
 from .commands.options import config_from_args, written
+from .errors import BadInput
 from .extras import EXTRA_MODULES, missing_extra_message
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
@@ -108,8 +109,8 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors; exit codes 1 (runs of a compare or sweep failed; also an unexpected error,
-    with its traceback), 2 (bad input), 3 (non-finite loss), 4 (storage, locks), 5 (another process of a
-    distributed run died), 130 (interrupted).
+    a bug, with its traceback), 2 (bad input: :class:`gradpower.errors.BadInput`), 3 (non-finite loss), 4
+    (storage, locks), 5 (another process of a distributed run died), 130 (interrupted).
 
     A missing harness dependency names the extra that provides it; Ctrl-C at
     any moment (start-up included) ends with a hint instead of a traceback.
@@ -138,12 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-#: What ends in ``error: ...`` and exit 2: the project's errors of bad input all derive from ``ValueError``
-#: (CheckpointError, DataError, RunReadError, RunFolderError, MissingExtraError), and a missing file is
-#: ``FileNotFoundError``. Anything else (a TypeError, say) is a bug: it keeps its traceback and exits 1.
-BAD_INPUT = (ValueError, FileNotFoundError)
-
-
 def _run(argv: list[str], command: str) -> int:
     from . import interrupts
 
@@ -161,7 +156,7 @@ def _run(argv: list[str], command: str) -> int:
     started = time.time()
     try:
         return COMMANDS[args.command].run(args, command)
-    except (*BAD_INPUT, *stops) as exc:
+    except (BadInput, *stops) as exc:  # what the user got wrong; anything else is a bug and keeps its traceback
         word, code = stops.get(type(exc), ("error", 2))
         print(f"gradpower: {word}: {exc}", file=sys.stderr)
         return code

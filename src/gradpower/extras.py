@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .errors import BadInput
+
 #: Top-level modules each extra of ``pyproject.toml`` provides.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("tokenizers", "datasets", "pyarrow", "tqdm", "matplotlib", "safetensors", "scipy"),
@@ -23,7 +25,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
-class MissingExtraError(ValueError):
+class MissingExtraError(BadInput):
     """A feature was asked for whose optional package is not installed (bad input: exit 2)."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .errors import BadInput
+
 __all__ = ["check_p", "sign_power", "sign_power_"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -32,10 +34,10 @@ def check_p(p: object) -> float:
     ``True`` is almost always a mistake for an exponent).
     """
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise ValueError(f"GradPower exponent p must be a finite number > 0, got {p!r}")
+        raise BadInput(f"GradPower exponent p must be a finite number > 0, got {p!r}")
     value = float(p)
     if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"GradPower exponent p must be a finite number > 0, got {p!r}")
+        raise BadInput(f"GradPower exponent p must be a finite number > 0, got {p!r}")
     return value
 
 

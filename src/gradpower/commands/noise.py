@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from .options import parse_sets
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             values[name] = parse_value(name, getattr(args, name))
     values.update(parse_sets(args.set))
     if args.steps_before < 0:
-        raise ValueError(f"--steps-before must be >= 0, got {args.steps_before}")
+        raise BadInput(f"--steps-before must be >= 0, got {args.steps_before}")
     cfg = TrainConfig(**{"steps": max(1, args.steps_before), **values})
     sizes = [int(v) for v in parse_numbers(args.batch_sizes, "--batch-sizes")]
     text = run_noise(cfg, sizes, Path(args.out), steps_before=args.steps_before, micro_batch_size=args.micro_batch_size,

@@ -9,6 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
+
 #: Settings ``compare`` and ``sweep`` take as flags (any other field: ``--set KEY=VALUE``).
 EXPERIMENT_FLAGS = ("steps", "preset", "data", "schedule", "batch_size", "device")
 #: ``--seeds auto`` without ``--max-seeds``.
@@ -135,8 +137,8 @@ def launcher_from_args(args: argparse.Namespace, table: dict[str, Any] | None = 
     launcher = launcher_config(table, flags)
     check_available(launcher)
     if launcher.launcher == "submitit" and getattr(args, "jobs", None) is not None:
-        raise ValueError("--jobs is for --launcher local: with submitit every run is its own SLURM job "
-                         "(--slurm-array-parallelism caps how many run at once)")
+        raise BadInput("--jobs is for --launcher local: with submitit every run is its own SLURM job "
+                       "(--slurm-array-parallelism caps how many run at once)")
     return launcher
 
 
@@ -147,7 +149,7 @@ def seeds_value(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--seeds takes a number of seeds or auto, got {text!r}") from None
+        raise BadInput(f"--seeds takes a number of seeds or auto, got {text!r}") from None
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -158,10 +160,10 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
         key = key.strip().replace("-", "_")
         if key in values:
-            raise ValueError(f"--set {key} is given twice: give each field once")
+            raise BadInput(f"--set {key} is given twice: give each field once")
         values[key] = parse_value(key, raw)
     return values
 
@@ -180,17 +182,17 @@ def experiment_spec(args: argparse.Namespace, default: Any) -> Any:
     seeds, max_seeds = args.seeds if args.seeds is not None else spec.seeds, spec.max_seeds
     if seeds == "auto":
         if args.command != "compare":
-            raise ValueError("--seeds auto is for compare; a sweep takes a number of seeds")
+            raise BadInput("--seeds auto is for compare; a sweep takes a number of seeds")
         max_seeds = getattr(args, "max_seeds", None) or max_seeds or DEFAULT_MAX_SEEDS
         seeds = sequential_looks(max_seeds)[0]
     elif getattr(args, "max_seeds", None) is not None:
-        raise ValueError("--max-seeds goes with --seeds auto")
+        raise BadInput("--max-seeds goes with --seeds auto")
     horizons, unit = spec.horizons, spec.horizon_unit
     for flag, given, kind in (("--horizons", args.horizons, "steps"), ("--horizon-tokens", args.horizon_tokens,
                                                                       "tokens")):
         if given is not None:
             if args.steps is not None:
-                raise ValueError(f"--steps and {flag} both set the runs' length: drop one of them")
+                raise BadInput(f"--steps and {flag} both set the runs' length: drop one of them")
             horizons, unit = whole_numbers(given, flag), kind
     return dataclasses.replace(spec, base=base, seeds=seeds, max_seeds=max_seeds, horizons=horizons,
                                horizon_unit=unit,
@@ -202,9 +204,9 @@ def whole_numbers(text: str, flag: str) -> list[int]:
     try:
         values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}") from None
+        raise BadInput(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}") from None
     if not values:
-        raise ValueError(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}")
+        raise BadInput(f"{flag} expects comma-separated whole numbers, e.g. {flag} 320,640, got {text!r}")
     return values
 
 
@@ -226,5 +228,5 @@ def written(out: Path, since: float) -> str:
 
 def jobs_from_args(args: argparse.Namespace, default: Any) -> int:
     if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        raise BadInput(f"--jobs must be >= 1, got {args.jobs}")
     return args.jobs or default()

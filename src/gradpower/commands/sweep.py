@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from .options import add_experiment_flags, experiment_spec, jobs_from_args, launcher_from_args, written
 
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     axes = [parse_grid_axis(text) for text in args.grid]
     twice = sorted({key for key, _ in axes if [k for k, _ in axes].count(key) > 1})
     if twice:
-        raise ValueError(f"--grid {', '.join(twice)} is given twice: give each axis once, with all its values")
+        raise BadInput(f"--grid {', '.join(twice)} is given twice: give each axis once, with all its values")
     grid = dict(axes) or spec.grid
     reference = parse_assignments(args.reference) if args.reference else spec.reference
     spec = dataclasses.replace(spec, grid=grid, reference=reference,

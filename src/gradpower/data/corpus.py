@@ -18,13 +18,15 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from ..errors import BadInput
+
 BUNDLED = "shakespeare"
 _SHAKESPEARE_SHA256 = "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"
 _TEXT_SUFFIXES = (".txt", ".text", ".md")
 _DOC_BREAK = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # two or more blank lines
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """Unusable input data; the message names the file and the problem."""
 
 

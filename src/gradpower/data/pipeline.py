@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..errors import BadInput
 from ..fileio import StorageError, describe_os_error, folder_lock, remove_stale_tmp, warn
 from .corpus import DataError, LocalCorpus, open_local
 from .shards import PackedTokens, ShardBatches, build_shards, is_validation
@@ -237,7 +238,7 @@ def build_data(
 
 def _check_val_fraction(cfg: DataConfig) -> None:
     if not 0 < cfg.val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+        raise BadInput(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
 
 
 def prepare_data(cfg: DataConfig, vocab_size: int, seq_len: int) -> None:

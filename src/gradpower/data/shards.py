@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import BadInput
 from ..fileio import TMP_MARK, StorageError, atomic_write_text, describe_os_error, remove_stale_tmp, warn
 from .tokenizer import TextTokenizer
 
@@ -140,8 +141,8 @@ def build_shards(
                 os.fsync(handle.fileno())
         for split in counts:
             if counts[split] == 0:
-                raise ValueError(f"{split} split is empty ({docs['train'] + docs['val']} documents in all): "
-                                 "the corpus is too small for the validation fraction")
+                raise BadInput(f"{split} split is empty ({docs['train'] + docs['val']} documents in all): "
+                               "the corpus is too small for the validation fraction")
         (folder / "meta.json").unlink(missing_ok=True)  # the header goes last: without it the folder is incomplete
         for split in counts:
             os.replace(tmp[split], folder / f"{split}.bin")
@@ -187,7 +188,7 @@ class PackedTokens:
         data = np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
         packed = cls(data, seq_len)
         if len(packed) == 0:
-            raise ValueError(f"{folder}/{split}.bin holds {data.size} tokens: fewer than one sequence of {seq_len}")
+            raise BadInput(f"{folder}/{split}.bin holds {data.size} tokens: fewer than one sequence of {seq_len}")
         return packed
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..errors import BadInput
 from ..extras import require
 from ..fileio import StorageError, atomic_write_text, describe_os_error
 
@@ -23,7 +24,7 @@ _MAX_WORD = 1000
 _LONG_RUN = re.compile(rf"\S{{{_MAX_WORD + 1},}}")
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(BadInput):
     """A tokenizer file that cannot be read (truncated, garbage)."""
 
 
@@ -57,7 +58,7 @@ def trainer_text(doc: str) -> str:
 def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> TextTokenizer:
     """Train a byte-level BPE (every byte is representable, so no unknown tokens) and save it atomically."""
     if vocab_size < 257 + 1:
-        raise ValueError(f"BPE vocab_size must be at least 258 (256 bytes + end-of-text + 1), got {vocab_size}")
+        raise BadInput(f"BPE vocab_size must be at least 258 (256 bytes + end-of-text + 1), got {vocab_size}")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -77,7 +78,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> TextToke
 def _from_backend(backend: Tokenizer, label: str) -> TextTokenizer:
     eot = backend.token_to_id(EOT)
     if eot is None:
-        raise ValueError(f"tokenizer {label} has no {EOT} token")
+        raise BadInput(f"tokenizer {label} has no {EOT} token")
     return TextTokenizer(backend, eot, backend.get_vocab_size(), label)
 
 
@@ -102,10 +103,10 @@ def load_pretrained(name_or_path: str) -> TextTokenizer:
         tok = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load tokenizer {name_or_path!r}: {first}") from exc
+        raise BadInput(f"cannot load tokenizer {name_or_path!r}: {first}") from exc
     if not getattr(tok, "is_fast", False):
-        raise ValueError(f"tokenizer {name_or_path!r} has no fast (Rust) version")
+        raise BadInput(f"tokenizer {name_or_path!r} has no fast (Rust) version")
     if tok.eos_token_id is None:
-        raise ValueError(f"tokenizer {name_or_path!r} has no EOS token to join documents with")
+        raise BadInput(f"tokenizer {name_or_path!r} has no EOS token to join documents with")
     label = Path(name_or_path).name if Path(name_or_path).exists() else name_or_path.replace("/", "_")
     return TextTokenizer(tok.backend_tokenizer, tok.eos_token_id, len(tok), label)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import BadInput
 from ..optim.param_groups import block_of
 
 
@@ -200,7 +201,7 @@ class MicroBatchProbe:
             sigma.append(np.sqrt(var))
             norms[name] = (stats.micro_sq / n, stats.mean_sq / max(1, stats.steps), stats.steps)
         if not mu:
-            raise ValueError("no gradient statistics: probe at least two micro-batches")
+            raise BadInput("no gradient statistics: probe at least two micro-batches")
         counts = [st.count for st in self.samples.values() if st.dof >= 1]
         return Measurement(np.array(names), np.array(weights), np.concatenate(mu), np.concatenate(sigma),
                            self.micro_batch_size, self.micro_per_step, norms, float(min(counts)))

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadInput
 from ..invocation import program
 from ..train.config import TrainConfig
 from . import plots
@@ -134,11 +135,11 @@ def _terms(raw: list[dict[str, Any]], arms: set[str], where: str, parts: dict[st
     terms = [Term(**t) for t in raw]
     for term in terms:
         if (term.part or parts) and term.part not in parts:
-            raise ValueError(f"{where}: term part {term.part!r} is not a part ({', '.join(parts) or 'none declared'})")
+            raise BadInput(f"{where}: term part {term.part!r} is not a part ({', '.join(parts) or 'none declared'})")
         if term.arm not in arms:
-            raise ValueError(f"{where}: term arm {term.arm!r} is not an arm ({', '.join(sorted(arms))})")
+            raise BadInput(f"{where}: term arm {term.arm!r} is not an arm ({', '.join(sorted(arms))})")
         if term.metric not in ("final_val_loss", "spikes") and not term.metric.startswith("val_at:"):
-            raise ValueError(f"{where}: unknown metric {term.metric!r} (final_val_loss, spikes, val_at:F)")
+            raise BadInput(f"{where}: unknown metric {term.metric!r} (final_val_loss, spikes, val_at:F)")
     return terms
 
 
@@ -148,24 +149,24 @@ def _selection(raw: dict[str, Any] | None, arms: set[str], where: str) -> Select
     select = Selection(raw["name"], list(raw["among"]), int(raw["first_seed"]), int(raw["seeds"]))
     unknown = [a for a in select.among if a not in arms]
     if unknown or len(select.among) < 2 or select.name in arms:
-        raise ValueError(f"{where}: select chooses among at least two of its arms ({', '.join(sorted(arms))}) under "
-                         f"a name that is not an arm; got among={select.among}, name={select.name!r}")
+        raise BadInput(f"{where}: select chooses among at least two of its arms ({', '.join(sorted(arms))}) under "
+                       f"a name that is not an arm; got among={select.among}, name={select.name!r}")
     if select.seeds < 1 or select.first_seed < 0:
-        raise ValueError(f"{where}: select needs seeds >= 1 and first_seed >= 0")
+        raise BadInput(f"{where}: select needs seeds >= 1 and first_seed >= 0")
     return select
 
 
 def _ladder(raw: Any, where: str) -> list[float]:
     if (not isinstance(raw, list) or not raw or len(set(raw)) != len(raw)
             or any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in raw)):
-        raise ValueError(f"{where}: ladder must be distinct positive multiples of the budget's tokens, e.g. [1, 2, 4]")
+        raise BadInput(f"{where}: ladder must be distinct positive multiples of the budget's tokens, e.g. [1, 2, 4]")
     return [float(m) for m in raw]
 
 
 def _budget_names(raw: dict[str, Any], where: str) -> list[str] | None:
     names = raw.get("budgets")
     if names is not None and (not isinstance(names, list) or not set(names) <= set(BUDGETS)):
-        raise ValueError(f"{where}: budgets must be a list of {', '.join(BUDGETS)}, got {names!r}")
+        raise BadInput(f"{where}: budgets must be a list of {', '.join(BUDGETS)}, got {names!r}")
     return names
 
 
@@ -177,9 +178,9 @@ def _sized(claim: Claim, sizes: Any, where: str) -> list[Claim]:
     from ..models import PRESETS
 
     if not isinstance(sizes, list) or len(sizes) < 3 or any(size not in PRESETS for size in sizes):
-        raise ValueError(f"{where}: sizes must list three or more presets (a slope needs them), got {sizes!r}")
+        raise BadInput(f"{where}: sizes must list three or more presets (a slope needs them), got {sizes!r}")
     if any("preset" in arm.overrides for arm in claim.arms):
-        raise ValueError(f"{where}: a claim with sizes sets each member's preset: its arms may not set one")
+        raise BadInput(f"{where}: a claim with sizes sets each member's preset: its arms may not set one")
     return [dataclasses.replace(claim, id=f"{claim.id}.{size}", base={**claim.base, "preset": size},
                                 family=claim.id) for size in sizes]
 
@@ -189,10 +190,10 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no claims file (without --file, gradpower claims reads the one shipped in the "
-                         f"package, {CLAIMS_FILE})") from None
+        raise BadInput(f"{path}: no claims file (without --file, gradpower claims reads the one shipped in the "
+                       f"package, {CLAIMS_FILE})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise BadInput(f"{path}: not valid TOML: {exc}") from None
     claims = []
     try:
         for raw in data["claim"]:
@@ -200,7 +201,7 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             names = {a.name for a in arms}
             where = f"{path}: claim {raw['id']}"
             if raw["direction"] not in DIRECTIONS:
-                raise ValueError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}")
+                raise BadInput(f"{where}: direction must be one of {', '.join(DIRECTIONS)}")
             parts = {name: grid or None for name, grid in raw.get("parts", {}).items()}
             select = _selection(raw.get("select"), names, where)
             named = names | ({select.name} if select else set())
@@ -211,17 +212,17 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[s
             claims += _sized(claim, raw.get("sizes"), where)
         budgets = {name: dict(table) for name, table in data["budget"].items()}
     except KeyError as exc:
-        raise ValueError(f"{path}: missing key {exc}") from None
+        raise BadInput(f"{path}: missing key {exc}") from None
     unknown = sorted(set(budgets) - set(BUDGETS))
     if unknown:
-        raise ValueError(f"{path}: unknown budget(s) {', '.join(unknown)} (known: {', '.join(BUDGETS)})")
+        raise BadInput(f"{path}: unknown budget(s) {', '.join(unknown)} (known: {', '.join(BUDGETS)})")
     return claims, budgets
 
 
 def budget_table(budgets: dict[str, dict[str, Any]], name: str, path: Path) -> dict[str, Any]:
     """The budget ``name`` of a claims file; one line naming the file's budgets when it declares no such one."""
     if name not in budgets:
-        raise ValueError(f"{path}: declares no budget {name!r} (it has {', '.join(budgets)})")
+        raise BadInput(f"{path}: declares no budget {name!r} (it has {', '.join(budgets)})")
     return budgets[name]
 
 
@@ -236,8 +237,8 @@ def _metric(run: Run, metric: str) -> float:
     target = fraction * run.planned_steps
     index = min(range(run.val_step.size), key=lambda i: abs(run.val_step[i] - target))
     if abs(run.val_step[index] - target) > max(1, run.planned_steps // 10):
-        raise ValueError(f"{run.path}: no evaluation near step {target:.0f} for {metric} (nearest: step "
-                         f"{int(run.val_step[index])}); its runs need eval_every <= {max(1, run.planned_steps // 10)}")
+        raise BadInput(f"{run.path}: no evaluation near step {target:.0f} for {metric} (nearest: step "
+                       f"{int(run.val_step[index])}); its runs need eval_every <= {max(1, run.planned_steps // 10)}")
     return float(run.val_loss[index])
 
 
@@ -389,8 +390,8 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
         own = {**warmup, **arm.overrides, **extra}
         settings = {**base, **own}
         if "batch_size" not in settings or "seq_len" not in settings:
-            raise ValueError(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
-                             f"from the token budget)")
+            raise BadInput(f"claim {claim.id}, arm {arm.name!r}: set batch_size and seq_len (its steps follow "
+                           f"from the token budget)")
         if ladder:
             arms.append(Arm(arm.name, own))
             continue
@@ -408,7 +409,7 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
     return spec
 
 
-class SameRunsError(ValueError):
+class SameRunsError(BadInput):
     """A claim whose arms resolve to the same runs at a budget: it is skipped with this reason, the others run."""
 
 
@@ -471,8 +472,8 @@ def select_arm(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
         losses.setdefault(arm, []).append(run.final_val_loss)
     means = {arm: sum(losses[arm]) / len(losses[arm]) for arm in select.among if losses.get(arm)}
     if len(means) < len(select.among):
-        raise ValueError(f"{folder}: the pilot of {claim.id} has no finished run of "
-                         f"{', '.join(a for a in select.among if a not in means)}; rerun the command to finish it")
+        raise BadInput(f"{folder}: the pilot of {claim.id} has no finished run of "
+                       f"{', '.join(a for a in select.among if a not in means)}; rerun the command to finish it")
     chosen = min(select.among, key=lambda arm: means[arm])  # a tie keeps the first declared
     text = ", ".join(f"{arm} {means[arm]:.4f}" for arm in select.among)
     echo(f"   {claim.id}: {select.name} = {chosen} (mean final val loss over {select.seed_text}: {text})")
@@ -586,7 +587,7 @@ def select_claims(claims: list[Claim], only: list[str] | None) -> list[Claim]:
     families = {c.split(".")[0] for c in known}
     unknown = [c for c in only if c not in known and c not in families]
     if unknown:
-        raise ValueError(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
+        raise BadInput(f"--only: unknown claim(s) {', '.join(unknown)}; the file declares {', '.join(known)}")
     return [c for c in claims if c.id in only or c.id.split(".")[0] in only]
 
 
@@ -599,8 +600,8 @@ def claims_for_budget(claims: list[Claim], only: list[str] | None, budget_name: 
                                   else c.budgets is None or budget_name in c.budgets)]
     if chosen and not kept:
         runs_under = sorted({b for c in chosen for b in c.budgets or []}) or ["any but this one"]
-        raise ValueError(f"--only {','.join(only or [])}: declared for --budget {' or '.join(runs_under)}, not "
-                         f"--budget {budget_name}")
+        raise BadInput(f"--only {','.join(only or [])}: declared for --budget {' or '.join(runs_under)}, not "
+                       f"--budget {budget_name}")
     return kept
 
 
@@ -613,7 +614,7 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
     line as typed, recorded in claims.md. A budget declared ``verdict = false`` (micro) checks the plumbing and
     gives no verdict."""
     if budget_name not in BUDGETS:
-        raise ValueError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
+        raise BadInput(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
     claims, budgets = load_claims(path)
     declared_budget = budget_table(budgets, budget_name, path)
     claims = claims_for_budget(claims, only, budget_name, declared_budget)

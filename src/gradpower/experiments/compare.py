@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from .execute import (
     Outcome,
     PlannedRun,
@@ -78,16 +79,16 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     Raises :class:`RunsFailedError` (after the report of the other runs is written) when a run failed.
     """
     if len(spec.arms) < 1:
-        raise ValueError("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")
+        raise BadInput("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")
     names = [arm.name for arm in spec.arms]
     if baseline is not None and baseline not in names:
-        raise ValueError(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
+        raise BadInput(f"--baseline {baseline!r} is not an arm; arms: {', '.join(names)}")
     spec = with_run_defaults(spec)
     same = spec.same_runs()
     if same:
-        raise ValueError("; ".join(f"arms {a!r} and {b!r} are the same runs" for a, b in same)
-                         + ": every field they set resolves to the same value (a preset's default included), so "
-                         "their difference is 0 by construction; make the arms differ")
+        raise BadInput("; ".join(f"arms {a!r} and {b!r} are the same runs" for a, b in same)
+                       + ": every field they set resolves to the same value (a preset's default included), so "
+                       "their difference is 0 by construction; make the arms differ")
     # every arm's configuration and data are valid before the folder is written or the first run trains
     check_configs(spec.config(spec.first_seed, **arm.overrides, **settings,
                               **({"lr": spec.tune_lr[0]} if spec.tune_lr else {}))
@@ -133,7 +134,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
                 return ", ".join(f"lr {o.run.cfg.lr:g} {o.status}" + (f" ({o.message.splitlines()[0][:80]})"
                                                                       if o.status == "failed" and o.message else "")
                                  for o in runs)
-            raise ValueError("; ".join(f"arm {name!r} has no lr to run: every tuning run diverged or failed "
+            raise BadInput("; ".join(f"arm {name!r} has no lr to run: every tuning run diverged or failed "
                                        f"({why(name)})" for name in unchosen)
                              + f"; widen the grid toward smaller lrs (--tune-lr) or see the runs under {runs_root}")
         echo("chosen lr: " + ", ".join(f"{name} {lr:g}" for name, lr in chosen.items()))
@@ -182,9 +183,9 @@ def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str |
     the pilot's runs.
     """
     if pilot_seeds < 2:
-        raise ValueError(f"--pilot-seeds must be at least 2 (the spread needs two paired seeds), got {pilot_seeds}")
+        raise BadInput(f"--pilot-seeds must be at least 2 (the spread needs two paired seeds), got {pilot_seeds}")
     if spec.max_seeds:
-        raise ValueError("--plan sizes a fixed number of seeds: drop --seeds auto")
+        raise BadInput("--plan sizes a fixed number of seeds: drop --seeds auto")
     run_compare(dataclasses.replace(spec, seeds=pilot_seeds), out, jobs, baseline, command, echo, launcher=launcher)
     baseline = baseline or spec.arms[0].name
     diffs, walls = _final_results(out, read_experiment(out), baseline)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
 from ..train.assemble import check_before_start, data_config, hardware_choices, model_config_for, prepare_run_data
 from ..train.checkpoint import latest_checkpoint
 from ..train.config import TrainConfig, config_differences, run_name
@@ -74,8 +75,8 @@ def state_of(run: PlannedRun) -> str:
         if existing is not None:
             changed = config_differences(TrainConfig.from_dict(existing.config).defining(), run.cfg.defining())
             if changed:
-                raise ValueError(f"{folder} holds a run of another configuration ({'; '.join(changed)}); "
-                                 "move it away or use another --out")
+                raise BadInput(f"{folder} holds a run of another configuration ({'; '.join(changed)}); "
+                               "move it away or use another --out")
             _check_hardware(folder, existing.resolved, run.cfg)
             if existing.finished:
                 return "done"
@@ -96,8 +97,8 @@ def _check_hardware(folder: Path, resolved: dict[str, Any], cfg: TrainConfig) ->
         what, legacy = _CHOICES[key]
         ran = resolved.get(key) or legacy(device)
         if ran is not None and ran != now:
-            raise ValueError(f"{folder} holds a {cfg.optim} run whose {what} {ran}, while this machine's default is "
-                             f"{now}; move it away or use another --out")
+            raise BadInput(f"{folder} holds a {cfg.optim} run whose {what} {ran}, while this machine's default is "
+                           f"{now}; move it away or use another --out")
 
 
 def check_configs(configs: Iterable[TrainConfig]) -> None:

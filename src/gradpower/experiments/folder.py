@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from .pairing import check_pairing
 from .runs import Run, RunReadError, load_run
 
@@ -30,11 +31,11 @@ def write_experiment(out: Path, record: dict[str, Any]) -> None:
 def read_experiment(out: Path) -> dict[str, Any]:
     path = out / EXPERIMENT_FILE
     if not path.is_file():
-        raise ValueError(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
+        raise BadInput(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
+        raise BadInput(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..extras import require
 from ..train.config import TrainConfig, config_fields
 
@@ -26,7 +27,7 @@ SUBMITIT_EXECUTORS = ("slurm", "local")
 SIGNAL_DELAY_S = 120
 
 
-class SubmissionError(ValueError):
+class SubmissionError(BadInput):
     """The cluster refused the jobs, or there is no cluster here (one line, exit 2)."""
 
 
@@ -58,28 +59,28 @@ class LauncherConfig:
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
-            raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+            raise BadInput(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
         if self.submitit_executor not in SUBMITIT_EXECUTORS:
-            raise ValueError(f"--submitit-executor must be one of {', '.join(SUBMITIT_EXECUTORS)}, "
-                             f"got {self.submitit_executor!r}")
+            raise BadInput(f"--submitit-executor must be one of {', '.join(SUBMITIT_EXECUTORS)}, "
+                           f"got {self.submitit_executor!r}")
         for name, least in (("gpus_per_run", 0), ("nodes_per_run", 1), ("cpus_per_gpu", 1), ("timeout_min", 1),
                             ("slurm_array_parallelism", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= {least}, got {value!r}")
+                raise BadInput(f"--{name.replace('_', '-')} must be a whole number >= {least}, got {value!r}")
         if self.gpus_per_run % self.nodes_per_run:
-            raise ValueError(f"--gpus-per-run {self.gpus_per_run} does not split evenly over --nodes-per-run "
-                             f"{self.nodes_per_run} (the GPUs of a run are the same number on each of its nodes)")
+            raise BadInput(f"--gpus-per-run {self.gpus_per_run} does not split evenly over --nodes-per-run "
+                           f"{self.nodes_per_run} (the GPUs of a run are the same number on each of its nodes)")
         if self.nodes_per_run > 1 and self.gpus_per_run == 0:
-            raise ValueError("--nodes-per-run > 1 needs GPUs (--gpus-per-run): a CPU run is one process")
+            raise BadInput("--nodes-per-run > 1 needs GPUs (--gpus-per-run): a CPU run is one process")
         if self.submitit_executor == "local" and self.nodes_per_run > 1:
-            raise ValueError("--submitit-executor local runs on this machine: --nodes-per-run must be 1")
+            raise BadInput("--submitit-executor local runs on this machine: --nodes-per-run must be 1")
         if self.launcher == "local":
             changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self) if f.name != "launcher"
                        and getattr(self, f.name) != (f.default if f.default_factory is dataclasses.MISSING
                                                      else f.default_factory())]
             if changed:
-                raise ValueError(f"{', '.join(changed)} go(es) with --launcher submitit (this launcher is local)")
+                raise BadInput(f"{', '.join(changed)} go(es) with --launcher submitit (this launcher is local)")
 
     @property
     def gpus_per_node(self) -> int:
@@ -106,24 +107,24 @@ def launcher_config(table: Mapping[str, Any] | None, flags: Mapping[str, Any], w
     for key, value in (table or {}).items():
         name = key.replace("-", "_")
         if name not in names:
-            raise ValueError(f"{where}: unknown key {key!r}; valid: {', '.join(names)}")
+            raise BadInput(f"{where}: unknown key {key!r}; valid: {', '.join(names)}")
         values[name] = value
     for name, value in flags.items():
         if value is not None and value != [] and value != {}:
             values[name] = value
     setup = values.get("slurm_setup", [])
     if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
-        raise ValueError(f"{where}: slurm_setup must be a list of shell lines, got {setup!r}")
+        raise BadInput(f"{where}: slurm_setup must be a list of shell lines, got {setup!r}")
     if "slurm_extra" in values:
         if not isinstance(values["slurm_extra"], Mapping):
-            raise ValueError(f"{where}: slurm_extra must be a table of sbatch options, got {values['slurm_extra']!r}")
+            raise BadInput(f"{where}: slurm_extra must be a table of sbatch options, got {values['slurm_extra']!r}")
         values["slurm_extra"] = {str(k): str(v) for k, v in values["slurm_extra"].items()}
     try:
         return LauncherConfig(**values)
     except ValueError as exc:
         if not table:  # the flags alone: the message names the flag
             raise
-        raise ValueError(f"{where}: {exc}") from None
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def parse_extra(items: list[str]) -> dict[str, str]:
@@ -132,7 +133,7 @@ def parse_extra(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--slurm-extra expects KEY=VALUE (an sbatch option without its dashes), got {item!r}")
+            raise BadInput(f"--slurm-extra expects KEY=VALUE (an sbatch option without its dashes), got {item!r}")
         extra[key.strip().lstrip("-")] = value.strip()
     return extra
 
@@ -175,7 +176,7 @@ def train_flags(cfg: TrainConfig) -> list[str]:
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + flag[2:])
         elif value is None:
-            raise ValueError(f"{f.name}=None cannot be given as a flag (its default is {getattr(default, f.name)})")
+            raise BadInput(f"{f.name}=None cannot be given as a flag (its default is {getattr(default, f.name)})")
         else:
             flags += [flag, repr(value) if isinstance(value, float) else str(value)]
     return flags

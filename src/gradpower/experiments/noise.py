@@ -22,6 +22,7 @@ import torch
 from ..data.pipeline import build_data
 from ..diagnostics import P_GRID, Measurement, MicroBatchProbe, loss_decrease, summary_rows
 from ..diagnostics.predict import FLAT_FRACTION, edge_warning, flat_text
+from ..errors import BadInput
 from ..fileio import warn
 from ..models import build_model, config_from_dict
 from ..theory.toy import update_limit
@@ -69,10 +70,10 @@ def _trained_model(run_dir: Path, what: str) -> tuple[torch.nn.Module, TrainConf
     try:
         run = load_run(run_dir)
     except RunReadError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise BadInput(f"{what}: {exc}") from None
     found = load_latest(run_dir / "checkpoints")
     if found is None:
-        raise ValueError(f"{what}: {run_dir} has no checkpoint to measure")
+        raise BadInput(f"{what}: {run_dir} has no checkpoint to measure")
     model = build_model(config_from_dict(run.model))
     restore_model(*found, model)
     return model, TrainConfig.from_dict(run.config)
@@ -83,9 +84,9 @@ def run_noise(cfg: TrainConfig, batch_sizes: list[int], out: Path, *, steps_befo
               eps: float = 1e-8, sample: int = 2048, seed: int = 1234) -> str:
     """Write noise.csv, noise_dp.png and noise_map.png into ``out``; return the p* table."""
     if not batch_sizes or any(b < 1 for b in batch_sizes):
-        raise ValueError(f"--batch-sizes must be positive integers, got {batch_sizes}")
+        raise BadInput(f"--batch-sizes must be positive integers, got {batch_sizes}")
     if micro_batches < 2:
-        raise ValueError("--micro-batches must be at least 2 (the noise is their spread)")
+        raise BadInput("--micro-batches must be at least 2 (the noise is their spread)")
     micro_batch_size = micro_batch_size or min(batch_sizes)
     out.mkdir(parents=True, exist_ok=True)
     model, cfg = _model_and_config(cfg, steps_before, from_run, out)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..train.config import TrainConfig, config_differences
 from .runs import Run
 from .spec import Arm, ExperimentSpec, grid_points
@@ -63,13 +64,13 @@ def _check_planned(out: Path, kind: str, spec: ExperimentSpec, entry: dict[str, 
         planned = None
     label = entry.get("arm") or " ".join(f"{k}={v}" for k, v in entry.get("point", {}).items())
     if planned is None:
-        raise ValueError(f"{out}: the run {run.path} is listed as {label} seed {entry['seed']}, which the "
-                         f"experiment's spec does not plan; rerun the experiment's command into a new --out")
+        raise BadInput(f"{out}: the run {run.path} is listed as {label} seed {entry['seed']}, which the "
+                       f"experiment's spec does not plan; rerun the experiment's command into a new --out")
     changed = config_differences(planned.defining(), TrainConfig.from_dict(run.config).defining())
     if changed:
-        raise ValueError(f"{out}: the run {run.path} ({label} seed {entry['seed']}) is not the run the experiment "
-                         f"planned ({'; '.join(changed)}), so it would not pair with the others; move it away and "
-                         f"run the experiment's command again to retrain it as planned")
+        raise BadInput(f"{out}: the run {run.path} ({label} seed {entry['seed']}) is not the run the experiment "
+                       f"planned ({'; '.join(changed)}), so it would not pair with the others; move it away and "
+                       f"run the experiment's command again to retrain it as planned")
 
 
 def _kernel(run: Run) -> Any:
@@ -95,4 +96,4 @@ def _check_one_value(out: Path, runs: list[Run], value_of, what: str, why: str) 
             first.setdefault(value, run.path)
     if len(first) > 1:
         named = "; ".join(f"{value} in {path}" for value, path in first.items())
-        raise ValueError(f"{out} pairs runs of different {what} ({named}): {why}")
+        raise BadInput(f"{out} pairs runs of different {what} ({named}): {why}")

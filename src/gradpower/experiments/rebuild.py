@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import BadInput
 from .folder import read_experiment
 from .report import compare_report
 from .sweep import sweep_report
@@ -15,6 +16,6 @@ def rebuild_report(out: str | Path, baseline: str | None = None) -> str:
     kind = read_experiment(folder).get("kind")
     if kind == "sweep":
         if baseline is not None:
-            raise ValueError("--baseline applies to compare folders; this is a sweep")
+            raise BadInput("--baseline applies to compare folders; this is a sweep")
         return sweep_report(folder)
     return compare_report(folder, baseline)

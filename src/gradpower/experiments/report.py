@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadInput
 from ..train.config import TrainConfig
 from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
@@ -132,7 +133,7 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
     names = [arm.name for arm in spec.arms]
     baseline = baseline or names[0]
     if baseline not in names:
-        raise ValueError(f"--baseline {baseline!r} is not an arm of {out}; arms: {', '.join(names)}")
+        raise BadInput(f"--baseline {baseline!r} is not an arm of {out}; arms: {', '.join(names)}")
     names = [baseline] + [n for n in names if n != baseline]
     loaded = load_listed_runs(out, record)
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BadInput
 from ..train.metrics import MetricsFileError, read_metrics
 from .stats import count_spikes
 
 
-class RunReadError(ValueError):
+class RunReadError(BadInput):
     """A run folder that cannot be read (missing or damaged files); the message names the file."""
 
 

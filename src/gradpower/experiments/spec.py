@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
 from .ladder import eval_every as ladder_eval_every
 from .ladder import ladder_p_every, ladder_warmup
@@ -74,31 +75,31 @@ class ExperimentSpec:
 
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.first_seed < 0:
-            raise ValueError(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
+            raise BadInput(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
         if not (isinstance(self.effect, (int, float)) and 0 < self.effect < float("inf")):
-            raise ValueError(f"effect must be a number of nats > 0, got {self.effect!r}")
+            raise BadInput(f"effect must be a number of nats > 0, got {self.effect!r}")
         if self.max_seeds is not None and self.max_seeds < 2:
-            raise ValueError(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got "
-                             f"{self.max_seeds}")
+            raise BadInput(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got "
+                           f"{self.max_seeds}")
         if self.max_seeds is not None and self.tune_seeds:
-            raise ValueError("--seeds auto tunes lr on the first seed only: drop --tune-seeds")
+            raise BadInput("--seeds auto tunes lr on the first seed only: drop --tune-seeds")
         names = [arm.name for arm in self.arms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"arm names must be unique; repeated: {', '.join(duplicates)} (name them 'NAME: ...')")
+            raise BadInput(f"arm names must be unique; repeated: {', '.join(duplicates)} (name them 'NAME: ...')")
         if self.tune_lr is not None:
             if not self.tune_lr or any(not lr > 0 for lr in self.tune_lr):
-                raise ValueError(f"tune_lr must be a non-empty list of positive lrs, got {self.tune_lr}")
+                raise BadInput(f"tune_lr must be a non-empty list of positive lrs, got {self.tune_lr}")
             for arm in self.arms:
                 if "lr" in arm.overrides:
-                    raise ValueError(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
+                    raise BadInput(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
         if self.reference is not None:
             for key, value in self.reference.items():
                 if key not in self.grid or value not in self.grid[key]:
-                    raise ValueError(f"--reference {key}={value} is not a grid value; the grid: "
-                                     + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
+                    raise BadInput(f"--reference {key}={value} is not a grid value; the grid: "
+                                   + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
         if self.tokens is not None and self.tokens < 1:
-            raise ValueError(f"--tokens must be a positive token budget, got {self.tokens}")
+            raise BadInput(f"--tokens must be a positive token budget, got {self.tokens}")
         if self.horizons is not None:
             self._check_horizons()
         self.config(**{k: v[0] for k, v in self.grid.items()})  # validates shared settings early
@@ -106,22 +107,22 @@ class ExperimentSpec:
     def _check_horizons(self) -> None:
         flag = "--horizons" if self.horizon_unit == "steps" else "--horizon-tokens"
         if self.horizon_unit not in HORIZON_UNITS:
-            raise ValueError(f"horizon_unit must be one of {', '.join(HORIZON_UNITS)}, got {self.horizon_unit!r}")
+            raise BadInput(f"horizon_unit must be one of {', '.join(HORIZON_UNITS)}, got {self.horizon_unit!r}")
         if (not self.horizons or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.horizons)
                 or len(set(self.horizons)) != len(self.horizons)):
-            raise ValueError(f"{flag} must be distinct positive whole numbers, got {self.horizons}")
+            raise BadInput(f"{flag} must be distinct positive whole numbers, got {self.horizons}")
         if self.tokens is not None:
-            raise ValueError(f"{flag} sets each run's length: drop --tokens")
+            raise BadInput(f"{flag} sets each run's length: drop --tokens")
         for arm in self.arms:
             if "steps" in arm.overrides:
-                raise ValueError(f"arm {arm.name!r} sets steps, which {flag} sets: drop one of them")
+                raise BadInput(f"arm {arm.name!r} sets steps, which {flag} sets: drop one of them")
         if "steps" in self.grid:
-            raise ValueError(f"{flag} sets each run's length: drop steps from the grid")
+            raise BadInput(f"{flag} sets each run's length: drop steps from the grid")
         for overrides in [arm.overrides for arm in self.arms] or [{k: v[0] for k, v in self.grid.items()}]:
             for horizon, settings in self.horizon_runs(overrides):
                 if settings["steps"] < 2 or settings["warmup"] >= settings["steps"]:
-                    raise ValueError(f"{flag}: horizon {horizon} is {settings['steps']} step(s), not more than the "
-                                     f"ladder's warm-up of {settings['warmup']} steps; drop it or set a shorter warmup")
+                    raise BadInput(f"{flag}: horizon {horizon} is {settings['steps']} step(s), not more than the "
+                                   f"ladder's warm-up of {settings['warmup']} steps; drop it or set a shorter warmup")
 
     @property
     def headline(self) -> int | None:
@@ -162,8 +163,8 @@ class ExperimentSpec:
             return {}
         per_step = self.tokens_per_step(point)
         if self.tokens // per_step < 1:
-            raise ValueError(f"--tokens {self.tokens} is less than one step of {point_label(point)} "
-                             f"({per_step} tokens)")
+            raise BadInput(f"--tokens {self.tokens} is less than one step of {point_label(point)} "
+                           f"({per_step} tokens)")
         return {"steps": self.tokens // per_step}
 
     def arm_config(self, arm: Arm, seed: int, horizon: int | None = None, lr: float | None = None) -> TrainConfig:
@@ -179,7 +180,7 @@ class ExperimentSpec:
                    ) -> TrainConfig:
         settings = dict(self.horizon_runs(overrides))
         if horizon not in settings:
-            raise ValueError(f"horizon {horizon} is not one of this experiment's ({sorted(self.horizons or [])})")
+            raise BadInput(f"horizon {horizon} is not one of this experiment's ({sorted(self.horizons or [])})")
         return self.config(seed, **{**overrides, **settings[horizon], **extra})
 
     def same_runs(self) -> list[tuple[str, str]]:
@@ -237,7 +238,7 @@ def parse_value(key: str, raw: str) -> Any:
     """A command-line value typed by the TrainConfig field ``key`` ("none" for unset optional fields)."""
     names = {f.name for f in config_fields()}
     if key not in names:
-        raise ValueError(f"unknown field {key!r} (any TrainConfig field: see 'gradpower train --help')")
+        raise BadInput(f"unknown field {key!r} (any TrainConfig field: see 'gradpower train --help')")
     kind = field_type(key)
     text = raw.strip()
     if text.lower() == "none":
@@ -246,7 +247,7 @@ def parse_value(key: str, raw: str) -> Any:
         try:
             parsed = kind(text)
         except ValueError as exc:  # the parser says what it accepts
-            raise ValueError(f"{key}={raw!r}: {exc}") from None
+            raise BadInput(f"{key}={raw!r}: {exc}") from None
         return check_type(key, parsed)
     try:
         if kind is bool:
@@ -256,7 +257,7 @@ def parse_value(key: str, raw: str) -> Any:
         else:
             value = kind(text)
     except ValueError:
-        raise ValueError(f"{key}={raw!r}: expected {getattr(kind, '__name__', 'a value')}") from None
+        raise BadInput(f"{key}={raw!r}: expected {getattr(kind, '__name__', 'a value')}") from None
     return check_type(key, value)
 
 
@@ -266,10 +267,10 @@ def parse_assignments(text: str) -> dict[str, Any]:
     for item in text.split():
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected KEY=VALUE, got {item!r} in {text!r}")
+            raise BadInput(f"expected KEY=VALUE, got {item!r} in {text!r}")
         key = key.replace("-", "_")
         if key in out:  # never keep one of two values silently
-            raise ValueError(f"{key} is given twice in {text!r}: give each field once")
+            raise BadInput(f"{key} is given twice in {text!r}: give each field once")
         out[key] = parse_value(key, raw)
     return out
 
@@ -296,10 +297,10 @@ def parse_grid_axis(text: str) -> tuple[str, list[Any]]:
     key, sep, raw = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not raw.strip():
-        raise ValueError(f"expected FIELD=V1,V2,..., got {text!r}")
+        raise BadInput(f"expected FIELD=V1,V2,..., got {text!r}")
     values = [parse_value(key, v) for v in raw.split(",")]
     if len(set(map(repr, values))) != len(values):
-        raise ValueError(f"grid {key!r} repeats a value: {raw}")
+        raise BadInput(f"grid {key!r} repeats a value: {raw}")
     return key, values
 
 
@@ -308,7 +309,7 @@ def parse_numbers(text: str, flag: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+        raise BadInput(f"{flag} expects comma-separated numbers, got {text!r}") from None
 
 
 def _launcher_table(table: Any, file: Path) -> dict[str, Any]:
@@ -316,7 +317,7 @@ def _launcher_table(table: Any, file: Path) -> dict[str, Any]:
     from .launcher import launcher_config
 
     if not isinstance(table, dict):
-        raise ValueError("[launcher] must be a table of launcher keys (launcher = \"submitit\", gpus_per_run, ...)")
+        raise BadInput("[launcher] must be a table of launcher keys (launcher = \"submitit\", gpus_per_run, ...)")
     launcher_config(table, {"launcher": "submitit"}, f"{file} [launcher]")  # keys and types; flags may add more
     return dict(table)
 
@@ -324,11 +325,11 @@ def _launcher_table(table: Any, file: Path) -> dict[str, Any]:
 def _horizons_of(raw: dict[str, Any]) -> dict[str, Any]:
     """An experiment file's ``horizons = [steps, ...]`` or ``horizon_tokens = [tokens, ...]`` (not both)."""
     if raw.get("horizons") is not None and raw.get("horizon_tokens") is not None:
-        raise ValueError("set horizons (steps) or horizon_tokens (tokens), not both")
+        raise BadInput("set horizons (steps) or horizon_tokens (tokens), not both")
     for key, unit in (("horizons", "steps"), ("horizon_tokens", "tokens")):
         if raw.get(key) is not None:
             if not isinstance(raw[key], list):
-                raise ValueError(f"{key} must be a list of whole numbers, e.g. {key} = [320, 640]")
+                raise BadInput(f"{key} must be a list of whole numbers, e.g. {key} = [320, 640]")
             return {"horizons": list(raw[key]), "horizon_unit": unit}
     return {}
 
@@ -349,7 +350,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
         for key, values in raw.get("grid", {}).items():
             key = key.replace("-", "_")
             if key not in names or not isinstance(values, list) or not values:
-                raise ValueError(f"[grid] {key} must be a TrainConfig field with a list of values")
+                raise BadInput(f"[grid] {key} must be a TrainConfig field with a list of values")
             grid[key] = [check_type(key, v) for v in values]
         return ExperimentSpec(
             base=base, arms=arms, grid=grid, seeds=int(raw.get("seeds", 3)), tune_lr=raw.get("tune_lr"),
@@ -361,4 +362,4 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
             launcher=_launcher_table(raw.get("launcher", {}), file), **_horizons_of(raw),
         )
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{file}: {exc}") from None
+        raise BadInput(f"{file}: {exc}") from None

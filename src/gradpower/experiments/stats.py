@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from ..errors import BadInput
+
 CONFIDENCE = 0.95
 #: Power of the minimum detectable effect (``mde_80``) and of ``seeds_needed``.
 POWER = 0.80
@@ -126,7 +128,7 @@ def seeds_range_text(diff_sd: float, n: int, effect: float) -> str:
 def paired_difference(arm: Sequence[float], baseline: Sequence[float]) -> Interval:
     """arm - baseline, paired by position (seed); pairs with a non-finite side are dropped."""
     if len(arm) != len(baseline):
-        raise ValueError(f"paired values need equal lengths, got {len(arm)} and {len(baseline)}")
+        raise BadInput(f"paired values need equal lengths, got {len(arm)} and {len(baseline)}")
     return t_interval([a - b for a, b in zip(arm, baseline)])
 
 
@@ -140,7 +142,7 @@ def sequential_looks(max_seeds: int, first: int = 3) -> tuple[int, ...]:
     """The seed counts at which ``--seeds auto`` looks, fixed before any run: ``first``, then doubling, up to
     ``max_seeds`` (e.g. 3, 6, 12, 20). Few looks keep each look's interval narrow."""
     if max_seeds < 2:
-        raise ValueError(f"--max-seeds must be at least 2, got {max_seeds}")
+        raise BadInput(f"--max-seeds must be at least 2, got {max_seeds}")
     looks = [min(first, max_seeds)]
     while looks[-1] < max_seeds:
         looks.append(min(max_seeds, 2 * looks[-1]))

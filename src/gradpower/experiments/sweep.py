@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from ..errors import BadInput
 from . import plots
 from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
@@ -34,9 +35,9 @@ def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gr
               echo: Callable[[str], None] = print, launcher: LauncherConfig | None = None) -> str:
     """Train (or reuse) every grid point over every seed, then write the sweep tables and figures."""
     if not spec.grid:
-        raise ValueError("sweep needs at least one --grid FIELD=V1,V2,...")
+        raise BadInput("sweep needs at least one --grid FIELD=V1,V2,...")
     if spec.tokens is not None and "steps" in spec.grid:
-        raise ValueError("--tokens fixes each point's steps: drop steps from the grid")
+        raise BadInput("--tokens fixes each point's steps: drop steps from the grid")
     spec = with_run_defaults(spec)
     points = grid_points(spec.grid)
     planned, horizons = [], []

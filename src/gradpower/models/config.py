@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import BadInput
 from .norms import check_norm
 
 #: ``init=`` values: torch-style N(0, init_std), or the GPAS authors' scheme.
@@ -39,15 +40,15 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         check_norm(self.norm)
         if self.init not in INIT_SCHEMES:
-            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INIT_SCHEMES)}")
+            raise BadInput(f"unknown init {self.init!r}; valid: {', '.join(INIT_SCHEMES)}")
         if self.mix_post_layers is not None and not 0 <= self.mix_post_layers <= self.n_layers:
-            raise ValueError(f"mix_post_layers must be in [0, n_layers={self.n_layers}], got {self.mix_post_layers}")
+            raise BadInput(f"mix_post_layers must be in [0, n_layers={self.n_layers}], got {self.mix_post_layers}")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise BadInput(f"{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError(
+            raise BadInput(
                 f"d_model ({self.d_model}) must split into {self.n_heads} heads of even size"
             )
 
@@ -97,7 +98,7 @@ class Qwen2MoeConfig(TransformerConfig):
         if self.shared_expert_d_ff == 0:
             self.shared_expert_d_ff = self.d_ff
         if not 1 <= self.top_k <= self.n_experts:
-            raise ValueError(f"top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
+            raise BadInput(f"top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
 
     @property
     def arch(self) -> str:
@@ -110,5 +111,5 @@ def config_from_dict(data: dict[str, Any]) -> TransformerConfig:
     arch = data.pop("arch", "llama")
     classes = {"llama": LlamaConfig, "qwen2moe": Qwen2MoeConfig}
     if arch not in classes:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {sorted(classes)}")
+        raise BadInput(f"unknown architecture {arch!r}; valid: {sorted(classes)}")
     return classes[arch](**data)

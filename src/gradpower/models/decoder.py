@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import BadInput
 from .config import TransformerConfig
 from .gpas import GPAS
 from .layers import Attention, RotaryEmbedding
@@ -165,12 +166,12 @@ class CausalLM(nn.Module):
 
     def _check_input(self, input_ids: torch.Tensor) -> None:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
+            raise BadInput(
                 f"input_ids must be an integer tensor (batch, seq), got {input_ids.dtype} {tuple(input_ids.shape)}"
             )
         seq = input_ids.shape[1]
         if seq > self.config.max_seq_len:
-            raise ValueError(f"sequence length {seq} exceeds the configured max_seq_len {self.config.max_seq_len}")
+            raise BadInput(f"sequence length {seq} exceeds the configured max_seq_len {self.config.max_seq_len}")
         # Range-check ids on the CPU only: there it costs one reduction and no device sync. On an accelerator
         # it would stall the pipeline every forward; an out-of-range id still fails there (the embedding's
         # device-side check), and the harness's batches are in range by construction.
@@ -178,7 +179,7 @@ class CausalLM(nn.Module):
             low, high = torch.aminmax(input_ids)
             low, high = int(low), int(high)
             if low < 0 or high >= self.config.vocab_size:
-                raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), got range [{low}, {high}]")
+                raise BadInput(f"token ids must be in [0, {self.config.vocab_size}), got range [{low}, {high}]")
 
     def aux_loss(self, router_logits: list[torch.Tensor]) -> torch.Tensor | None:
         return None
@@ -194,7 +195,7 @@ class CausalLM(nn.Module):
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
-                raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+                raise BadInput(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
             # Shift the labels, not the logits: slicing the (large) logits would copy them.
             targets = F.pad(labels[:, 1:], (0, 1), value=-100)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)

@@ -16,6 +16,7 @@ import dataclasses
 
 import torch
 
+from ..errors import BadInput
 from .decoder import CausalLM
 
 _FOLDABLE = {"pre_gpas": "pre", "lns_gpas": "pre", "sandwich_gpas": "sandwich"}
@@ -32,7 +33,7 @@ def fold_gpas(model: CausalLM) -> CausalLM:
     """
     norm = model.config.norm
     if norm not in _FOLDABLE:
-        raise ValueError(f"fold_gpas supports {sorted(_FOLDABLE)}; this model uses norm={norm!r}")
+        raise BadInput(f"fold_gpas supports {sorted(_FOLDABLE)}; this model uses norm={norm!r}")
     config = dataclasses.replace(model.config, norm=_FOLDABLE[norm])
     plain = type(model)(config).to(next(model.parameters()).device)
     source = {k: v for k, v in model.state_dict().items() if not k.endswith("gpas.gate")}
@@ -41,7 +42,7 @@ def fold_gpas(model: CausalLM) -> CausalLM:
     for layer, plain_layer in zip(model.model.layers, plain.model.layers):
         s = layer.gpas.scale().double()
         if s <= 0:
-            raise ValueError(f"layer {layer.layer_idx}: GPAS scale {s.item():.4g} <= 0 cannot be folded")
+            raise BadInput(f"layer {layer.layer_idx}: GPAS scale {s.item():.4g} <= 0 cannot be folded")
         for branch_weights in _branch_output_weights(plain_layer):
             for weight in branch_weights:
                 weight.div_(running.to(weight.dtype))

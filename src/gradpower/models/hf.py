@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig
 from .decoder import CausalLM
 from .fold import fold_gpas
@@ -55,7 +56,7 @@ def to_hf(model: CausalLM, directory: str | Path) -> Path:
     if uses_gpas(model.config.norm):
         model = fold_gpas(model)
     if model.config.norm not in ("pre", "lns"):
-        raise ValueError(
+        raise BadInput(
             f"transformers' LLaMA / Qwen2-MoE are Pre-LN; norm={model.config.norm!r} has no equivalent"
         )
     out = Path(directory)
@@ -72,7 +73,7 @@ def _our_config(hf: dict[str, Any]) -> TransformerConfig:
     rope = hf.get("rope_parameters") or {}
     theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
     if hf.get("num_key_value_heads", hf["num_attention_heads"]) != hf["num_attention_heads"]:
-        raise ValueError("grouped-query attention checkpoints are not supported (num_key_value_heads != heads)")
+        raise BadInput("grouped-query attention checkpoints are not supported (num_key_value_heads != heads)")
     common = dict(
         vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=hf["num_attention_heads"], max_seq_len=hf.get("max_position_embeddings", 2048),
@@ -88,7 +89,7 @@ def _our_config(hf: dict[str, Any]) -> TransformerConfig:
             norm_topk_prob=hf.get("norm_topk_prob", False), qkv_bias=hf.get("qkv_bias", True),
             aux_loss_coef=hf.get("router_aux_loss_coef", 0.001),
         )
-    raise ValueError(f"unsupported model_type {kind!r}; expected 'llama' or 'qwen2_moe'")
+    raise BadInput(f"unsupported model_type {kind!r}; expected 'llama' or 'qwen2_moe'")
 
 
 def _unfuse_experts(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -116,7 +117,7 @@ def from_hf(directory: str | Path) -> CausalLM:
     config_file, weights_file = path / "config.json", path / _WEIGHTS
     for f in (config_file, weights_file):
         if not f.is_file():
-            raise FileNotFoundError(f"{f} not found: expected a transformers checkpoint folder")
+            raise BadInput(f"{f} not found: expected a transformers checkpoint folder")
     config = _our_config(json.loads(config_file.read_text()))
     model = build_model(config)
     from safetensors.torch import load_file
@@ -124,5 +125,5 @@ def from_hf(directory: str | Path) -> CausalLM:
     tensors = _unfuse_experts(load_file(str(weights_file)))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise BadInput(f"checkpoint does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import BadInput
+
 #: Every ``norm=`` value. ``*_gpas`` adds one GPAS gate per decoder layer.
 NORM_SCHEMES = (
     "pre", "pre_gpas", "post", "sandwich", "sandwich_gpas", "deepnorm", "deepnorm_gpas",
@@ -18,7 +20,7 @@ NORM_SCHEMES = (
 
 def check_norm(norm: str) -> str:
     if norm not in NORM_SCHEMES:
-        raise ValueError(f"unknown norm scheme {norm!r}; valid: {', '.join(NORM_SCHEMES)}")
+        raise BadInput(f"unknown norm scheme {norm!r}; valid: {', '.join(NORM_SCHEMES)}")
     return norm
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import BadInput
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig
 from .decoder import CausalLM
 from .llama import Llama
@@ -70,7 +71,7 @@ PRESETS: dict[str, Preset] = {
 
 def _lookup(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+        raise BadInput(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import BadInput
 from .config import LlamaConfig
 
 #: Training tokens per parameter of the papers' runs (the Chinchilla ratio).
@@ -104,7 +105,7 @@ def largest(train_tokens: dict[int, int], max_params: float = math.inf,
 
     fitting = [s for s in candidates() if fits_corpus(s, train_tokens) and s.params <= max_params and affordable(s)]
     if not fitting:
-        raise ValueError(f"no proxy shape fits {max_params:g} parameters, the cost cap and the corpus ({train_tokens})")
+        raise BadInput(f"no proxy shape fits {max_params:g} parameters, the cost cap and the corpus ({train_tokens})")
     return max(fitting, key=lambda s: (s.params, -s.vocab, s.d_model))
 
 

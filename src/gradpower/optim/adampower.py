@@ -29,7 +29,8 @@ _PATH_KEYS = ("fused", "foreach", "capturable")
 
 
 def _onepass_cpp_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                           exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any]) -> int:
+                           exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any],
+                           router: routes.Router) -> int:
     """The ``onepass_cpp`` route: the C++ loop, one call for the group (each tensor's bias corrections from its own
     step count, computed in the op, so ``torch.compile`` traces this route without a host read). Returns how many
     tensors were stepped (all)."""
@@ -43,9 +44,11 @@ def _onepass_cpp_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: 
 # would read each step count on the host and guard on the scalars computed from it.
 @torch.compiler.disable
 def _onepass_inductor_adampower(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-                                exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any]) -> int:
-    """The ``onepass_inductor`` route: each tensor through its size's compiled kernel, in order. Returns how many
-    were stepped: all, unless the compiler failed (recorded by :mod:`.routes`, with a warning), at that tensor."""
+                                exp_avg_sqs: list[Tensor], state_steps: list[Tensor], hyper: dict[str, Any],
+                                router: routes.Router) -> int:
+    """The ``onepass_inductor`` route: each tensor through its size's kernel (compiled by ``router``'s cache), in
+    order. Returns how many were stepped: all, unless the compiler failed (recorded by ``router``, with a
+    warning), at that tensor."""
     hyper = {**hyper, "lr": float(hyper["lr"])}
     scalars: dict[tuple[float, torch.device], Tensor] = {}
     for i, (param, grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
@@ -56,9 +59,9 @@ def _onepass_inductor_adampower(params: list[Tensor], grads: list[Tensor], exp_a
             scalars[key] = torch.tensor(onepass.step_scalars(step, **hyper), dtype=torch.float32).to(
                 param.device, non_blocking=True)
         try:
-            onepass.step_tensor(param, grad, exp_avg, exp_avg_sq, scalars[key])
+            router.kernels.step_tensor(param, grad, exp_avg, exp_avg_sq, scalars[key])
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to torch's AdamW
-            routes.record_inductor_failure(exc)
+            router.record_inductor_failure(exc)
             return i
         step_t += 1
     return len(params)
@@ -82,31 +85,38 @@ def adampower(
     params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, p: float, one_pass: bool, foreach: bool | None,
     fused: bool | None, capturable: bool, amsgrad: bool, beta1: float, beta2: float, lr: float | Tensor,
-    weight_decay: float, eps: float, maximize: bool,
+    weight_decay: float, eps: float, maximize: bool, router: routes.Router | None = None, group: int = 0,
 ) -> None:
     """AdamW on ``sign(g) * |g| ** p`` for one group's tensors, each on the route
     :func:`gradpower.optim.routes.adam_routes` gives it (``one_pass``: the optimizer is on its one-pass routes;
-    ``fused``/``foreach``: the group's). A one-pass route that stops partway (a compiler failure) hands the
-    tensors it did not step to the route the resolver then gives them."""
+    ``fused``/``foreach``: the group's, with torch's meaning).
+
+    ``router``: the optimizer's :class:`~gradpower.optim.routes.Router`, which keeps group ``group``'s routes and
+    compiled kernels across steps (None: resolved for this call alone). A one-pass route that stops partway (a
+    compiler failure) hands the tensors it did not step to the routes resolved for them after the failure."""
+    router = router or routes.Router()
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [None] * len(params),
              state_steps)
     hyper = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, maximize=maximize, p=p)
+    chosen = router.routes(group, params, grads, p, one_pass=one_pass, fused=fused, foreach=foreach)
     pending = list(range(len(params)))
     while pending:
-        chosen = routes.adam_routes([params[i] for i in pending], [grads[i] for i in pending], p,
-                                    one_pass=one_pass, fused=fused, foreach=foreach)
         left: list[int] = []
         for route, positions in chosen.items():
             idx = [pending[j] for j in positions]
             part = [[lst[i] for i in idx] for lst in lists]
             if route in _ONE_PASS:
-                done = _ONE_PASS[route](*part[:4], part[5], hyper)
+                done = _ONE_PASS[route](*part[:4], part[5], hyper, router)
                 left += idx[done:]
             else:
                 _torch_adampower(*part[:4], part[4] if amsgrad else [], part[5], route=route, p=p,
                                  capturable=capturable, amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr,
                                  weight_decay=weight_decay, eps=eps, maximize=maximize)
         pending = left
+        if pending:  # after a compile failure: the tensors left, on the routes resolved for them now
+            chosen = routes.adam_routes([params[i] for i in pending], [grads[i] for i in pending], p,
+                                        one_pass=one_pass, fused=fused, foreach=foreach,
+                                        inductor=not router.inductor_failed)
 
 
 def adam_state(state: dict[str, Any], param: Tensor, on_device: bool, amsgrad: bool = False) -> dict[str, Any]:
@@ -122,10 +132,12 @@ def adam_state(state: dict[str, Any], param: Tensor, on_device: bool, amsgrad: b
     return state
 
 
-def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass: bool) -> None:
+def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass: bool, router: routes.Router,
+                    index: int) -> None:
     """:func:`adampower` on one param group's tensors that have a gradient, with AdamW's state created where it is
-    missing (``state``: the optimizer's). A group without the
-    AdamW-only keys (``amsgrad``, ``capturable``, ``maximize``: MuonPower's AdamW half) takes them as off."""
+    missing (``state``: the optimizer's; ``router`` and ``index``: its router and the group's position). A group
+    without the AdamW-only keys (``amsgrad``, ``capturable``, ``maximize``: MuonPower's AdamW half) takes them
+    as off."""
     params = [prm for prm in group["params"] if prm.grad is not None]
     if not params:
         return
@@ -137,7 +149,7 @@ def adampower_group(state: dict[Tensor, Any], group: dict[str, Any], *, one_pass
         [s.get("max_exp_avg_sq") for s in states], [s["step"] for s in states], p=check_p(group["p"]),
         one_pass=one_pass, foreach=group["foreach"], fused=group["fused"], capturable=capturable, amsgrad=amsgrad,
         beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-        maximize=bool(group.get("maximize")),
+        maximize=bool(group.get("maximize")), router=router, group=index,
     )
 
 
@@ -237,8 +249,8 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         tensors = _tensors_of(params)
         use_one_pass = routes.choose_one_pass(tensors, one_pass=one_pass, fused=fused, foreach=foreach,
                                               capturable=capturable, amsgrad=amsgrad)
-        if fused is None and not foreach and not capturable and not use_one_pass:
-            fused = routes.default_fused(tensors)
+        if fused is None and foreach is None and not capturable and not use_one_pass:
+            fused = routes.default_fused(tensors)  # foreach=False keeps torch's meaning: the single-tensor loop
         super().__init__(
             params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, fused=fused or None, capturable=capturable,
@@ -246,6 +258,12 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
         #: Whether steps take the one-pass kernel (an attribute of the optimizer, never of its state dict).
         self.one_pass = use_one_pass
         self._setup_power(p)
+
+    @property
+    def router(self) -> routes.Router:
+        """This optimizer's :class:`~gradpower.optim.routes.Router` (created on first use, also after
+        unpickling): its resolved routes, compiled kernels and compile failures."""
+        return routes.router_of(self)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "one_pass": self.one_pass}
@@ -265,8 +283,8 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         observe_power(self)
-        for group in self.param_groups:
-            adampower_group(self.state, group, one_pass=self.one_pass)
+        for index, group in enumerate(self.param_groups):
+            adampower_group(self.state, group, one_pass=self.one_pass, router=self.router, index=index)
         return loss
 
     def kernels_to_compile(self) -> int:
@@ -275,7 +293,7 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
             return 0
         sizes: set[int] = set()
         for group in self.param_groups:
-            sizes |= routes.pending_compiles(group["params"], float(group["p"]), onepass.ready)
+            sizes |= self.router.pending_compiles(group["params"], float(group["p"]))
         return len(sizes)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from ..errors import BadInput
 from .adagradpower import AdagradPower
 from .adampower import AdamPower
 from .muonpower import MUON_OPTIMIZERS, MuonPower
@@ -50,9 +51,9 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         power_value(self.p)
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise BadInput(f"lr must be > 0, got {self.lr!r}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
@@ -66,7 +67,7 @@ def build_optimizer(name: str, named_parameters: Any, **cfg: Any) -> Optimizer:
     """
     key = name.lower()
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+        raise BadInput(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
     fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
     unknown = sorted(set(cfg) - fields)
     if unknown:

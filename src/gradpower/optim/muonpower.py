@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from ..errors import BadInput
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
 from .adampower import adampower_group
@@ -183,7 +184,7 @@ def muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
         return 0.2 * math.sqrt(max(rows, cols))
     if adjust_lr_fn in (None, "original"):
         return math.sqrt(max(1.0, rows / cols))
-    raise ValueError(f"adjust_lr_fn must be 'match_rms_adamw', 'original' or None, got {adjust_lr_fn!r}")
+    raise BadInput(f"adjust_lr_fn must be 'match_rms_adamw', 'original' or None, got {adjust_lr_fn!r}")
 
 
 def _named_groups(params: Any, model: nn.Module | None) -> list[dict[str, Any]]:
@@ -196,7 +197,7 @@ def _named_groups(params: Any, model: nn.Module | None) -> list[dict[str, Any]]:
         params = params.named_parameters()
     items = list(params)
     if not items:
-        raise ValueError("MuonPower got an empty parameter list")
+        raise BadInput("MuonPower got an empty parameter list")
     groups = items if isinstance(items[0], dict) else [{"params": items}]
     names = {id(t): n for n, t in model.named_parameters()} if model is not None else {}
     out = []
@@ -287,12 +288,12 @@ class MuonPower(PowerMixin, Optimizer):
     ) -> None:
         power_value(p)  # a bad p is refused before anything is built
         if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0 or not 0 < ns_steps < 100:
-            raise ValueError(
+            raise BadInput(
                 f"MuonPower needs lr > 0, 0 <= momentum < 1, weight_decay >= 0 and 0 < ns_steps < 100; got "
                 f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}, ns_steps={ns_steps}"
             )
         if ns_dtype is not None and ns_dtype not in NS_DTYPES:
-            raise ValueError(f"ns_dtype must be one of {sorted(NS_DTYPES)} or None, got {ns_dtype!r}")
+            raise BadInput(f"ns_dtype must be one of {sorted(NS_DTYPES)} or None, got {ns_dtype!r}")
         muon_params_rule = _split_rule(muon_params)
         groups: list[dict[str, Any]] = []
         for group in _named_groups(params, model):
@@ -322,7 +323,7 @@ class MuonPower(PowerMixin, Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "use_muon" not in param_group:
-            raise ValueError(
+            raise BadInput(
                 "MuonPower.add_param_group needs 'use_muon' in the group (True for 2-D hidden weights, "
                 "False for AdamW parameters)"
             )
@@ -331,7 +332,7 @@ class MuonPower(PowerMixin, Optimizer):
             members = [members] if isinstance(members, Tensor) else list(members)
             shapes = [tuple((m[1] if isinstance(m, tuple) else m).shape) for m in members]
             if any(len(s) != 2 for s in shapes):
-                raise ValueError(f"Muon groups take 2-D parameters only, got shapes {shapes}")
+                raise BadInput(f"Muon groups take 2-D parameters only, got shapes {shapes}")
             param_group = {**param_group, "params": members}
         super().add_param_group(param_group)
 
@@ -350,11 +351,12 @@ class MuonPower(PowerMixin, Optimizer):
             with torch.enable_grad():
                 loss = closure()
         observe_power(self)
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             if group["use_muon"]:
                 self._muon_group(group)
             else:
-                adampower_group(self.state, group, one_pass=self.one_pass and check_p(group["p"]) != 1.0)
+                adampower_group(self.state, group, one_pass=self.one_pass and check_p(group["p"]) != 1.0,
+                                router=routes.router_of(self), index=index)
         return loss
 
     def _muon_group(self, group: dict[str, Any]) -> None:

@@ -45,9 +45,6 @@ from collections.abc import Callable
 import torch
 
 _log = logging.getLogger(__name__)
-_compiled: dict[int, Callable[..., None]] = {}
-#: Sizes whose kernel has run once in this process (the compile happens on that first call).
-ready: set[int] = set()
 _LN2 = math.log(2.0)
 #: The kernel's accuracy contract: the largest relative error of ``|g|^p`` against float64 on [1e-30, 1e4].
 ACCURACY = 2e-6
@@ -102,32 +99,42 @@ def split_p(p: float) -> tuple[float, float, float]:
 
 
 def _kernel(numel: int) -> Callable[..., None]:
-    """The compiled kernel for tensors of ``numel`` elements (compiled on first use)."""
-    if numel not in _compiled:
-        code = _update.__code__.replace()  # a code object of its own: its own Dynamo cache
-        fresh = types.FunctionType(code, _update.__globals__, _update.__name__)
-        _compiled[numel] = torch.compile(fresh, dynamic=False, fullgraph=True)
-    return _compiled[numel]
+    """A freshly compiled kernel for tensors of ``numel`` elements (the compile runs on its first call)."""
+    code = _update.__code__.replace()  # a code object of its own: its own Dynamo cache
+    fresh = types.FunctionType(code, _update.__globals__, _update.__name__)
+    return torch.compile(fresh, dynamic=False, fullgraph=True)
 
 
-def step_tensor(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                scalars: torch.Tensor) -> None:
-    """One tensor's AdamPower step through its size's compiled kernel (``scalars``: :func:`step_scalars` as an
-    fp32 tensor on the tensor's device), compiling it on the first call for that size, logged with its time.
-    A compiler failure propagates (and the size's kernel is forgotten), for the caller's route to fall back."""
-    # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
-    # (a leaf that requires grad would be updated through an extra copy pass).
-    args = (param.detach().view(-1), grad.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), scalars)
-    numel = param.numel()
-    fresh, started = numel not in ready, time.perf_counter()
-    if fresh:
-        _log.info("compiling AdamPower's one-pass kernel for %d-element tensors (once per size and process)", numel)
-    try:
-        _kernel(numel)(*args)
-    except Exception:
-        _compiled.pop(numel, None)
-        raise
-    if fresh:
-        ready.add(numel)
-        _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
-                  time.perf_counter() - started)
+class Kernels:
+    """One optimizer's compiled kernels, one per tensor size, and the sizes whose kernel has run (compiled)."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[int, Callable[..., None]] = {}
+        #: Sizes whose kernel has run once (the compile happens on that first call).
+        self.ready: set[int] = set()
+
+    def step_tensor(self, param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+                    exp_avg_sq: torch.Tensor, scalars: torch.Tensor) -> None:
+        """One tensor's AdamPower step through its size's compiled kernel (``scalars``: :func:`step_scalars` as
+        an fp32 tensor on the tensor's device), compiling it on the first call for that size, logged with its
+        time. A compiler failure propagates (and the size's kernel is forgotten), for the caller's route to fall
+        back."""
+        # detach(): the same storage without requires_grad, so the kernel writes the parameter in place
+        # (a leaf that requires grad would be updated through an extra copy pass).
+        args = (param.detach().view(-1), grad.view(-1), exp_avg.view(-1), exp_avg_sq.view(-1), scalars)
+        numel = param.numel()
+        fresh, started = numel not in self.ready, time.perf_counter()
+        if fresh:
+            _log.info("compiling AdamPower's one-pass kernel for %d-element tensors (once per size and optimizer; "
+                      "later ones load it from TorchInductor's cache)", numel)
+        try:
+            if numel not in self._compiled:
+                self._compiled[numel] = _kernel(numel)
+            self._compiled[numel](*args)
+        except Exception:
+            self._compiled.pop(numel, None)
+            raise
+        if fresh:
+            self.ready.add(numel)
+            _log.info("compiled AdamPower's one-pass kernel for %d-element tensors in %.1f s", numel,
+                      time.perf_counter() - started)

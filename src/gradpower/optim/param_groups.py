@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
+
 NamedParams = Iterable[tuple[str, torch.Tensor]]
 
 #: Blockwise lr multipliers (Wang et al., arXiv 2502.19002) by block name.
@@ -81,7 +83,7 @@ def named_param_list(named_parameters: Any) -> list[tuple[str, torch.Tensor]]:
     """Validate ``model.named_parameters()``-style input and drop frozen tensors."""
     items = list(named_parameters)
     if not items:
-        raise ValueError("optimizer got an empty parameter list")
+        raise BadInput("optimizer got an empty parameter list")
     out = []
     for item in items:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
@@ -92,7 +94,7 @@ def named_param_list(named_parameters: Any) -> list[tuple[str, torch.Tensor]]:
         if item[1].requires_grad:
             out.append(item)
     if not out:
-        raise ValueError("no parameter requires grad")
+        raise BadInput("no parameter requires grad")
     return out
 
 

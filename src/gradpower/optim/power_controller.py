@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
 from ..transform import check_p
 
 #: Coordinates sampled per tensor (a few kB of state per tensor).
@@ -58,18 +59,18 @@ class PowerController:
                  sample: int = SAMPLE, read: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  broadcast: Callable[[float], float] | None = None) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"PowerController: every must be a whole number of steps >= 1, got {every!r}")
+            raise BadInput(f"PowerController: every must be a whole number of steps >= 1, got {every!r}")
         check_p(start)
         if not 0 < p_min <= start <= p_max:
-            raise ValueError(f"PowerController: need 0 < p_min <= start <= p_max, got p_min={p_min}, start={start}, "
-                             f"p_max={p_max}")
+            raise BadInput(f"PowerController: need 0 < p_min <= start <= p_max, got p_min={p_min}, start={start}, "
+                           f"p_max={p_max}")
         check_p(p_max)
         if not max_change > 0:
-            raise ValueError(f"PowerController: max_change must be > 0, got {max_change!r}")
+            raise BadInput(f"PowerController: max_change must be > 0, got {max_change!r}")
         if not 0 < smoothing <= 1:
-            raise ValueError(f"PowerController: smoothing must be in (0, 1], got {smoothing!r}")
+            raise BadInput(f"PowerController: smoothing must be in (0, 1], got {smoothing!r}")
         if noise not in ("gaussian", "uniform"):
-            raise ValueError(f"PowerController: noise must be gaussian or uniform, got {noise!r}")
+            raise BadInput(f"PowerController: noise must be gaussian or uniform, got {noise!r}")
         self.every, self.start, self.p_min, self.p_max = every, float(start), float(p_min), float(p_max)
         self.max_change, self.smoothing, self.eps, self.noise = float(max_change), float(smoothing), eps, noise
         self.sample, self.read, self.broadcast = sample, read, broadcast

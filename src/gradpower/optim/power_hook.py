@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from ..errors import BadInput
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
 from .power_controller import PowerController
@@ -116,7 +117,7 @@ class PowerTransform:
 def refuse_differentiable(name: str, differentiable: bool) -> None:
     """Refuse ``differentiable=True``, which the transform cannot honour, with the reason."""
     if differentiable:
-        raise ValueError(
+        raise BadInput(
             f"{name} does not support differentiable=True: phi_p rewrites .grad in place outside "
             "autograd, so the update would not be differentiable with respect to the gradient"
         )

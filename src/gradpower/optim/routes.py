@@ -7,17 +7,19 @@ The rule, written once:
    (:func:`kernel_takes`: it and its gradient dense, contiguous fp32 on CPU or CUDA, not a DTensor shard, with
    ``p`` at most :data:`MAX_P`) of at least :data:`MIN_NUMEL` elements goes to ``onepass_cpp`` on the CPU when
    the C++ loop is built (:data:`CPU_KERNEL`, :func:`cpp_ops`), else to ``onepass_inductor`` unless an Inductor
-   compile has failed in this process.
+   compile of this optimizer has failed.
 2. **torch's AdamW after a separate phi_p** for every other tensor: on the one-pass route ``fused`` when the rest
-   are all floating-point CPU tensors, else ``foreach``; off it, the group's ``fused`` / ``foreach`` as given,
-   torch's own default when neither is (``foreach`` on CUDA, ``single`` elsewhere).
+   are all floating-point CPU tensors, else ``foreach``; off it, the group's ``fused`` / ``foreach`` with torch's
+   meaning (``fused=True``: fused; ``foreach=True``: foreach; ``foreach=False``: the single-tensor loop), torch's
+   own default when neither is given (``foreach`` on CUDA, ``single`` elsewhere).
 3. **phi_p alone** (:func:`cpp_power_indices`): the C++ loop for the tensors :func:`kernel_takes` on the CPU when
    it is built, :mod:`gradpower.transform` for the rest.
 
-Process-wide state, here and nowhere else: the C++ ops (built at most once per process, ``None`` where they
-cannot be built) and whether an Inductor compile failed. After a failure the Inductor route is never chosen
-again in the process: a compiler that failed once fails again, and retrying would cost a compile attempt each
-step. :func:`reset` forgets both.
+Each optimizer owns a :class:`Router`: it resolves a group's routes once (again only when the group's tensors
+with a gradient change, or p crosses :data:`MAX_P`), and keeps the optimizer's compiled Inductor kernels and
+whether one of its compiles failed. After a failure its Inductor route is never chosen again: a compiler that
+failed once fails again, and retrying would cost a compile attempt each step. The one process-wide thing is the
+C++ library (built at most once per process, ``None`` where it cannot be built); :func:`reset` forgets it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _default_to_fused_or_foreach
 
-from . import onepass_cpu
+from ..errors import BadInput
+from . import onepass, onepass_cpu
 
 #: Every route's name, as :func:`adam_routes` returns them.
 ROUTES = ("onepass_cpp", "onepass_inductor", "fused", "foreach", "single")
@@ -51,8 +54,7 @@ _state: dict[str, Any] = {}
 
 
 def reset() -> None:
-    """Forget the process-wide state: the next call builds (or loads) the C++ ops again and the Inductor route is
-    available again."""
+    """Forget the process-wide C++ ops: the next call builds (or loads) them again."""
     _state.clear()
 
 
@@ -77,19 +79,6 @@ def _build_cpp() -> None:
                       f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); using the compiled (Inductor) "
                       "kernel", stacklevel=4)
         _state["cpp"] = None
-
-
-def inductor_failed() -> bool:
-    """Whether an Inductor compile failed in this process (the Inductor route is then never chosen)."""
-    return _state.get("inductor_failed", False)
-
-
-def record_inductor_failure(exc: BaseException) -> None:
-    """The Inductor route is off for the rest of the process, with one warning naming the cause."""
-    _state["inductor_failed"] = True
-    warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); using the separate-pass path",
-                  stacklevel=5)
 
 
 def kernel_owns(t: Tensor) -> bool:
@@ -125,8 +114,8 @@ def choose_one_pass(tensors: Sequence[Tensor], *, one_pass: bool | None, fused: 
     insists (an error where impossible), ``False`` turns it off."""
     possible = bool(tensors) and all(kernel_owns(t) for t in tensors) and not (amsgrad or capturable)
     if one_pass and (not possible or fused or foreach):
-        raise ValueError("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, and no "
-                         "fused/foreach/capturable/amsgrad")
+        raise BadInput("AdamPower(one_pass=True) needs dense fp32 parameters on CPU or CUDA, and no "
+                       "fused/foreach/capturable/amsgrad")
     return possible and fused is None and foreach is None if one_pass is None else bool(one_pass)
 
 
@@ -139,16 +128,17 @@ def default_fused(tensors: Iterable[Tensor]) -> bool:
 
 
 def adam_routes(params: Sequence[Tensor], grads: Sequence[Tensor], p: float, *, one_pass: bool,
-                fused: bool | None, foreach: bool | None) -> dict[str, list[int]]:
+                fused: bool | None, foreach: bool | None, inductor: bool = True) -> dict[str, list[int]]:
     """Rules 1 and 2 for one group: each route that takes some of its tensors, with their positions, in the order
-    they run (the one-pass routes first)."""
+    they run (the one-pass routes first). ``inductor``: whether the Inductor route is open (False once a compile
+    of the asking optimizer failed)."""
     routes: dict[str, list[int]] = {}
     rest = list(range(len(params)))
     if one_pass:
         for i in rest:
             if params[i].numel() >= MIN_NUMEL and kernel_takes((params[i], grads[i]), p):
                 route = "onepass_cpp" if _cpp_takes((params[i],)) and cpp_ops() is not None else "onepass_inductor"
-                if route == "onepass_cpp" or not inductor_failed():
+                if route == "onepass_cpp" or inductor:
                     routes.setdefault(route, []).append(i)
         taken = {i for chosen in routes.values() for i in chosen}
         rest = [i for i in rest if i not in taken]
@@ -162,7 +152,8 @@ def adam_routes(params: Sequence[Tensor], grads: Sequence[Tensor], p: float, *, 
 
 
 def torch_route(params: Sequence[Tensor], *, fused: bool | None, foreach: bool | None) -> str:
-    """torch's AdamW route for these tensors: ``fused`` or ``foreach`` as given, else torch's own default."""
+    """torch's AdamW route for these tensors, with torch's meaning of the flags: ``fused=True`` the fused kernel,
+    ``foreach=True`` the foreach one, ``foreach=False`` the single-tensor loop, neither given torch's own default."""
     if fused:
         return "fused"
     if foreach is None:
@@ -170,14 +161,55 @@ def torch_route(params: Sequence[Tensor], *, fused: bool | None, foreach: bool |
     return "foreach" if foreach else "single"
 
 
-def pending_compiles(params: Iterable[Tensor], p: float, ready: set[int]) -> set[int]:
-    """Sizes among ``params`` whose Inductor kernel the next step compiles (``ready``: sizes already compiled):
-    the tensors rule 1 sends to ``onepass_inductor``."""
-    params = list(params)
-    if inductor_failed() or p > MAX_P:
-        return set()
-    return {t.numel() for t in params if t.numel() >= MIN_NUMEL and kernel_owns(t)
-            and not (_cpp_takes((t,)) and cpp_ops() is not None)} - ready
+def router_of(optimizer: Any) -> Router:
+    """``optimizer``'s :class:`Router`, kept in its ``__dict__`` (never in its state dict or pickle)."""
+    router = optimizer.__dict__.get("_router")
+    if router is None:
+        router = optimizer.__dict__["_router"] = Router()
+    return router
+
+
+class Router:
+    """One optimizer's routes (rules 1 and 2), resolved once per param group and kept; with the optimizer's
+    compiled Inductor kernels (:class:`gradpower.optim.onepass.Kernels`) and whether one of them failed to compile.
+
+    A group's routes are resolved again only when what they depend on changes: which of its tensors have a
+    gradient, whether p is within :data:`MAX_P`, or the flags; and after a compile failure, which closes the
+    Inductor route for this optimizer (with one warning naming the cause)."""
+
+    def __init__(self) -> None:
+        self.kernels = onepass.Kernels()
+        #: Whether an Inductor compile of this optimizer failed (its Inductor route is then never chosen).
+        self.inductor_failed = False
+        self._resolved: dict[int, tuple[tuple[Any, ...], dict[str, list[int]]]] = {}
+
+    def routes(self, group: int, params: Sequence[Tensor], grads: Sequence[Tensor], p: float, *, one_pass: bool,
+               fused: bool | None, foreach: bool | None) -> dict[str, list[int]]:
+        """Group ``group``'s routes for these tensors: resolved on the first step (or when its key changes), then
+        kept."""
+        key = (tuple(id(t) for t in params), p <= MAX_P, one_pass, fused, foreach)
+        kept = self._resolved.get(group)
+        if kept is None or kept[0] != key:
+            kept = key, adam_routes(params, grads, p, one_pass=one_pass, fused=fused, foreach=foreach,
+                                    inductor=not self.inductor_failed)
+            self._resolved[group] = kept
+        return kept[1]
+
+    def record_inductor_failure(self, exc: BaseException) -> None:
+        """Close this optimizer's Inductor route, warn once, and resolve every group again on its next step."""
+        self.inductor_failed = True
+        self._resolved.clear()
+        warnings.warn(f"AdamPower's one-pass kernel could not be compiled ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); using the separate-pass path",
+                      stacklevel=5)
+
+    def pending_compiles(self, params: Iterable[Tensor], p: float) -> set[int]:
+        """Sizes among ``params`` whose Inductor kernel the next step compiles: the tensors rule 1 sends to
+        ``onepass_inductor`` whose size this optimizer has not compiled yet."""
+        if self.inductor_failed or p > MAX_P:
+            return set()
+        return {t.numel() for t in params if t.numel() >= MIN_NUMEL and kernel_owns(t)
+                and not (_cpp_takes((t,)) and cpp_ops() is not None)} - self.kernels.ready
 
 
 def power_kernel(device: torch.device) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadInput
 from .adagrad import run_adagrad
 from .toy import best_p, edge_warning, grid_edge, simulate_update, update_limit
 
@@ -16,7 +17,7 @@ DEFAULT_RATIOS = (0.5, 2.0, 5.0, 10.0, 50.0)
 def p_grid(start: float = 0.5, stop: float = 2.5, step: float = 0.05) -> np.ndarray:
     """An inclusive grid of exponents."""
     if not 0 < start < stop or step <= 0:
-        raise ValueError(f"need 0 < start < stop and step > 0, got {start}:{stop}:{step}")
+        raise BadInput(f"need 0 < start < stop and step > 0, got {start}:{stop}:{step}")
     return np.round(np.arange(start, stop + step / 2, step), 10)
 
 
@@ -30,10 +31,10 @@ def run_toy(out: Path, mu: float = 1e-6, eps: float = 1e-8, beta1: float = 0.9, 
     import matplotlib.pyplot as plt
 
     if mu <= 0 or eps < 0 or not 0 <= beta1 < 1 or not 0 <= beta2 < 1 or any(r < 0 for r in ratios):
-        raise ValueError("theory needs mu > 0, eps >= 0, beta1 and beta2 in [0, 1) and sigma/mu ratios >= 0")
+        raise BadInput("theory needs mu > 0, eps >= 0, beta1 and beta2 in [0, 1) and sigma/mu ratios >= 0")
     ps = p_grid() if ps is None else np.asarray(ps, float)
     if ps.size > 1 and np.max(np.diff(np.sort(ps))) > 0.05 + 1e-12:
-        raise ValueError("the p grid must be at most 0.05 apart (the optimum would be too coarse)")
+        raise BadInput("the p grid must be at most 0.05 apart (the optimum would be too coarse)")
     sigmas = np.asarray(ratios, float)[:, None] * mu
     limit = update_limit(ps[None, :], mu, sigmas, eps)
     sim = simulate_update(ps[None, :], mu, sigmas, eps, beta1, beta2, steps=steps, chains=chains, seed=seed)

@@ -48,6 +48,8 @@ import math
 
 import numpy as np
 
+from ..errors import BadInput
+
 #: Below this sigma/|mu| the interval formulas lose precision to cancellation; use the sigma -> 0 limit.
 _DEGENERATE = 1e-9
 
@@ -148,7 +150,7 @@ def update_limit(p: np.ndarray | float, mu: float | np.ndarray, sigma: np.ndarra
                  noise: str = "uniform") -> np.ndarray:
     """The long-averaging AdamPower update E[phi_p(g)] / (sqrt(E[|g|^(2p)]) + eps) (uniform or Gaussian noise)."""
     if noise not in NOISE_MODELS:
-        raise ValueError(f"unknown noise model {noise!r}; valid: {', '.join(NOISE_MODELS)}")
+        raise BadInput(f"unknown noise model {noise!r}; valid: {', '.join(NOISE_MODELS)}")
     first, second = (uniform_moments if noise == "uniform" else gaussian_moments)(p, mu, sigma)
     return first / (np.sqrt(second) + eps)
 
@@ -168,7 +170,7 @@ def simulate_update(
     p_arr, sigma_arr = np.broadcast_arrays(np.asarray(p, float), np.asarray(sigma, float))
     burn = int(5 / (1 - beta2)) if burn_in is None else burn_in
     if burn >= steps:
-        raise ValueError(f"steps ({steps}) must exceed the burn-in ({burn}) of beta2={beta2}")
+        raise BadInput(f"steps ({steps}) must exceed the burn-in ({burn}) of beta2={beta2}")
     rng = np.random.default_rng(seed)
     shape = p_arr.shape + (chains,)
     pp, ss = p_arr[..., None], sigma_arr[..., None]

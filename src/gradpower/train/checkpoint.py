@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
 from ..fileio import TMP_MARK, StorageError, atomic_write, os_error_in, remove_stale_tmp, warn
 from .config import config_differences
 
@@ -32,7 +33,7 @@ _NAME = re.compile(r"^step_(\d{8})(\.pt)?$")
 EXTRA = "extra.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInput):
     """A checkpoint that is missing, unreadable, or made for another model."""
 
 

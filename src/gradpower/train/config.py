@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..invocation import program
 from ..models import NORM_SCHEMES, PRESETS, preset, preset_lr
 from ..models.config import INIT_SCHEMES
@@ -143,60 +144,60 @@ class TrainConfig:
                                    ("schedule", "schedule", SCHEDULES), ("parallel", "parallel mode", PARALLEL_MODES)):
             value = getattr(self, name)
             if value is not None and value not in valid:
-                raise ValueError(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
+                raise BadInput(f"unknown {label} {value!r}; valid: {', '.join(valid)}")
         check_p(self.p)
         if self.p_auto and not is_power_optimizer(self.optim):
-            raise ValueError(f"p=auto chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
+            raise BadInput(f"p=auto chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
         if self.p_auto_noise not in ("gaussian", "uniform"):
-            raise ValueError(f"p_auto_noise must be gaussian or uniform, got {self.p_auto_noise!r}")
+            raise BadInput(f"p_auto_noise must be gaussian or uniform, got {self.p_auto_noise!r}")
         if self.p_auto_steps < 1 or (self.p_auto and self.p_auto_steps >= self.steps):
-            raise ValueError(f"p_auto_steps must be in [1, steps), got {self.p_auto_steps}")
+            raise BadInput(f"p_auto_steps must be in [1, steps), got {self.p_auto_steps}")
         self._check_tracking()
         for name, value in self.to_dict().items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
+                raise BadInput(f"{name} must be a finite number, got {value}")
         for name in ("steps", "batch_size", "eval_batches"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise BadInput(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("micro_batch_size", "seq_len", "lr", "gate_clip", "eps", "bpe_vocab_size", "dist_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+                raise BadInput(f"{name} must be > 0, got {value}")
         if self.ns_dtype is not None and self.ns_dtype not in NS_DTYPES:
-            raise ValueError(f"unknown ns_dtype {self.ns_dtype!r}; valid: {', '.join(sorted(NS_DTYPES))}")
+            raise BadInput(f"unknown ns_dtype {self.ns_dtype!r}; valid: {', '.join(sorted(NS_DTYPES))}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise BadInput(f"momentum must be in [0, 1), got {self.momentum}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise BadInput(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("min_lr_ratio", "stable_frac"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise BadInput(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise BadInput(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("weight_decay", "clip", "eval_every", "log_every", "ckpt_every", "keep_ckpts", "noise_every",
                      "eval_tokens"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise BadInput(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup is not None and (self.warmup < 0 or (self.warmup >= self.steps and self.schedule != "constant")):
-            raise ValueError(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
+            raise BadInput(f"warmup must be in [0, steps), got warmup={self.warmup}, steps={self.steps}")
         if not _DEVICE.fullmatch(self.device):
-            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+            raise BadInput(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
 
     def _check_tracking(self) -> None:
         if self.p_track and not is_power_optimizer(self.optim):
-            raise ValueError(f"p=track chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
+            raise BadInput(f"p=track chooses GradPower's exponent: it needs a *power optimizer, not {self.optim!r}")
         if self.p_track and self.p_auto:
-            raise ValueError("p is either auto (chosen once) or track (re-chosen as training goes), not both")
+            raise BadInput("p is either auto (chosen once) or track (re-chosen as training goes), not both")
         if not 0 < self.p_min <= self.p_start <= self.p_max:
-            raise ValueError(f"--p track needs 0 < p_min <= p_start <= p_max, got p_min={self.p_min}, "
-                             f"p_start={self.p_start}, p_max={self.p_max}")
+            raise BadInput(f"--p track needs 0 < p_min <= p_start <= p_max, got p_min={self.p_min}, "
+                           f"p_start={self.p_start}, p_max={self.p_max}")
         check_p(self.p_max)
         if not self.p_step > 0 or not 0 < self.p_smooth <= 1:
-            raise ValueError(f"--p track needs p_step > 0 and p_smooth in (0, 1], got p_step={self.p_step}, "
-                             f"p_smooth={self.p_smooth}")
+            raise BadInput(f"--p track needs p_step > 0 and p_smooth in (0, 1], got p_step={self.p_step}, "
+                           f"p_smooth={self.p_smooth}")
         if self.p_every is not None and not 1 <= self.p_every <= self.steps:
-            raise ValueError(f"p_every must be in [1, steps] (steps = {self.steps}), got {self.p_every}")
+            raise BadInput(f"p_every must be in [1, steps] (steps = {self.steps}), got {self.p_every}")
 
     @property
     def p_every_steps(self) -> int:
@@ -310,9 +311,9 @@ def micro_batch_for(batch_size: int, micro_batch_size: int | None, world_size: i
     """
     if batch_size % world_size:
         lower, upper = batch_size // world_size * world_size, (batch_size // world_size + 1) * world_size
-        raise ValueError(f"batch_size {batch_size} does not divide over {world_size} processes: the global batch "
-                         f"stays exactly --batch-size, so choose a multiple of {world_size} (e.g. {lower or upper} "
-                         f"or {upper})")
+        raise BadInput(f"batch_size {batch_size} does not divide over {world_size} processes: the global batch "
+                       f"stays exactly --batch-size, so choose a multiple of {world_size} (e.g. {lower or upper} "
+                       f"or {upper})")
     per_process = batch_size // world_size
     cap = min(per_process, micro_batch_size or per_process)
     return max(d for d in range(1, cap + 1) if per_process % d == 0)
@@ -360,7 +361,7 @@ def p_value(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"p must be a number > 0, 'auto' or 'track', got {text!r}") from None
+        raise BadInput(f"p must be a number > 0, 'auto' or 'track', got {text!r}") from None
 
 
 def field_type(name: str) -> Any:
@@ -399,7 +400,7 @@ def check_type(name: str, value: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
-        raise ValueError(f"{name} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})")
+        raise BadInput(f"{name} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -411,11 +412,11 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """A TOML file's top-level table, its keys with underscores for dashes; one-line errors naming the file."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"{file}: {what} not found")
+        raise BadInput(f"{file}: {what} not found")
     try:
         raw = tomllib.loads(file.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: invalid TOML ({exc})") from None
+        raise BadInput(f"{file}: invalid TOML ({exc})") from None
     return {k.replace("-", "_"): v for k, v in raw.items()}
 
 
@@ -426,11 +427,11 @@ def typed_fields(table: dict[str, Any], where: str, also: tuple[str, ...] = ()) 
     table = {k.replace("-", "_"): v for k, v in table.items()}
     unknown = sorted(set(table) - names - set(also))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}")
     try:
         return {key: check_type(key, value) for key, value in table.items() if key in names}
     except ValueError as exc:
-        raise ValueError(f"{where}: key {exc}") from None
+        raise BadInput(f"{where}: key {exc}") from None
 
 
 #: The paper setups and CPU runs shipped with the package, which ``--config configs/NAME.toml`` (the docs' spelling)
@@ -454,5 +455,5 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     file = config_path(path)
     if not file.is_file():
         names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml")))
-        raise ValueError(f"{file}: config file not found (shipped configs, by name: {names})")
+        raise BadInput(f"{file}: config file not found (shipped configs, by name: {names})")
     return typed_fields(read_toml(file), str(path))

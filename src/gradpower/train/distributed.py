@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import BadInput
+
 PARALLEL_MODES = ("none", "ddp", "fsdp")
 # What a collective raises when a peer died or hung: torch's DistError family, or a backend RuntimeError.
 _PEER_SIGNS = ("Connection reset", "Connection closed", "timed out", "Timeout", "Broken pipe", "NCCL", "Gloo", "gloo")
@@ -101,7 +103,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+            raise BadInput(f"device {name!r} requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
@@ -117,16 +119,16 @@ def runtime(device: str = "auto", parallel: str = "none", timeout_s: float = 600
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if parallel not in PARALLEL_MODES:
-        raise ValueError(f"unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL_MODES)}")
+        raise BadInput(f"unknown parallel mode {parallel!r}; valid: {', '.join(PARALLEL_MODES)}")
     if parallel == "none":
         if world > 1:
-            raise ValueError(f"launched with {world} processes (torchrun) but --parallel none: pass --parallel ddp "
-                             "or --parallel fsdp")
+            raise BadInput(f"launched with {world} processes (torchrun) but --parallel none: pass --parallel ddp "
+                           "or --parallel fsdp")
         yield Runtime(resolve_device(device))
         return
     if "RANK" not in os.environ:
-        raise ValueError(f"--parallel {parallel} needs torchrun's environment: launch with "
-                         f"'torchrun --nproc_per_node=N -m gradpower train ... --parallel {parallel}'")
+        raise BadInput(f"--parallel {parallel} needs torchrun's environment: launch with "
+                       f"'torchrun --nproc_per_node=N -m gradpower train ... --parallel {parallel}'")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     here = resolve_device(device, local_rank)
     if here.type == "cuda":

@@ -16,12 +16,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..errors import BadInput
 from ..extras import require
 from ..fileio import StorageError, atomic_write_text, describe_os_error, warn
 from .config import resume_command
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(BadInput):
     """metrics.jsonl is damaged beyond a torn last line."""
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..fileio import StorageError, describe_os_error, folder_lock, warn
 from .checkpoint import list_checkpoints, remove_partial_saves, step_of
 from .config import TrainConfig, resume_command, resume_differences
@@ -32,7 +33,7 @@ _IGNORED = (".lock", "train.log")
 PER_INVOCATION = ("resume", "overwrite", "stop_after")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(BadInput):
     """``--resume`` of a folder that holds nothing to continue (bad input, exit 2)."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..errors import BadInput
+
 SCHEDULES = ("cos", "wsd", "constant")
 
 
@@ -27,13 +29,13 @@ def lr_multiplier(
 ) -> Callable[[int], float]:
     """Return ``f(step) -> multiplier`` for the schedule (see the module docstring)."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        raise BadInput(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     if total <= 0 or warmup < 0 or warmup >= total and schedule != "constant":
-        raise ValueError(f"need 0 <= warmup < steps, got warmup={warmup}, steps={total}")
+        raise BadInput(f"need 0 <= warmup < steps, got warmup={warmup}, steps={total}")
     if not 0 <= min_ratio <= 1:
-        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+        raise BadInput(f"min_ratio must be in [0, 1], got {min_ratio}")
     if not 0 <= stable_frac <= 1:
-        raise ValueError(f"stable_frac must be in [0, 1], got {stable_frac}")
+        raise BadInput(f"stable_frac must be in [0, 1], got {stable_frac}")
     last = total - 1
     decay_start = max(warmup, round(stable_frac * total))
 
