@@ -97,7 +97,7 @@ def run_job(trunk: dict[str, Any], branches: list[tuple[dict[str, Any], int]], l
     order; a trunk that fails on the way fails the branches still waiting for it."""
     def train(cfg: TrainConfig, stop_after: int | None = None) -> tuple[str, str]:
         cfg = dataclasses.replace(start_config(cfg), stop_after=stop_after)
-        return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log") if logs else None, threads, device)
+        return train_one(cfg.to_dict(), str(cfg.run_dir / "train.log") if logs else None, threads, device)
 
     trunk_cfg = TrainConfig(**trunk)
     results: list[tuple[str, str, float]] = []
@@ -161,4 +161,4 @@ def plan_jobs(planned: list[PlannedRun], todo: list[PlannedRun]) -> list[Job]:
 
 def job_args(trunk: PlannedRun, branches: list[tuple[PlannedRun, int]]) -> tuple[dict, list[tuple[dict, int]]]:
     """A job's configs as plain dicts, for :func:`run_job` here or in a spawned process."""
-    return dataclasses.asdict(trunk.cfg), [(dataclasses.asdict(run.cfg), step) for run, step in branches]
+    return trunk.cfg.to_dict(), [(run.cfg.to_dict(), step) for run, step in branches]

@@ -68,7 +68,7 @@ class RunJob(submitit.helpers.Checkpointable):
             try:
                 if launcher.distributed:
                     return _torchrun(cfg, launcher)
-                return train_one(dataclasses.asdict(cfg), str(cfg.run_dir / "train.log"), threads, None)
+                return train_one(cfg.to_dict(), str(cfg.run_dir / "train.log"), threads, None)
             except InterruptedRun as exc:
                 print(f"gradpower: {exc.what}", flush=True)  # in the job's SLURM log
                 if not callable(requeue):
@@ -204,8 +204,8 @@ class SubmititExecutor:
             # submitit prints sbatch's complaint itself: keep it for the one-line error instead
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 # absolute run folders: the job may start in another directory (sbatch --chdir)
-                submitted = [executor.submit(RunJob(), dataclasses.asdict(dataclasses.replace(
-                    cfg, out=str(cfg.run_dir.resolve()))), dataclasses.asdict(self.launcher), threads)
+                submitted = [executor.submit(RunJob(), dataclasses.replace(
+                    cfg, out=str(cfg.run_dir.resolve())).to_dict(), dataclasses.asdict(self.launcher), threads)
                     for _, cfg in queued]
         except FileNotFoundError as exc:
             raise SubmissionError(f"cannot submit: {exc.filename or 'sbatch'} not found (is this a SLURM login "

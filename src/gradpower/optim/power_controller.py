@@ -46,6 +46,16 @@ from ..transform import check_p
 SAMPLE = 512
 
 
+#: The noise models the prediction of p knows (:func:`gradpower.diagnostics.predict.choose_p`).
+NOISE_MODELS = ("gaussian", "uniform")
+
+
+def check_noise_model(noise: str, what: str = "noise") -> None:
+    """Refuse a noise model the prediction does not know, naming ``what`` was given it."""
+    if noise not in NOISE_MODELS:
+        raise BadInput(f"{what} must be {' or '.join(NOISE_MODELS)}, got {noise!r}")
+
+
 class PowerController:
     """The p of a run re-chosen every ``every`` optimizer steps from the measured gradient noise (module docstring).
 
@@ -69,8 +79,7 @@ class PowerController:
             raise BadInput(f"PowerController: max_change must be > 0, got {max_change!r}")
         if not 0 < smoothing <= 1:
             raise BadInput(f"PowerController: smoothing must be in (0, 1], got {smoothing!r}")
-        if noise not in ("gaussian", "uniform"):
-            raise BadInput(f"PowerController: noise must be gaussian or uniform, got {noise!r}")
+        check_noise_model(noise, "PowerController: noise")
         self.every, self.start, self.p_min, self.p_max = every, float(start), float(p_min), float(p_max)
         self.max_change, self.smoothing, self.eps, self.noise = float(max_change), float(smoothing), eps, noise
         self.sample, self.read, self.broadcast = sample, read, broadcast

@@ -35,7 +35,6 @@ import torch
 
 from ..diagnostics.gradstats import MicroBatchProbe, MovingAverageProbe
 from ..diagnostics.predict import choose_p, json_safe, noise_ratios, predict_p
-from ..optim import PowerController
 from .config import TrainConfig
 from .distributed import full_value
 
@@ -81,10 +80,8 @@ class NoiseMonitor:
         self._ema = self._averages() if cfg.noise_every and not self.micro_mode else None
         self._step_probe: MicroBatchProbe | None = None
         #: ``--p track``: the optimizer's p (None otherwise); give it to the optimizer as its ``p``.
-        self.controller = PowerController(
-            cfg.p_every_steps, cfg.p_start, cfg.p_min, cfg.p_max, cfg.p_step, cfg.p_smooth, eps=cfg.eps,
-            noise=cfg.p_auto_noise, sample=SAMPLE, read=full_value, broadcast=rt.broadcast_float,
-        ) if cfg.p_track else None
+        self.controller = cfg.power.controller(cfg.steps, cfg.eps, sample=SAMPLE, read=full_value,
+                                               broadcast=rt.broadcast_float)
 
     def _averages(self) -> MovingAverageProbe:
         return MovingAverageProbe(self.model.named_parameters(), SAMPLE, read=full_value)
