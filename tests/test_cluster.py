@@ -270,8 +270,8 @@ srun --unbuffered --output /scratch/sweep/slurm/%A_%a/%A_%a_%t_log.out --error \
     assert command[:len(torchrun_executable())] == torchrun_executable()
     assert " ".join(command[len(torchrun_executable()):]) == (
         "--nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=gpu-node-017:23456 --rdzv-id=4242_3 "
-        "-m gradpower train --preset llama-0.2b --p 1.4 --lr 0.001 --out /scratch/sweep/runs/x --resume "
-        "--seed 3 --parallel fsdp")
+        "-m gradpower train --preset llama-0.2b --lr 0.001 --p 1.4 --seed 3 --out /scratch/sweep/runs/x --resume "
+        "--parallel fsdp")
     # the flags give the run's configuration back (--resume, which reads the run folder, aside)
     flags = [f for f in command[command.index("train") + 1:] if f != "--resume"]
     assert config_from_args(build_parser().parse_args(["train", *flags])) == \

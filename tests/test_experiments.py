@@ -11,7 +11,7 @@ import torch
 from scipy.stats import t as scipy_t
 
 from gradpower.cli import main
-from gradpower.experiments import ExperimentSpec, load_run, parse_arm, parse_grid_axis
+from gradpower.experiments import CompareSpec, load_run, parse_arm, parse_grid_axis
 from gradpower.experiments.execute import PlannedRun, place, state_of
 from gradpower.experiments.report import RESULTS_COLUMNS, RUNS_COLUMNS
 from gradpower.optim.muonpower import default_ns_dtype
@@ -286,7 +286,7 @@ def test_arm_and_grid_parsing():
     with pytest.raises(ValueError, match="expected int"):
         parse_grid_axis("batch_size=8,x")
     with pytest.raises(ValueError, match="unique"):
-        ExperimentSpec(arms=[parse_arm("optim=adamw"), parse_arm("optim=adamw")])
+        CompareSpec(arms=[parse_arm("optim=adamw"), parse_arm("optim=adamw")])
 
 
 def test_experiment_file_with_arm_tables(tmp_path, cache, capsys):

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import t as scipy_t
 
 from gradpower.cli import main
-from gradpower.experiments import ExperimentSpec, load_run
+from gradpower.experiments import CompareSpec, load_run
 from gradpower.experiments.ladder import chains, eval_every
 from gradpower.train import TrainConfig
 
@@ -152,12 +152,12 @@ def test_ladder_settings_and_the_runs_that_share_a_stable_phase():
     assert eval_every([80, 160, 320, 640]) == 40
     assert eval_every([320, 640, 1280]) == 80
     assert eval_every([7]) == 1 or 7 // eval_every([7]) >= 1
-    spec = ExperimentSpec(base={"schedule": "wsd", "batch_size": 8, "seq_len": 128}, arms=[], seeds=1,
+    spec = CompareSpec(base={"schedule": "wsd", "batch_size": 8, "seq_len": 128}, arms=[], seeds=1,
                           horizons=[640, 80, 160])
     settings = [s for _, s in spec.horizon_runs({})]
     assert [s["steps"] for s in settings] == [80, 160, 640]
     assert {s["warmup"] for s in settings} == {8} and {s["eval_every"] for s in settings} == {40}
-    tokens = ExperimentSpec(base={"batch_size": 8, "seq_len": 128}, horizons=[81920, 163840], horizon_unit="tokens")
+    tokens = CompareSpec(base={"batch_size": 8, "seq_len": 128}, horizons=[81920, 163840], horizon_unit="tokens")
     assert [s["steps"] for _, s in tokens.horizon_runs({})] == [80, 160]
     configs = [TrainConfig(schedule="wsd", steps=s, warmup=8, eval_every=e) for s, e in ((640, 40), (80, 40),
                                                                                         (160, 8))]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from gradpower.cli import main
-from gradpower.experiments.report import _tuning_table
+from gradpower.experiments.lr_tuning import tuning_table
 
 from .helpers import MICRO_EVAL_TOKENS
 
@@ -24,7 +24,7 @@ def test_a_diverged_or_failed_lr_is_never_chosen():
     loaded = [tuned("a", 1e-3, 5.0), tuned("a", 3e-3, math.nan), tuned("a", 6e-3, None),  # best finite: 1e-3
               tuned("b", 1e-3, None), tuned("b", 3e-3, math.nan), tuned("b", 6e-3, math.nan),  # nothing finite
               tuned("c", 1e-3, math.nan), tuned("c", 3e-3, 4.9), tuned("c", 6e-3, 4.8)]
-    means, best = _tuning_table(loaded, [1e-3, 3e-3, 6e-3])
+    means, best = tuning_table(loaded)
     assert best == {"a": 1e-3, "c": 6e-3}  # b has no lr: it is not given the first-listed one
     assert means["b"] == {1e-3: math.inf, 3e-3: math.inf, 6e-3: math.inf}
 
@@ -50,5 +50,5 @@ def test_an_arm_whose_every_tuning_run_diverged_stops_the_comparison_before_its_
 @pytest.mark.parametrize("grid", [[1e-3], [1e-3, 2e-3]])
 def test_the_tuning_table_marks_what_was_not_chosen(grid):
     loaded = [tuned("a", lr, math.nan) for lr in grid]
-    _, best = _tuning_table(loaded, grid)
+    _, best = tuning_table(loaded)
     assert best == {}

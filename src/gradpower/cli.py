@@ -31,7 +31,8 @@ from .extras import EXTRA_MODULES, missing_extra_message
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
 
-#: Each subcommand's module: ``parser_options()``, ``add_arguments(parser)`` and ``run(args, command)``.
+#: Each subcommand's module: ``parser_options()``, ``add_arguments(parser)`` and ``run(args, command)``; a module
+#: whose ``RESUMES`` is true runs an experiment that the same command line continues after an interruption.
 COMMANDS = {"compare": compare, "sweep": sweep, "theory": theory, "noise": noise, "claims": claims, "report": report,
             "train": train}
 
@@ -167,12 +168,15 @@ def _run(argv: list[str], command: str) -> int:
         return 1
     except JobsSubmitted as exc:  # --detach: the jobs run on; the tables come once they are done
         waits = f"{program()} " + shlex.join(a for a in argv if a != "--detach")
-        report = "" if args.command == "claims" else f"'{program()} report {shlex.quote(args.out)}' builds the tables; "
+        from .experiments.kinds import kinds
+
+        rebuilds = args.command in kinds()  # a registered kind's folder: 'gradpower report' rebuilds its tables
+        report = f"'{program()} report {shlex.quote(args.out)}' builds the tables; " if rebuilds else ""
         print(f"gradpower: {exc}\nwhen they are done, {report}this waits for jobs still running, submits only missing "
               f"or failed runs and writes the tables: {waits}")
         return 0
     except InterruptedRun as exc:
-        if args.command in ("compare", "sweep", "claims"):  # the same command resumes an experiment
+        if getattr(COMMANDS[args.command], "RESUMES", False):  # the same command resumes an experiment
             print(f"gradpower: interrupted by {exc.what}; run the same command again to continue (finished runs "
                   f"are reused, interrupted ones resume): {command}", file=sys.stderr)
         else:

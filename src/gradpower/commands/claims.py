@@ -9,6 +9,8 @@ from typing import Any
 
 from .options import add_launcher_flags, jobs_from_args, launcher_from_args, written
 
+#: An interrupted experiment continues when the same command is run again (finished runs reused).
+RESUMES = True
 
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description``."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from .options import add_experiment_flags, experiment_spec, jobs_from_args, launcher_from_args, written
 
+#: An interrupted experiment continues when the same command is run again (finished runs reused).
+RESUMES = True
 
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description`` (the embedded default's settings from the code)."""

@@ -173,15 +173,15 @@ def experiment_spec(args: argparse.Namespace, default: Any) -> Any:
     from ..experiments.spec import load_experiment
     from ..experiments.stats import sequential_looks
 
-    spec = load_experiment(args.config) if args.config else default
+    spec = load_experiment(args.config, type(default)) if args.config else default
     base = dict(spec.base)
     for name in EXPERIMENT_FLAGS:
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
     base.update(parse_sets(args.set))
-    seeds, max_seeds = args.seeds if args.seeds is not None else spec.seeds, spec.max_seeds
+    seeds, max_seeds = args.seeds if args.seeds is not None else spec.seeds, getattr(spec, "max_seeds", None)
     if seeds == "auto":
-        if args.command != "compare":
+        if not hasattr(spec, "max_seeds"):
             raise BadInput("--seeds auto is for compare; a sweep takes a number of seeds")
         max_seeds = getattr(args, "max_seeds", None) or max_seeds or DEFAULT_MAX_SEEDS
         seeds = sequential_looks(max_seeds)[0]
@@ -194,8 +194,8 @@ def experiment_spec(args: argparse.Namespace, default: Any) -> Any:
             if args.steps is not None:
                 raise BadInput(f"--steps and {flag} both set the runs' length: drop one of them")
             horizons, unit = whole_numbers(given, flag), kind
-    return dataclasses.replace(spec, base=base, seeds=seeds, max_seeds=max_seeds, horizons=horizons,
-                               horizon_unit=unit,
+    sequential = {"max_seeds": max_seeds} if hasattr(spec, "max_seeds") else {}
+    return dataclasses.replace(spec, base=base, seeds=seeds, horizons=horizons, horizon_unit=unit, **sequential,
                                first_seed=args.first_seed if args.first_seed is not None else spec.first_seed)
 
 

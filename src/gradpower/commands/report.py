@@ -21,5 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, command: str) -> int:
     from ..experiments import rebuild_report
 
-    print(rebuild_report(args.dir, args.baseline))
+    options = {"baseline": args.baseline} if args.baseline is not None else {}
+    print(rebuild_report(args.dir, **options))
     return 0

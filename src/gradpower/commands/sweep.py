@@ -11,6 +11,8 @@ from typing import Any
 from ..errors import BadInput
 from .options import add_experiment_flags, experiment_spec, jobs_from_args, launcher_from_args, written
 
+#: An interrupted experiment continues when the same command is run again (finished runs reused).
+RESUMES = True
 
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description``."""
@@ -31,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, command: str) -> int:
-    from ..experiments import ExperimentSpec, parse_grid_axis, run_sweep
+    from ..experiments import SweepSpec, parse_grid_axis, run_sweep
     from ..experiments.execute import default_jobs
     from ..experiments.spec import parse_assignments
 
-    spec = experiment_spec(args, ExperimentSpec())
+    spec = experiment_spec(args, SweepSpec())
     axes = [parse_grid_axis(text) for text in args.grid]
     twice = sorted({key for key, _ in axes if [k for k, _ in axes].count(key) > 1})
     if twice:

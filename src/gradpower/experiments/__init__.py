@@ -1,5 +1,5 @@
 """Experiments: seeded comparisons (``compare``), grids (``sweep``), the papers' claims (``claims``) and their
-reports, read from run folders.
+reports, read from run folders. Each kind of experiment is an :class:`Experiment` registered in :mod:`.kinds`.
 
 Everything here calls :func:`gradpower.train.train` to make runs and
 :func:`load_run` to read them back; statistics live in :mod:`.stats` (pure
@@ -14,18 +14,29 @@ from ..lazy import lazy_exports
 
 _EXPORTS = {
     "Arm": ".spec",
-    "ExperimentSpec": ".spec",
+    "CompareResult": ".report",
+    "CompareSpec": ".spec",
+    "Experiment": ".kinds",
+    "PlannedRun": ".job",
     "Run": ".runs",
     "RunReadError": ".runs",
+    "RunsSpec": ".spec",
+    "SweepResult": ".sweep",
+    "SweepSpec": ".spec",
+    "analyse_compare": ".report",
+    "analyse_sweep": ".sweep",
     "compare_report": ".report",
     "default_spec": ".defaults",
     "load_experiment": ".spec",
     "load_run": ".runs",
     "parse_arm": ".spec",
     "parse_grid_axis": ".spec",
-    "rebuild_report": ".rebuild",
+    "rebuild_report": ".kinds",
+    "register": ".kinds",
+    "registered": ".kinds",
     "run_claims": ".claims",
     "run_compare": ".compare",
+    "run_experiment": ".kinds",
     "run_sweep": ".sweep",
     "sweep_report": ".sweep",
 }
@@ -35,10 +46,11 @@ if TYPE_CHECKING:
     from .claims import run_claims
     from .compare import run_compare
     from .defaults import default_spec
-    from .rebuild import rebuild_report
-    from .report import compare_report
+    from .job import PlannedRun
+    from .kinds import Experiment, rebuild_report, register, registered, run_experiment
+    from .report import CompareResult, analyse_compare, compare_report
     from .runs import Run, RunReadError, load_run
-    from .spec import Arm, ExperimentSpec, load_experiment, parse_arm, parse_grid_axis
-    from .sweep import run_sweep, sweep_report
+    from .spec import Arm, CompareSpec, RunsSpec, SweepSpec, load_experiment, parse_arm, parse_grid_axis
+    from .sweep import SweepResult, analyse_sweep, run_sweep, sweep_report
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -32,9 +32,9 @@ from .compare import finished_final_runs, run_compare
 from .execute import Outcome, RunsFailedError
 from .folder import load_listed_runs, read_experiment, write_csv
 from .launcher import LauncherConfig
-from .report import tuned_lr_edges
+from .lr_tuning import tuned_lr_edges
 from .runs import Run
-from .spec import Arm, ExperimentSpec, with_run_defaults
+from .spec import Arm, CompareSpec, with_run_defaults
 from .stage import stage_of
 from .stats import Interval, mde_80, sd, seeds_needed, t_interval
 
@@ -372,7 +372,7 @@ def for_budget(claim: Claim, budget: dict[str, Any]) -> tuple[Claim, dict[str, A
 
 
 def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any],
-          tune_lr: list[float] | None, first_seed: int = 0) -> ExperimentSpec:
+          tune_lr: list[float] | None, first_seed: int = 0) -> CompareSpec:
     """The claim's compare at ``budget``: each arm trains the budget's tokens (steps per its batch x seq), or each
     horizon of the claim's ladder.
 
@@ -399,7 +399,7 @@ def _spec(claim: Claim, budget: dict[str, Any], seeds: int, extra: dict[str, Any
         # a claim read at a fraction of the steps (val_at:F) evaluates every tenth of this arm's steps
         evals = {"eval_every": max(1, steps // 10)} if any(t.metric.startswith("val_at:") for t in claim.terms) else {}
         arms.append(Arm(arm.name, {**evals, **own, "steps": steps}))
-    spec = ExperimentSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr, first_seed=first_seed,
+    spec = CompareSpec(base=base, arms=arms, seeds=seeds, tune_lr=tune_lr, first_seed=first_seed,
                           **({"horizons": horizons, "horizon_unit": "tokens"} if ladder else {}))
     same = with_run_defaults(spec).same_runs()
     if same:
@@ -415,7 +415,7 @@ class SameRunsError(BadInput):
 
 def _horizons(claim: Claim, folders: dict[str, Path]) -> list[int | None]:
     """The horizons the claim's comparison ran (``[None]`` without a ladder)."""
-    spec = ExperimentSpec.from_dict(read_experiment(next(iter(folders.values())))["spec"])
+    spec = CompareSpec.from_dict(read_experiment(next(iter(folders.values())))["spec"])
     return sorted(spec.horizons) if spec.horizons else [None]
 
 

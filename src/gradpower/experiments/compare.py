@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..train.config import TrainConfig
 from .execute import (
     Outcome,
     PlannedRun,
@@ -30,10 +30,12 @@ from .execute import (
     place,
 )
 from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
+from .kinds import record_of, register
 from .launcher import LauncherConfig
-from .report import choose_lrs, compare_report
+from .lr_tuning import choose_lrs
+from .report import CompareResult, analyse_compare, compare_report, write_compare
 from .runs import Run
-from .spec import Arm, ExperimentSpec, with_run_defaults
+from .spec import Arm, CompareSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, seeds_range_text, sequential_decision, sequential_looks
 
 
@@ -42,7 +44,7 @@ def finished_final_runs(out: Path, record: dict[str, Any], horizon: int | None |
     """The finished final (not lr-tuning) runs a compare folder lists so far at one horizon of its ladder
     (default: the headline, the longest; a folder without a ladder has one), by (arm, seed)."""
     if horizon == "headline":
-        horizon = ExperimentSpec.from_dict(record["spec"]).headline
+        horizon = CompareSpec.from_dict(record["spec"]).headline
     return {(entry["arm"], int(entry["seed"])): run for entry, run in load_listed_runs(out, record)
             if entry["phase"] == "final" and entry.get("horizon") == horizon and run is not None and run.finished}
 
@@ -67,7 +69,58 @@ def _sequential_decisions(out: Path, record: dict[str, Any], baseline: str, look
     return {arm: sequential_decision(values, looks, effect)[0] for arm, values in diffs.items()}
 
 
-def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
+def _planned(spec: CompareSpec, runs_root: Path, arm: Arm, seed: int, horizon: int | None, lr: float | None,
+             phase: str) -> PlannedRun:
+    label = arm.name + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
+    return PlannedRun(label, seed, place(spec.arm_config(arm, seed, horizon, lr), runs_root), arm=arm.name,
+                      horizon=horizon, phase=phase)
+
+
+def tuning_runs(spec: CompareSpec, runs_root: Path) -> list[PlannedRun]:
+    """The lr-tuning runs: each arm at each lr of its grid on the first seed (every seed with ``tune_seeds``), at
+    the headline horizon (the longest, the one the verdict speaks of)."""
+    seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
+    return [_planned(spec, runs_root, arm, seed, spec.headline, lr, "tune")
+            for arm in spec.arms for lr in spec.tune_lr or [] for seed in seeds]
+
+
+def final_runs(spec: CompareSpec, runs_root: Path, lrs: dict[str, float] | None = None) -> list[PlannedRun]:
+    """The runs the tables pair: every seed (the outer loop, so an interrupted compare holds whole pairs), arm and
+    horizon, at each arm's chosen lr (``lrs``; its own without one)."""
+    lrs = lrs or {}
+    return [_planned(spec, runs_root, arm, seed, horizon, lrs.get(arm.name), "final")
+            for seed in spec.seed_list for arm in spec.arms for horizon, _ in spec.horizon_runs(arm.overrides)]
+
+
+class CompareExperiment:
+    """``compare`` as a kind of experiment (:mod:`.kinds`): arms over seeds, paired by seed against a baseline.
+    Its command also tunes lr per arm and adds seeds by the sequential rule (:func:`run_compare`)."""
+
+    kind = "compare"
+    spec_type = CompareSpec
+
+    def plan(self, spec: CompareSpec, runs_root: Path) -> list[PlannedRun]:
+        return tuning_runs(spec, runs_root) + final_runs(spec, runs_root)
+
+    def planned_config(self, spec: CompareSpec, entry: dict[str, Any]) -> TrainConfig | None:
+        arm = {arm.name: arm for arm in spec.arms}.get(entry.get("arm"))
+        if arm is None:
+            return None
+        return spec.arm_config(arm, int(entry["seed"]), entry.get("horizon"),
+                               entry.get("lr") if spec.tune_lr else None)
+
+    def analyse(self, folder: Path, baseline: str | None = None) -> CompareResult:
+        record = read_experiment(folder)
+        return analyse_compare(record, load_listed_runs(folder, record), baseline)
+
+    def write(self, folder: Path, result: CompareResult) -> str:
+        return write_compare(folder, result)
+
+
+COMPARE = register(CompareExperiment())
+
+
+def run_compare(spec: CompareSpec, out: Path, jobs: int = 1, baseline: str | None = None,
                 command: str = "gradpower compare", echo: Callable[[str], None] = print,
                 runs_root: Path | None = None, launcher: LauncherConfig | None = None) -> str:
     """Train (or reuse) every run of the comparison, then write its tables, figures and report.
@@ -95,33 +148,13 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
                   for arm in spec.arms for _, settings in spec.horizon_runs(arm.overrides))
     out.mkdir(parents=True, exist_ok=True)
     runs_root = runs_root or out / "runs"
-    record: dict[str, Any] = {"kind": "compare", "command": command, "spec": spec.to_dict(), "runs": []}
-
-    horizons: dict[int, tuple[str, int | None]] = {}  # each planned run's arm and horizon, by id
-
-    def planned_run(arm: Arm, seed: int, horizon: int | None, lr: float | None = None) -> PlannedRun:
-        label = arm.name + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
-        run = PlannedRun(label, seed, place(spec.arm_config(arm, seed, horizon, lr), runs_root))
-        horizons[id(run)] = (arm.name, horizon)
-        return run
-
-    def entries(planned: list[PlannedRun], phase: str, lrs: dict[str, float]) -> list[dict[str, Any]]:
-        out_entries = []
-        for p in planned:
-            arm, horizon = horizons[id(p)]
-            out_entries.append({"phase": phase, "arm": arm, "seed": p.seed, "lr": lrs.get(arm, p.cfg.lr),
-                                "dir": os.path.relpath(p.run_dir, out),
-                                **({"horizon": horizon} if horizon is not None else {})})
-        return out_entries
-
+    record = record_of(COMPARE, spec, [], out, command)
     chosen: dict[str, float] = {}
     failed: list[Outcome] = []
     if spec.tune_lr:
-        tune_seeds = spec.seed_list if spec.tune_seeds else spec.seed_list[:1]
-        # at the headline horizon (the longest), the one the verdict speaks of
-        tuning = [planned_run(arm, seed, spec.headline, lr)
-                  for arm in spec.arms for lr in spec.tune_lr for seed in tune_seeds]
-        record["runs"] = [{**e, "lr": run.cfg.lr} for e, run in zip(entries(tuning, "tune", {}), tuning)]
+        tuning = tuning_runs(spec, runs_root)
+        tune_seeds = sorted({run.seed for run in tuning})
+        record["runs"] = [run.entry(out) for run in tuning]
         write_experiment(out, record)
         echo(f"== tuning lr: {len(spec.arms)} arm(s) x {len(spec.tune_lr)} lr(s) x {len(tune_seeds)} seed(s)")
         tune_outcomes = execute(tuning, jobs, echo, launcher)
@@ -130,7 +163,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
         unchosen = [arm.name for arm in spec.arms if arm.name not in chosen]
         if unchosen:  # before any seed runs: an lr whose runs diverged or failed is never chosen
             def why(name: str) -> str:
-                runs = [o for o in tune_outcomes if horizons[id(o.run)][0] == name]
+                runs = [o for o in tune_outcomes if o.run.arm == name]
                 return ", ".join(f"lr {o.run.cfg.lr:g} {o.status}" + (f" ({o.message.splitlines()[0][:80]})"
                                                                       if o.status == "failed" and o.message else "")
                                  for o in runs)
@@ -142,9 +175,8 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
     looks = sequential_looks(spec.max_seeds) if spec.max_seeds else (spec.seeds,)
     for look, seeds in enumerate(looks, 1):
         spec = dataclasses.replace(spec, seeds=seeds)
-        final = [planned_run(arm, seed, horizon, chosen.get(arm.name))
-                 for seed in spec.seed_list for arm in spec.arms for horizon, _ in spec.horizon_runs(arm.overrides)]
-        record["runs"] = tuning_entries + entries(final, "final", chosen)
+        final = final_runs(spec, runs_root, chosen)
+        record["runs"] = tuning_entries + [run.entry(out) for run in final]
         record["spec"] = spec.to_dict()
         ladder = (f" x {len(spec.horizons)} horizon(s) ({', '.join(map(str, sorted(spec.horizons)))} "
                   f"{spec.horizon_unit})" if spec.horizons else "")
@@ -162,7 +194,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
             echo("   " + "; ".join(f"{arm}: {d}" for arm, d in decisions.items()))
             if all(d != "continue" for d in decisions.values()):
                 break
-    text = compare_report(out, baseline, echo)
+    text = compare_report(out, baseline)
     if failed:
         raise RunsFailedError(failed, text)
     return text
@@ -172,7 +204,7 @@ def run_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | 
 PLAN_COLUMNS = ["arm", "n_seeds", "diff_sd", "mde_80", "seeds_needed", "est_wall_s"]
 
 
-def plan_compare(spec: ExperimentSpec, out: Path, jobs: int = 1, baseline: str | None = None,
+def plan_compare(spec: CompareSpec, out: Path, jobs: int = 1, baseline: str | None = None,
                  pilot_seeds: int = 3, command: str = "gradpower compare --plan",
                  echo: Callable[[str], None] = print, launcher: LauncherConfig | None = None) -> str:
     """``compare --plan``: a pilot of ``pilot_seeds`` seeds (runs already in ``out`` are reused), then for each

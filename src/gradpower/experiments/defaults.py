@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .spec import ExperimentSpec
+    from .spec import CompareSpec
 
 #: The embedded default (``gradpower compare`` with no arguments, ``make demo``): the compute-optimal proxy
 #: llama-nano at 20 training tokens per parameter (5,126 steps of 8 x 128 tokens, 2.6 passes over the bundled corpus),
@@ -22,10 +22,10 @@ DEFAULT_ARMS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("adamw", {"optim": "adamw"}), ("adampower p=1.2", {"optim": "adampower", "p": 1.2}))
 
 
-def default_spec() -> ExperimentSpec:
-    from .spec import Arm, ExperimentSpec
+def default_spec() -> CompareSpec:
+    from .spec import Arm, CompareSpec
 
-    return ExperimentSpec(base=dict(DEFAULT_BASE), arms=[Arm(name, dict(settings)) for name, settings in DEFAULT_ARMS],
+    return CompareSpec(base=dict(DEFAULT_BASE), arms=[Arm(name, dict(settings)) for name, settings in DEFAULT_ARMS],
                           seeds=DEFAULT_SEEDS)
 
 

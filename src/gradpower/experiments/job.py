@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,15 +26,31 @@ from .runs import load_run
 
 @dataclass
 class PlannedRun:
-    """One run of an experiment: which arm or grid point, which seed, and its full config."""
+    """One run of an experiment: what it is (its arm or grid point, seed, horizon of a ladder and phase), and
+    its full config."""
 
     label: str
     seed: int
     cfg: TrainConfig
+    #: compare: the arm it belongs to.
+    arm: str | None = None
+    #: sweep: the grid point it trains (each grid field's value).
+    point: dict[str, Any] | None = None
+    #: The horizon of the ladder it trains to (None without a ladder).
+    horizon: int | None = None
+    #: ``final`` (a run the tables pair), or ``tune`` (a run of compare's lr grid).
+    phase: str = "final"
 
     @property
     def run_dir(self) -> Path:
         return self.cfg.run_dir
+
+    def entry(self, folder: Path) -> dict[str, Any]:
+        """What ``experiment.json`` in ``folder`` lists for this run (its folder relative to the experiment's)."""
+        what = {"arm": self.arm} if self.arm is not None else {"point": self.point} if self.point is not None else {}
+        return {"phase": self.phase, **what, "seed": self.seed, "lr": self.cfg.lr,
+                "dir": os.path.relpath(self.run_dir, folder),
+                **({"horizon": self.horizon} if self.horizon is not None else {})}
 
 
 def start_config(cfg: TrainConfig) -> TrainConfig:

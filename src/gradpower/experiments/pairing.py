@@ -3,14 +3,15 @@
 A paired difference is only the arms' difference when the two runs of a seed differ in nothing else. So before
 any table is written (``report``, ``compare``, ``sweep``, ``claims``), each listed run is held to three rules:
 
-- it is the run the experiment planned: its configuration equals the one the experiment's spec gives its arm (or
-  grid point), seed, horizon and tuned lr, so two arms differ only in what the arms declare. A run extended or
-  changed after it was planned (``gradpower train --out RUN --resume --steps N``) is refused, naming the change;
+- it is the run the experiment planned: its configuration equals the one the experiment's kind (:mod:`.kinds`)
+  plans for its arm (or grid point), seed, horizon and tuned lr, so two arms differ only in what the arms declare.
+  A run extended or changed after it was planned (``gradpower train --out RUN --resume --steps N``) is refused,
+  naming the change;
 - every power optimizer's ``|g|^p`` kernel is the same (the kernels round differently);
 - every CPU run used the same torch thread count (a CPU's reductions can round differently per count).
 
-A mismatch is one ``ValueError`` line naming the runs and the difference. Finished at the planned step follows from
-the first rule: a run is finished when it reached its configuration's ``steps``.
+A mismatch is one :class:`~gradpower.errors.BadInput` line naming the runs and the difference. Finished at the
+planned step follows from the first rule: a run is finished when it reached its configuration's ``steps``.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ from typing import Any
 from ..errors import BadInput
 from ..train.config import TrainConfig, config_differences
 from .runs import Run
-from .spec import Arm, ExperimentSpec, grid_points
 
 
 def check_pairing(out: Path, record: dict[str, Any], loaded: list[tuple[dict[str, Any], Run | None]]) -> None:
-    """Refuse (one ``ValueError`` line) a folder whose listed runs would not pair: see the module's rules."""
+    """Refuse (one ``BadInput`` line) a folder whose listed runs would not pair: see the module's rules."""
+    from .kinds import spec_of
+
     runs = [run for _, run in loaded if run is not None]
-    spec = ExperimentSpec.from_dict(record["spec"]) if "spec" in record else None
-    if spec is not None:
+    if "spec" in record:
+        experiment, spec = spec_of(record)
         for entry, run in loaded:
             if run is not None:
-                _check_planned(out, record.get("kind", "compare"), spec, entry, run)
+                _check_planned(out, experiment, spec, entry, run)
     _check_one_value(out, runs, _kernel, "|g|^p kernels", "they round differently, so their paired differences "
                      "would mix the kernels in; train every run on one kind of machine")
     _check_one_value(out, runs, cpu_threads, "torch thread counts", "a CPU's reductions can round differently per "
@@ -40,26 +42,9 @@ def check_pairing(out: Path, record: dict[str, Any], loaded: list[tuple[dict[str
                      "--jobs setting")
 
 
-def planned_config(kind: str, spec: ExperimentSpec, entry: dict[str, Any]) -> TrainConfig | None:
-    """The configuration the experiment planned for a listed run (None when the entry names no arm or grid point
-    of the spec, e.g. a folder written by another version)."""
-    seed, horizon = int(entry["seed"]), entry.get("horizon")
-    if kind == "sweep":
-        for point in grid_points(spec.grid):
-            cfg = spec.point_config(point, seed, horizon)
-            if {k: cfg.to_dict()[k] for k in spec.grid} == entry.get("point"):
-                return cfg
-        return None
-    arms = {arm.name: arm for arm in spec.arms}
-    arm: Arm | None = arms.get(entry.get("arm"))
-    if arm is None:
-        return None
-    return spec.arm_config(arm, seed, horizon, entry.get("lr") if spec.tune_lr else None)
-
-
-def _check_planned(out: Path, kind: str, spec: ExperimentSpec, entry: dict[str, Any], run: Run) -> None:
+def _check_planned(out: Path, experiment: Any, spec: Any, entry: dict[str, Any], run: Run) -> None:
     try:
-        planned = planned_config(kind, spec, entry)
+        planned = experiment.planned_config(spec, entry)
     except ValueError:
         planned = None
     label = entry.get("arm") or " ".join(f"{k}={v}" for k, v in entry.get("point", {}).items())

@@ -22,9 +22,10 @@ from ..train.config import TrainConfig
 from . import plots
 from .folder import load_listed_runs, read_experiment, write_csv
 from .ladder import decay_start, shared_seconds
+from .lr_tuning import edge_text, lr_edges, tuning_table
 from .pairing import cpu_threads
 from .runs import Run
-from .spec import ExperimentSpec
+from .spec import CompareSpec
 from .stage import regular_gap, stage_of
 from .stats import (
     CONFIDENCE,
@@ -74,28 +75,6 @@ def _val_at(run: Run, steps: np.ndarray) -> np.ndarray:
     return np.array([index[int(s)] for s in steps], dtype=float)
 
 
-def _tuning_table(loaded: list[tuple[dict[str, Any], Run | None]], grid: list[float]) -> tuple[dict, dict]:
-    """Mean final val loss per (arm, lr) over the tuning seeds, and each arm's best lr."""
-    table: dict[str, dict[float, list[float]]] = {}
-    for entry, run in loaded:
-        if entry["phase"] != "tune":
-            continue
-        value = run.final_val_loss if run is not None else math.nan
-        table.setdefault(entry["arm"], {}).setdefault(float(entry["lr"]), []).append(value)
-    means = {arm: {lr: (float(np.mean(v)) if all(math.isfinite(x) for x in v) else math.inf) for lr, v in row.items()}
-             for arm, row in table.items()}
-    # an lr whose runs diverged or failed (inf) is never chosen; an arm with no finite lr has no choice
-    best = {arm: min(finite, key=finite.get) for arm, row in means.items()
-            if (finite := {lr: m for lr, m in row.items() if math.isfinite(m)})}
-    return means, best
-
-
-def choose_lrs(out: Path, record: dict[str, Any]) -> dict[str, float]:
-    """Each arm's best lr on its own grid (lowest mean final val loss of the tuning runs)."""
-    _, best = _tuning_table(load_listed_runs(out, record), record["spec"]["tune_lr"])
-    return best
-
-
 def _arms_at(loaded: list[tuple[dict[str, Any], Run | None]], names: list[str], horizon: int | None
              ) -> tuple[dict[str, ArmRuns], list[str]]:
     """The finished final runs of each arm at one horizon, and the listed ones not finished."""
@@ -125,17 +104,81 @@ def _paired_final(arm: ArmRuns, base: ArmRuns) -> list[float]:
     return [arm.runs[s].final_val_loss - base.runs[s].final_val_loss for s in sorted(set(arm.runs) & set(base.runs))]
 
 
-def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
+@dataclass
+class LadderResult:
+    """A ladder's analysis: one row and verdict per (arm, horizon), the baseline's loss against tokens, and the
+    minutes the wsd branches saved."""
+
+    rows: list[dict[str, Any]]
+    verdicts: list[str]
+    missing: list[str]
+    series: dict[str, dict[str, list[float]]]
+    baseline_curve: tuple[list[float], list[float]]
+    saved_s: float
+    title: str
+    unit: str = "steps"
+
+    @property
+    def table(self) -> str:
+        return horizons_table(self.rows, self.unit)
+
+
+@dataclass
+class CompareResult:
+    """What a compare folder's runs say (:func:`analyse_compare`): each file's rows, the verdicts and the curves
+    of the figures, with the spec and record they come from."""
+
+    spec: CompareSpec
+    record: dict[str, Any]
+    baseline: str
+    names: list[str]
+    runs_rows: list[dict[str, Any]]
+    results_rows: list[dict[str, Any]]
+    verdicts: list[str]
+    confidence: float
+    missing: list[str]
+    arms: dict[str, ArmRuns]
+    steps: np.ndarray
+    diff_curves: dict[str, dict[str, np.ndarray]]
+    ladder: LadderResult | None
+    tuning: dict[str, list[str]]
+    threads: str
+
+    @property
+    def table(self) -> str:
+        """The results table (the difference's interval at the verdicts' level)."""
+        return results_table(self.results_rows, f"{self.confidence * 100:.4g}%")
+
+    def text(self) -> str:
+        """What the command prints: the table, its note, the verdicts, the ladder's, warnings, what is missing."""
+        text = self.table + "\n" + textwrap.fill(TABLE_NOTE, 118) + "\n" + "\n".join(self.verdicts)
+        if self.ladder is not None:
+            text += "\n\n" + self.ladder.table + "\n" + "\n".join(self.ladder.verdicts)
+        if self.tuning["warnings"]:
+            text += "\n" + "\n".join(self.tuning["warnings"])
+        if self.missing:
+            text += f"\nnot finished (left out): {', '.join(self.missing)}"
+        return text
+
+
+def compare_report(out: Path, baseline: str | None = None) -> str:
     """Write runs.csv, results.csv, the figures and report.md for a compare folder (and horizons.csv,
     horizons.png for a ladder); return the table text. The main table speaks of the headline horizon."""
     record = read_experiment(out)
-    spec = ExperimentSpec.from_dict(record["spec"])
+    return write_compare(out, analyse_compare(record, load_listed_runs(out, record), baseline))
+
+
+def analyse_compare(record: dict[str, Any], loaded: list[tuple[dict[str, Any], Run | None]],
+                    baseline: str | None = None) -> CompareResult:
+    """A compare folder's record and listed runs (:func:`.folder.load_listed_runs`) analysed: every table's rows,
+    the verdicts and the figures' curves, paired against ``baseline`` (default: the first arm). Pure: it reads
+    and writes no file."""
+    spec = CompareSpec.from_dict(record["spec"])
     names = [arm.name for arm in spec.arms]
     baseline = baseline or names[0]
     if baseline not in names:
-        raise BadInput(f"--baseline {baseline!r} is not an arm of {out}; arms: {', '.join(names)}")
+        raise BadInput(f"--baseline {baseline!r} is not an arm of this comparison; arms: {', '.join(names)}")
     names = [baseline] + [n for n in names if n != baseline]
-    loaded = load_listed_runs(out, record)
 
     runs_rows = []
     for entry, run in loaded:
@@ -149,7 +192,6 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
             "horizon": entry.get("horizon"), "tokens_per_param": run.tokens_per_param, "epochs": run.epochs,
             "final_eval_s": run.final_eval_s,
         })
-    write_csv(out / "runs.csv", RUNS_COLUMNS, runs_rows)
 
     arms, missing = _arms_at(loaded, names, spec.headline)
     base = arms[baseline]
@@ -199,34 +241,37 @@ def compare_report(out: Path, baseline: str | None = None, echo=print) -> str:
                                      for key, attr in (("mean", "mean"), ("low", "low"), ("high", "high"))}
                 diff_curves[name]["per_seed"] = np.array(arm_curves) - np.array(base_curves)
         results_rows.append(row)
-    write_csv(out / "results.csv", RESULTS_COLUMNS, results_rows)
     if stage is not None and verdicts:
         where = f"at {spec.horizon_text(spec.headline)}, " if spec.horizons else ""
         verdicts = [f"{v}\n   {where}{stage.text()}" for v in verdicts]
-
-    figures = _compare_figures(out, arms, names, baseline, steps, diff_curves, spec)
-    ladder = _horizons_section(out, spec, loaded, names, baseline, confidence) if spec.horizons else None
+    ladder = _analyse_ladder(spec, loaded, names, baseline, confidence) if spec.horizons else None
     if ladder is not None:
-        figures.insert(0, ladder["figure"])
-        missing = ladder["missing"]
-    tuning = _tuning_section(loaded, spec)
+        missing = ladder.missing
     threads = threads_line([run for _, run in loaded if run is not None])
-    table = results_table(results_rows, f"{confidence * 100:.4g}%")
-    _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows, ladder,
-                            threads)
-    text = table + "\n" + textwrap.fill(TABLE_NOTE, 118) + "\n" + "\n".join(verdicts)
-    if ladder is not None:
-        text += "\n\n" + ladder["table"] + "\n" + "\n".join(ladder["verdicts"])
-    if tuning["warnings"]:
-        text += "\n" + "\n".join(tuning["warnings"])
-    if missing:
-        text += f"\nnot finished (left out): {', '.join(missing)}"
-    return text
+    return CompareResult(spec, record, baseline, names, runs_rows, results_rows, verdicts, confidence, missing, arms,
+                         steps, diff_curves, ladder, _tuning_section(loaded, spec), threads)
 
 
-def _horizons_section(out: Path, spec: ExperimentSpec, loaded, names: list[str], baseline: str,
-                      confidence: float) -> dict[str, Any]:
-    """horizons.csv, horizons.png, the per-horizon table and one verdict per horizon and arm."""
+def write_compare(out: Path, result: CompareResult) -> str:
+    """A :class:`CompareResult` as files in ``out``: runs.csv, results.csv, the figures, horizons.csv and
+    horizons.png for a ladder, and report.md; returns :meth:`CompareResult.text`."""
+    write_csv(out / "runs.csv", RUNS_COLUMNS, result.runs_rows)
+    write_csv(out / "results.csv", RESULTS_COLUMNS, result.results_rows)
+    figures = _compare_figures(out, result)
+    if result.ladder is not None:
+        write_csv(out / "horizons.csv", HORIZONS_COLUMNS, result.ladder.rows)
+        ladder = result.ladder
+        figure = plots.horizon_differences(
+            out / "horizons.png", {k: {a: np.array(b, dtype=float) for a, b in v.items()} for k, v in
+                                   ladder.series.items()},
+            result.baseline, tuple(np.array(c) for c in ladder.baseline_curve), ladder.title)
+        figures.insert(0, figure.name)
+    _write_compare_markdown(out, result, figures)
+    return result.text()
+
+
+def _analyse_ladder(spec: CompareSpec, loaded, names: list[str], baseline: str, confidence: float) -> LadderResult:
+    """The per-horizon rows and verdicts, the baseline's loss per horizon, and the branches' savings."""
     rows, verdicts, missing, series = [], [], [], {}
     base_tokens, base_loss = [], []
     for horizon in sorted(spec.horizons or []):
@@ -263,19 +308,15 @@ def _horizons_section(out: Path, spec: ExperimentSpec, loaded, names: list[str],
             for key, value in (("tokens", row["tokens"]), ("mean", diff.mean), ("low", diff.low),
                                ("high", diff.high)):
                 entry[key].append(value)
-    write_csv(out / "horizons.csv", HORIZONS_COLUMNS, rows)
     shared = spec.config()
     seeds = max((r["n_seeds"] for r in rows), default=0)
     title = (f"{shared.preset} | {shared.schedule} | batch {shared.batch_size} | n = {seeds} seeds | warm-up "
              f"{spec.horizon_runs(spec.arms[0].overrides)[0][1]['warmup']} steps at every horizon")
-    figure = plots.horizon_differences(out / "horizons.png", {k: {a: np.array(b, dtype=float) for a, b in v.items()}
-                                                              for k, v in series.items()},
-                                       baseline, (np.array(base_tokens), np.array(base_loss)), title)
-    return {"rows": rows, "verdicts": verdicts, "missing": missing, "figure": figure.name,
-            "table": horizons_table(rows, spec.horizon_unit), "saved_s": _branch_savings(loaded, names, spec)}
+    return LadderResult(rows, verdicts, missing, series, (base_tokens, base_loss),
+                        _branch_savings(loaded, names, spec), title, spec.horizon_unit)
 
 
-def _branch_savings(loaded, names: list[str], spec: ExperimentSpec) -> float:
+def _branch_savings(loaded, names: list[str], spec: CompareSpec) -> float:
     """Seconds the ladder did not spend: each shorter wsd run that branched from its headline run (same arm and
     seed) inherited that run's stable phase, the wall time recorded at its decay start in both."""
     trunks, _ = _arms_at(loaded, names, spec.headline)
@@ -310,7 +351,9 @@ def horizons_table(rows: list[dict[str, Any]], unit: str) -> str:
     return "\n".join(lines)
 
 
-def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> list[str]:
+def _compare_figures(out: Path, result: CompareResult) -> list[str]:
+    """loss.png, difference.png (with a second arm) and lr.png; their names."""
+    arms, names, steps, spec = result.arms, result.names, result.steps, result.spec
     curves, schedules = {}, {}
     for name in names:
         runs = list(arms[name].runs.values())
@@ -340,15 +383,15 @@ def _compare_figures(out, arms, names, baseline, steps, diff_curves, spec) -> li
     note = (f"regular: {shared.eval_batches} batch(es) spread over the final set; it ended {gap:+.3f} nats from "
             "the final one (seed mean)" if math.isfinite(gap) else "")
     files = [plots.loss_curves(out / "loss.png", curves, title, note), plots.lr_schedules(out / "lr.png", schedules)]
-    if diff_curves:
-        files.insert(1, plots.difference_curves(out / "difference.png", steps, diff_curves, baseline))
+    if result.diff_curves:
+        files.insert(1, plots.difference_curves(out / "difference.png", steps, result.diff_curves, result.baseline))
     return [f.name for f in files]
 
 
-def _tuning_section(loaded, spec: ExperimentSpec) -> dict[str, Any]:
+def _tuning_section(loaded, spec: CompareSpec) -> dict[str, Any]:
     if not spec.tune_lr:
         return {"lines": [], "warnings": []}
-    means, best = _tuning_table(loaded, spec.tune_lr)
+    means, best = tuning_table(loaded)
     grid = sorted(spec.tune_lr)
     lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |",
              "|---" * (len(grid) + 2) + "|"]
@@ -364,25 +407,6 @@ def threads_line(runs: list[Run]) -> str:
     count is part of a CPU run's numbers, so reading the folder refused mixed counts (:mod:`.pairing`)."""
     counts = {count for count in map(cpu_threads, runs) if count is not None}
     return f"torch threads per run: {counts.pop()} (every CPU run)" if len(counts) == 1 else ""
-
-
-def lr_edges(best: dict[str, float], grid: list[float]) -> dict[str, float]:
-    """The arms whose chosen lr is an end of the tuning grid (the optimum may lie beyond it)."""
-    ends = (min(grid), max(grid))
-    return {arm: lr for arm, lr in best.items() if len(grid) > 1 and lr in ends}
-
-
-def edge_text(arm: str, lr: float, grid: list[float]) -> str:
-    """The warning line of :func:`lr_edges`."""
-    return (f"warning: {arm}'s best lr {lr:g} is at the edge of the grid [{min(grid):g}, {max(grid):g}]: extend "
-            "the grid to be sure it is the optimum")
-
-
-def tuned_lr_edges(out: Path) -> dict[str, float]:
-    """:func:`lr_edges` of a compare folder's lr tuning (empty when it tuned none)."""
-    record = read_experiment(out)
-    grid = record["spec"].get("tune_lr")
-    return lr_edges(choose_lrs(out, record), sorted(grid)) if grid else {}
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -425,8 +449,9 @@ TABLE_NOTE = (
     "paired 95% interval of the per-seed difference holds 0).")
 
 
-def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning, figures, missing, runs_rows,
-                            ladder=None, threads="") -> None:
+def _write_compare_markdown(out: Path, result: CompareResult, figures: list[str]) -> None:
+    spec, record, baseline, ladder, tuning = result.spec, result.record, result.baseline, result.ladder, result.tuning
+    verdicts, missing, threads, runs_rows = result.verdicts, result.missing, result.threads, result.runs_rows
     shared = spec.config()
     by_arms = {k for arm in spec.arms for k in arm.overrides}
     settings = {k: v for k, v in shared.defining().items() if k != "seed" and k not in by_arms}
@@ -443,7 +468,7 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
     if spec.horizons:
         lines += [f"Horizons: {', '.join(f'{h:,}' for h in sorted(spec.horizons))} {spec.horizon_unit}; the "
                   f"table below is at the longest, {spec.horizon_text(spec.headline)}.", ""]
-    lines += ["## Results", "", table, "", TABLE_NOTE, ""]
+    lines += ["## Results", "", result.table, "", TABLE_NOTE, ""]
     lines += [threads, ""] if threads else []
     if spec.max_seeds:
         sequential = record.get("sequential", {})
@@ -465,9 +490,9 @@ def _write_compare_markdown(out, spec, record, baseline, table, verdicts, tuning
                   ""]
         if spec.config().schedule == "wsd":
             lines += [f"wsd: each shorter run branched from the longest run of its arm and seed at its own decay "
-                      f"start (the same run up to there), which saved {ladder['saved_s'] / 60:.1f} minutes of "
+                      f"start (the same run up to there), which saved {ladder.saved_s / 60:.1f} minutes of "
                       "training.", ""]
-        lines += [ladder["table"], "", *[f"- {v}" for v in ladder["verdicts"]], ""]
+        lines += [ladder.table, "", *[f"- {v}" for v in ladder.verdicts], ""]
     lines += ["", "`speed-up`: baseline steps / arm steps to reach the baseline's final seed-mean val loss "
               "(linear interpolation between evaluations); interval from the per-seed ratios.", ""]
     if tuning["lines"]:

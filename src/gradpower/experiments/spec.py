@@ -43,24 +43,14 @@ class Arm:
 
 
 @dataclass
-class ExperimentSpec:
-    """Shared settings plus arms (``compare``) or a grid (``sweep``), over ``seeds`` seeds."""
+class RunsSpec:
+    """What every kind of experiment of seeded runs shares: the runs' common settings, the seeds, an optional
+    horizon ladder and where the runs execute. Each kind's spec adds its own fields (:class:`CompareSpec`,
+    :class:`SweepSpec`)."""
 
     base: dict[str, Any] = field(default_factory=dict)
-    arms: list[Arm] = field(default_factory=list)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
     seeds: int = 3
-    tune_lr: list[float] | None = None
-    tune_seeds: bool = False
     first_seed: int = 0
-    #: The difference (nats) the report sizes the design for: ``seeds_needed`` is the seeds that resolve it.
-    effect: float = DEFAULT_EFFECT
-    #: ``--seeds auto``: add seeds in rounds up to this many, stopping by the sequential rule (None: ``seeds``).
-    max_seeds: int | None = None
-    #: sweep: the point the others are paired against, e.g. ``{"p": 1.0}`` (None: the first grid value).
-    reference: dict[str, Any] | None = None
-    #: sweep: a fixed token budget; each point trains tokens / (batch_size x seq_len) steps (None: ``steps``).
-    tokens: int | None = None
     #: The file's ``[launcher]`` table (:class:`.launcher.LauncherConfig` keys): where the runs execute.
     launcher: dict[str, Any] = field(default_factory=dict)
     #: A horizon ladder: every arm (or grid point) and seed trains to each of these lengths (None: ``steps``).
@@ -76,49 +66,32 @@ class ExperimentSpec:
     def __post_init__(self) -> None:
         if self.seeds < 1 or self.first_seed < 0:
             raise BadInput(f"seeds must be >= 1 and first_seed >= 0, got {self.seeds} and {self.first_seed}")
-        if not (isinstance(self.effect, (int, float)) and 0 < self.effect < float("inf")):
-            raise BadInput(f"effect must be a number of nats > 0, got {self.effect!r}")
-        if self.max_seeds is not None and self.max_seeds < 2:
-            raise BadInput(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got "
-                           f"{self.max_seeds}")
-        if self.max_seeds is not None and self.tune_seeds:
-            raise BadInput("--seeds auto tunes lr on the first seed only: drop --tune-seeds")
-        names = [arm.name for arm in self.arms]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise BadInput(f"arm names must be unique; repeated: {', '.join(duplicates)} (name them 'NAME: ...')")
-        if self.tune_lr is not None:
-            if not self.tune_lr or any(not lr > 0 for lr in self.tune_lr):
-                raise BadInput(f"tune_lr must be a non-empty list of positive lrs, got {self.tune_lr}")
-            for arm in self.arms:
-                if "lr" in arm.overrides:
-                    raise BadInput(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
-        if self.reference is not None:
-            for key, value in self.reference.items():
-                if key not in self.grid or value not in self.grid[key]:
-                    raise BadInput(f"--reference {key}={value} is not a grid value; the grid: "
-                                   + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
-        if self.tokens is not None and self.tokens < 1:
-            raise BadInput(f"--tokens must be a positive token budget, got {self.tokens}")
+        self.check()
         if self.horizons is not None:
             self._check_horizons()
-        self.config(**{k: v[0] for k, v in self.grid.items()})  # validates shared settings early
+        for overrides in self.run_overrides():
+            self.config(**overrides)  # validates shared settings early
+
+    def check(self) -> None:
+        """A kind's own checks of its fields (before the ladder's, which need them)."""
+
+    def run_overrides(self) -> list[dict[str, Any]]:
+        """What each arm or grid point sets besides the shared settings (one ``{}`` where nothing varies)."""
+        return [{}]
+
+    @property
+    def horizon_flag(self) -> str:
+        """The flag that gives this ladder: ``--horizons`` (steps) or ``--horizon-tokens``."""
+        return "--horizons" if self.horizon_unit == "steps" else "--horizon-tokens"
 
     def _check_horizons(self) -> None:
-        flag = "--horizons" if self.horizon_unit == "steps" else "--horizon-tokens"
+        flag = self.horizon_flag
         if self.horizon_unit not in HORIZON_UNITS:
             raise BadInput(f"horizon_unit must be one of {', '.join(HORIZON_UNITS)}, got {self.horizon_unit!r}")
         if (not self.horizons or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.horizons)
                 or len(set(self.horizons)) != len(self.horizons)):
             raise BadInput(f"{flag} must be distinct positive whole numbers, got {self.horizons}")
-        if self.tokens is not None:
-            raise BadInput(f"{flag} sets each run's length: drop --tokens")
-        for arm in self.arms:
-            if "steps" in arm.overrides:
-                raise BadInput(f"arm {arm.name!r} sets steps, which {flag} sets: drop one of them")
-        if "steps" in self.grid:
-            raise BadInput(f"{flag} sets each run's length: drop steps from the grid")
-        for overrides in [arm.overrides for arm in self.arms] or [{k: v[0] for k, v in self.grid.items()}]:
+        for overrides in self.run_overrides():
             for horizon, settings in self.horizon_runs(overrides):
                 if settings["steps"] < 2 or settings["warmup"] >= settings["steps"]:
                     raise BadInput(f"{flag}: horizon {horizon} is {settings['steps']} step(s), not more than the "
@@ -136,7 +109,7 @@ class ExperimentSpec:
         ``[(None, {})]`` without a ladder."""
         if not self.horizons:
             return [(None, {})]
-        cfg = self._shape_config(overrides)
+        cfg = self.config(**overrides)
         per_step = cfg.tokens_per_step
         horizons = sorted(self.horizons)
         steps = [h if self.horizon_unit == "steps" else h // per_step for h in horizons]
@@ -149,32 +122,7 @@ class ExperimentSpec:
 
     def tokens_per_step(self, overrides: dict[str, Any]) -> int:
         """Training tokens of one optimizer step of a run with ``overrides`` (batch x sequence length)."""
-        return self._shape_config(overrides).tokens_per_step
-
-    def _shape_config(self, overrides: dict[str, Any]) -> TrainConfig:
-        """A config for what a run's settings say of its shape (batch, sequence length, p tracking), before a
-        ladder gives it its steps: long enough that any warm-up or cadence it sets is valid."""
-        return self.config(**{**overrides, "steps": 2**40})
-
-    def budget_steps(self, point: dict[str, Any]) -> dict[str, Any]:
-        """``--tokens``: the steps that give a grid point the sweep's token budget (equal compute across batch
-        sizes); ``{}`` without one."""
-        if self.tokens is None:
-            return {}
-        per_step = self.tokens_per_step(point)
-        if self.tokens // per_step < 1:
-            raise BadInput(f"--tokens {self.tokens} is less than one step of {point_label(point)} "
-                           f"({per_step} tokens)")
-        return {"steps": self.tokens // per_step}
-
-    def arm_config(self, arm: Arm, seed: int, horizon: int | None = None, lr: float | None = None) -> TrainConfig:
-        """The config of ``arm``'s run for ``seed`` at ``horizon`` of the ladder (None without one), at a tuned
-        ``lr`` (None: the arm's own): what ``compare`` plans, and what a reader of its folder checks a run against."""
-        return self._config_at(arm.overrides, seed, horizon, {"lr": lr} if lr is not None else {})
-
-    def point_config(self, point: dict[str, Any], seed: int, horizon: int | None = None) -> TrainConfig:
-        """The config of a grid point's run for ``seed`` at ``horizon``: what ``sweep`` plans."""
-        return self._config_at(point, seed, horizon, self.budget_steps(point))
+        return self.config(**overrides).tokens_per_step
 
     def _config_at(self, overrides: dict[str, Any], seed: int, horizon: int | None, extra: dict[str, Any]
                    ) -> TrainConfig:
@@ -182,6 +130,75 @@ class ExperimentSpec:
         if horizon not in settings:
             raise BadInput(f"horizon {horizon} is not one of this experiment's ({sorted(self.horizons or [])})")
         return self.config(seed, **{**overrides, **settings[horizon], **extra})
+
+    def horizon_text(self, horizon: int | None) -> str:
+        """``640 steps`` or ``655,360 tokens``; "" without a ladder."""
+        return "" if horizon is None else f"{horizon:,} {self.horizon_unit}"
+
+    def config(self, seed: int = 0, **overrides: Any) -> TrainConfig:
+        """The TrainConfig of this experiment's shared settings plus ``overrides`` for ``seed``. Under a ladder a
+        run's steps come from its horizon, so a config for its shape alone (batch, sequence length, p tracking)
+        takes the shared steps or any length the warm-up allows."""
+        values = {**self.base, **overrides, "seed": seed}
+        if self.horizons and "steps" not in overrides:
+            warmup = values.get("warmup") or 0
+            values["steps"] = max(values.get("steps") or 0, warmup + 1, values.get("p_every") or 0,
+                                  values.get("p_auto_steps", 0) + 1, 2)
+        return TrainConfig(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """The spec of a saved ``to_dict()``; keys of the other kinds' specs (folders of earlier versions held
+        them all) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class CompareSpec(RunsSpec):
+    """``compare``: arms over seeds, with an lr grid to tune per arm and the design's target effect."""
+
+    arms: list[Arm] = field(default_factory=list)
+    tune_lr: list[float] | None = None
+    tune_seeds: bool = False
+    #: The difference (nats) the report sizes the design for: ``seeds_needed`` is the seeds that resolve it.
+    effect: float = DEFAULT_EFFECT
+    #: ``--seeds auto``: add seeds in rounds up to this many, stopping by the sequential rule (None: ``seeds``).
+    max_seeds: int | None = None
+
+    def check(self) -> None:
+        self.arms = [Arm(**a) if isinstance(a, dict) else a for a in self.arms]
+        if not (isinstance(self.effect, (int, float)) and 0 < self.effect < float("inf")):
+            raise BadInput(f"effect must be a number of nats > 0, got {self.effect!r}")
+        if self.max_seeds is not None and self.max_seeds < 2:
+            raise BadInput(f"--max-seeds must be at least 2 (a paired interval needs two seeds), got "
+                           f"{self.max_seeds}")
+        if self.max_seeds is not None and self.tune_seeds:
+            raise BadInput("--seeds auto tunes lr on the first seed only: drop --tune-seeds")
+        names = [arm.name for arm in self.arms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise BadInput(f"arm names must be unique; repeated: {', '.join(duplicates)} (name them 'NAME: ...')")
+        if self.tune_lr is not None:
+            if not self.tune_lr or any(not lr > 0 for lr in self.tune_lr):
+                raise BadInput(f"tune_lr must be a non-empty list of positive lrs, got {self.tune_lr}")
+            for arm in self.arms:
+                if "lr" in arm.overrides:
+                    raise BadInput(f"arm {arm.name!r} sets lr, which --tune-lr chooses; drop one of them")
+        for arm in self.arms if self.horizons is not None else []:
+            if "steps" in arm.overrides:
+                raise BadInput(f"arm {arm.name!r} sets steps, which {self.horizon_flag} sets: drop one of them")
+
+    def run_overrides(self) -> list[dict[str, Any]]:
+        return [arm.overrides for arm in self.arms] or [{}]
+
+    def arm_config(self, arm: Arm, seed: int, horizon: int | None = None, lr: float | None = None) -> TrainConfig:
+        """The config of ``arm``'s run for ``seed`` at ``horizon`` of the ladder (None without one), at a tuned
+        ``lr`` (None: the arm's own): what ``compare`` plans, and what a reader of its folder checks a run against."""
+        return self._config_at(arm.overrides, seed, horizon, {"lr": lr} if lr is not None else {})
 
     def same_runs(self) -> list[tuple[str, str]]:
         """Pairs of arms whose runs would be the same runs (every defining field equal at every horizon, at the
@@ -195,20 +212,47 @@ class ExperimentSpec:
         planned = [(arm.name, runs_of(arm)) for arm in self.arms]
         return [(a, b) for i, (a, runs_a) in enumerate(planned) for b, runs_b in planned[i + 1:] if runs_a == runs_b]
 
-    def horizon_text(self, horizon: int | None) -> str:
-        """``640 steps`` or ``655,360 tokens``; "" without a ladder."""
-        return "" if horizon is None else f"{horizon:,} {self.horizon_unit}"
 
-    def config(self, seed: int = 0, **overrides: Any) -> TrainConfig:
-        """The TrainConfig of this experiment's shared settings plus ``overrides`` for ``seed``."""
-        return TrainConfig(**{**self.base, **overrides, "seed": seed})
+@dataclass
+class SweepSpec(RunsSpec):
+    """``sweep``: a grid over TrainConfig fields, each point over seeds, paired against a reference point."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    #: The point the others are paired against, e.g. ``{"p": 1.0}`` (None: the first grid value).
+    reference: dict[str, Any] | None = None
+    #: A fixed token budget; each point trains tokens / (batch_size x seq_len) steps (None: ``steps``).
+    tokens: int | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentSpec:
-        return cls(**{**data, "arms": [Arm(**a) for a in data.get("arms", [])]})
+    def check(self) -> None:
+        if self.reference is not None:
+            for key, value in self.reference.items():
+                if key not in self.grid or value not in self.grid[key]:
+                    raise BadInput(f"--reference {key}={value} is not a grid value; the grid: "
+                                   + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in self.grid.items()))
+        if self.tokens is not None and self.tokens < 1:
+            raise BadInput(f"--tokens must be a positive token budget, got {self.tokens}")
+        if self.tokens is not None and self.horizons is not None:
+            raise BadInput(f"{self.horizon_flag} sets each run's length: drop --tokens")
+        if "steps" in self.grid and self.horizons is not None:
+            raise BadInput(f"{self.horizon_flag} sets each run's length: drop steps from the grid")
+
+    def run_overrides(self) -> list[dict[str, Any]]:
+        return [{k: v[0] for k, v in self.grid.items()}]
+
+    def budget_steps(self, point: dict[str, Any]) -> dict[str, Any]:
+        """``--tokens``: the steps that give a grid point the sweep's token budget (equal compute across batch
+        sizes); ``{}`` without one."""
+        if self.tokens is None:
+            return {}
+        per_step = self.tokens_per_step(point)
+        if self.tokens // per_step < 1:
+            raise BadInput(f"--tokens {self.tokens} is less than one step of {point_label(point)} "
+                           f"({per_step} tokens)")
+        return {"steps": self.tokens // per_step}
+
+    def point_config(self, point: dict[str, Any], seed: int, horizon: int | None = None) -> TrainConfig:
+        """The config of a grid point's run for ``seed`` at ``horizon``: what ``sweep`` plans."""
+        return self._config_at(point, seed, horizon, self.budget_steps(point))
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -222,9 +266,9 @@ def point_label(point: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
-def with_run_defaults(spec: ExperimentSpec) -> ExperimentSpec:
+def with_run_defaults(spec: RunsSpec) -> Any:
     """Fill the settings a comparison needs (per-step loss, ~10 evaluations, ~4 checkpoints) if unset (a ladder
-    sets its evaluations and checkpoints per horizon: :meth:`ExperimentSpec.horizon_runs`)."""
+    sets its evaluations and checkpoints per horizon: :meth:`RunsSpec.horizon_runs`)."""
     base = {**RUN_DEFAULTS, **spec.base}
     if spec.horizons:
         return dataclasses.replace(spec, base=base)
@@ -334,32 +378,45 @@ def _horizons_of(raw: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def load_experiment(path: str | Path) -> ExperimentSpec:
-    """Read an experiment TOML file (shared TrainConfig keys, seeds/tune keys, [[arm]] or [grid])."""
+#: Each kind's keys of an experiment file, besides the shared ones.
+_KIND_KEYS = {"CompareSpec": ("arm", "tune_lr", "tune_seeds", "effect", "max_seeds"),
+              "SweepSpec": ("grid", "reference", "tokens")}
+
+
+def load_experiment(path: str | Path, kind: type[RunsSpec] = CompareSpec) -> Any:
+    """Read an experiment TOML file into ``kind``'s spec: shared TrainConfig keys, seeds, a ladder and a
+    [launcher] table, with [[arm]] tables and tune keys (:class:`CompareSpec`) or a [grid] table
+    (:class:`SweepSpec`)."""
     file = Path(path)
     raw = read_toml(file, "experiment file")
     base = typed_fields(raw, str(file), also=EXPERIMENT_KEYS)
     names = {f.name for f in config_fields()}
+    other = next(k for k in _KIND_KEYS if k != kind.__name__)
+    foreign = sorted(set(_KIND_KEYS[other]) & set(raw))
+    if foreign:
+        command = "compare" if other == "CompareSpec" else "sweep"
+        raise BadInput(f"{file}: {', '.join(foreign)} belong to a 'gradpower {command}' file")
     try:
+        shared = dict(seeds=int(raw.get("seeds", 3)), first_seed=int(raw.get("first_seed", 0)),
+                      launcher=_launcher_table(raw.get("launcher", {}), file), **_horizons_of(raw))
+        if kind is SweepSpec:
+            grid = {}
+            for key, values in raw.get("grid", {}).items():
+                key = key.replace("-", "_")
+                if key not in names or not isinstance(values, list) or not values:
+                    raise BadInput(f"[grid] {key} must be a TrainConfig field with a list of values")
+                grid[key] = [check_type(key, v) for v in values]
+            return SweepSpec(base=base, grid=grid, **shared,
+                             reference=dict(raw["reference"]) if raw.get("reference") is not None else None,
+                             tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None)
         arms = []
         for table in raw.get("arm", []):
             name = table.get("name")
             overrides = typed_fields({k: v for k, v in table.items() if k != "name"}, f"[[arm]] {name or ''}".strip())
             arms.append(Arm(str(name) if name else arm_label(overrides), overrides))
-        grid = {}
-        for key, values in raw.get("grid", {}).items():
-            key = key.replace("-", "_")
-            if key not in names or not isinstance(values, list) or not values:
-                raise BadInput(f"[grid] {key} must be a TrainConfig field with a list of values")
-            grid[key] = [check_type(key, v) for v in values]
-        return ExperimentSpec(
-            base=base, arms=arms, grid=grid, seeds=int(raw.get("seeds", 3)), tune_lr=raw.get("tune_lr"),
-            tune_seeds=bool(raw.get("tune_seeds", False)), first_seed=int(raw.get("first_seed", 0)),
+        return kind(
+            base=base, arms=arms, tune_lr=raw.get("tune_lr"), tune_seeds=bool(raw.get("tune_seeds", False)),
             effect=float(raw.get("effect", DEFAULT_EFFECT)),
-            max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None,
-            reference=dict(raw["reference"]) if raw.get("reference") is not None else None,
-            tokens=int(raw["tokens"]) if raw.get("tokens") is not None else None,
-            launcher=_launcher_table(raw.get("launcher", {}), file), **_horizons_of(raw),
-        )
+            max_seeds=int(raw["max_seeds"]) if raw.get("max_seeds") is not None else None, **shared)
     except (ValueError, TypeError) as exc:
         raise BadInput(f"{file}: {exc}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from ..errors import BadInput
+from ..train.config import TrainConfig
 from . import plots
-from .execute import PlannedRun, RunsFailedError, check_planned, execute, failures, place
-from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
+from .execute import PlannedRun, place
+from .folder import load_listed_runs, read_experiment, write_csv
+from .kinds import register, run_experiment
 from .launcher import LauncherConfig
-from .spec import ExperimentSpec, grid_points, point_label, with_run_defaults
+from .runs import Run
+from .spec import SweepSpec, grid_points, point_label, with_run_defaults
 from .stage import stage_of
 from .stats import Interval, t_interval
 
@@ -31,47 +35,96 @@ from .stats import Interval, t_interval
 HORIZON = "horizon"
 
 
-def run_sweep(spec: ExperimentSpec, out: Path, jobs: int = 1, command: str = "gradpower sweep",
+@dataclass
+class SweepResult:
+    """What a sweep folder's runs say (:func:`analyse_sweep`): each table's rows, the reference point and where
+    in training its runs stand."""
+
+    spec: SweepSpec
+    record: dict[str, Any]
+    grid: dict[str, list[Any]]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    best: list[dict[str, Any]]
+    reference: dict[str, Any]
+    stages: list[str]
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.grid)
+
+    def text(self) -> str:
+        """The summary table, each field's best and the stages, as the command prints them."""
+        lines = ["| " + " | ".join(self.fields) + " | final val loss (mean ± std) | n |",
+                 "|" + "---|" * (len(self.fields) + 2)]
+        for s in self.summary:
+            value = f"{s['mean']:.4f} ± {s['std']:.4f}" if math.isfinite(s["std"]) else (
+                f"{s['mean']:.4f}" if math.isfinite(s["mean"]) else "")
+            lines.append("| " + " | ".join(str(s[k]) for k in self.fields) + f" | {value} | {s['n']} |")
+        lines.append("")
+        lines += [_best_line(b, point_label(self.reference)) for b in self.best]
+        return "\n".join(lines) + "\n" + "\n".join(self.stages)
+
+
+class SweepExperiment:
+    """``sweep`` as a kind of experiment (:mod:`.kinds`): every grid point over seeds, paired by seed against a
+    reference point."""
+
+    kind = "sweep"
+    spec_type = SweepSpec
+
+    def plan(self, spec: SweepSpec, runs_root: Path) -> list[PlannedRun]:
+        if not spec.grid:
+            raise BadInput("sweep needs at least one --grid FIELD=V1,V2,...")
+        if spec.tokens is not None and "steps" in spec.grid:
+            raise BadInput("--tokens fixes each point's steps: drop steps from the grid")
+        planned = []
+        for seed in spec.seed_list:
+            for point in grid_points(spec.grid):
+                for horizon, _ in spec.horizon_runs(point):
+                    label = point_label(point) + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
+                    cfg = place(spec.point_config(point, seed, horizon), runs_root)
+                    planned.append(PlannedRun(label, seed, cfg, point={k: cfg.to_dict()[k] for k in spec.grid},
+                                              horizon=horizon))
+        return planned
+
+    def planned_config(self, spec: SweepSpec, entry: dict[str, Any]) -> TrainConfig | None:
+        for point in grid_points(spec.grid):
+            cfg = spec.point_config(point, int(entry["seed"]), entry.get("horizon"))
+            if {k: cfg.to_dict()[k] for k in spec.grid} == entry.get("point"):
+                return cfg
+        return None
+
+    def analyse(self, folder: Path) -> SweepResult:
+        record = read_experiment(folder)
+        return analyse_sweep(record, load_listed_runs(folder, record))
+
+    def write(self, folder: Path, result: SweepResult) -> str:
+        return write_sweep(folder, result)
+
+
+SWEEP = register(SweepExperiment())
+
+
+def run_sweep(spec: SweepSpec, out: Path, jobs: int = 1, command: str = "gradpower sweep",
               echo: Callable[[str], None] = print, launcher: LauncherConfig | None = None) -> str:
     """Train (or reuse) every grid point over every seed, then write the sweep tables and figures."""
-    if not spec.grid:
-        raise BadInput("sweep needs at least one --grid FIELD=V1,V2,...")
-    if spec.tokens is not None and "steps" in spec.grid:
-        raise BadInput("--tokens fixes each point's steps: drop steps from the grid")
-    spec = with_run_defaults(spec)
-    points = grid_points(spec.grid)
-    planned, horizons = [], []
-    for seed in spec.seed_list:
-        for point in points:
-            for horizon, _ in spec.horizon_runs(point):
-                label = point_label(point) + (f" @ {spec.horizon_text(horizon)}" if horizon is not None else "")
-                planned.append(PlannedRun(label, seed, place(spec.point_config(point, seed, horizon), out / "runs")))
-                horizons.append(horizon)
-    check_planned(planned)  # every point is valid before the folder is written
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"kind": "sweep", "command": command, "spec": spec.to_dict(),
-              "runs": [{"point": {k: p.cfg.to_dict()[k] for k in spec.grid}, "seed": p.seed,
-                        "dir": str(p.run_dir.relative_to(out)), **({"horizon": h} if h is not None else {})}
-                       for p, h in zip(planned, horizons)]}
-    write_experiment(out, record)
-    ladder = f" x {len(spec.horizons)} horizon(s)" if spec.horizons else ""
-    echo(f"== sweep: {len(points)} point(s) x {spec.seeds} seed(s){ladder} -> {out}")
-    failed = failures(execute(planned, jobs, echo, launcher))
-    text = sweep_report(out)
-    if failed:
-        raise RunsFailedError(failed, text)
-    return text
+    return run_experiment(SWEEP, with_run_defaults(spec), out, jobs, command, echo, launcher)
 
 
 def sweep_report(out: Path) -> str:
     """Write sweep.csv, summary.csv, best.csv and the figures of a sweep folder; return the summary text."""
-    record = read_experiment(out)
-    spec = ExperimentSpec.from_dict(record["spec"])
+    return SWEEP.write(out, SWEEP.analyse(out))
+
+
+def analyse_sweep(record: dict[str, Any], loaded: list[tuple[dict[str, Any], Run | None]]) -> SweepResult:
+    """A sweep folder's record and listed runs analysed: one row per run, per point its mean and its paired
+    difference to the reference, each field's best. Pure: it reads and writes no file."""
+    spec = SweepSpec.from_dict(record["spec"])
     # a ladder's horizon is one more axis of the tables and figures (never a "best" of its own)
     grid = {**spec.grid, **({HORIZON: sorted(spec.horizons)} if spec.horizons else {})}
     fields = list(grid)
     rows = []
-    loaded = load_listed_runs(out, record)
     for entry, run in loaded:
         done = run is not None and run.finished
         rows.append(
@@ -86,8 +139,6 @@ def sweep_report(out: Path) -> str:
                 "run_dir": entry["dir"],
             }
         )
-    write_csv(out / "sweep.csv", fields + ["seed", "final_val_loss", "best_val_loss", "steps", "wall_s", "spikes",
-                                          "run_dir"], rows)
     by_seed = {(tuple(r[k] for k in fields), r["seed"]): r["final_val_loss"] for r in rows
                if math.isfinite(r["final_val_loss"])}
     reference = spec.reference or {fields[0]: spec.grid[fields[0]][0]}
@@ -99,19 +150,20 @@ def sweep_report(out: Path) -> str:
         summary.append({**point, "mean": float(np.mean(values)) if values else math.nan,
                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "n": len(values),
                         "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high})
-    write_csv(out / "summary.csv", fields + ["mean", "std", "n", "diff_mean", "diff_ci_low", "diff_ci_high"], summary)
     best = [b for b in best_per_field(grid, summary, by_seed) if b["field"] != HORIZON]
-    write_csv(out / "best.csv", ["field", "given", "best_value", "mean", "std", "n", "resolved"], best)
-    _sweep_figures(out, grid, summary)
-    lines = ["| " + " | ".join(fields) + " | final val loss (mean ± std) | n |", "|" + "---|" * (len(fields) + 2)]
-    for s in summary:
-        value = f"{s['mean']:.4f} ± {s['std']:.4f}" if math.isfinite(s["std"]) else (
-            f"{s['mean']:.4f}" if math.isfinite(s["mean"]) else "")
-        lines.append("| " + " | ".join(str(s[k]) for k in fields) + f" | {value} | {s['n']} |")
-    lines.append("")
-    ref = point_label(reference)
-    lines += [_best_line(b, ref) for b in best]
-    text = "\n".join(lines)
+    return SweepResult(spec, record, grid, rows, summary, best, reference, _stages(loaded, spec, reference))
+
+
+def write_sweep(out: Path, result: SweepResult) -> str:
+    """A :class:`SweepResult` as files in ``out``: sweep.csv, summary.csv, best.csv, the figures and report.md;
+    returns :meth:`SweepResult.text`."""
+    spec, fields, grid = result.spec, result.fields, result.grid
+    write_csv(out / "sweep.csv", fields + ["seed", "final_val_loss", "best_val_loss", "steps", "wall_s", "spikes",
+                                          "run_dir"], result.rows)
+    write_csv(out / "summary.csv", fields + ["mean", "std", "n", "diff_mean", "diff_ci_low", "diff_ci_high"],
+              result.summary)
+    write_csv(out / "best.csv", ["field", "given", "best_value", "mean", "std", "n", "resolved"], result.best)
+    _sweep_figures(out, grid, result.summary)
     shared = spec.config(**{k: v[0] for k, v in spec.grid.items()})
     budget = (f"tokens held fixed at {spec.tokens} per run (steps = tokens / (batch_size x seq_len))"
               if spec.tokens is not None else f"steps held fixed at {shared.steps}" if "steps" not in fields
@@ -119,18 +171,19 @@ def sweep_report(out: Path) -> str:
     if spec.horizons:
         budget = f"horizons {', '.join(f'{h:,}' for h in grid[HORIZON])} {spec.horizon_unit} (the `{HORIZON}` column)"
     settings = (f"Shared settings: optimizer `{shared.optim}`, lr `{shared.lr or 'the preset default'}`, schedule "
-                f"`{shared.schedule}`, {budget}; differences are paired by seed against {ref} (95% Student-t)"
-                + (", within each horizon." if spec.horizons else "."))
-    stages = _stages(loaded, spec, reference)
-    text += "\n" + "\n".join(stages)
-    settings += "\n\nWhere in training (the reference point's runs):\n\n" + "\n".join(f"- {line}" for line in stages)
-    (out / "report.md").write_text(f"# Sweep\n\nCommand: `{record.get('command', 'gradpower sweep')}`\n\n{settings}\n\n"
-                                   f"{text}\n\n"
+                f"`{shared.schedule}`, {budget}; differences are paired by seed against "
+                f"{point_label(result.reference)} (95% Student-t)" + (", within each horizon." if spec.horizons
+                                                                      else "."))
+    settings += "\n\nWhere in training (the reference point's runs):\n\n" + "\n".join(
+        f"- {line}" for line in result.stages)
+    text = result.text()
+    (out / "report.md").write_text(f"# Sweep\n\nCommand: `{result.record.get('command', 'gradpower sweep')}`\n\n"
+                                   f"{settings}\n\n{text}\n\n"
                                    + "".join(f"![{f.name}]({f.name})\n\n" for f in sorted(out.glob("*.png"))))
     return text
 
 
-def _stages(loaded, spec: ExperimentSpec, reference: dict[str, Any]) -> list[str]:
+def _stages(loaded, spec: SweepSpec, reference: dict[str, Any]) -> list[str]:
     """Where in training the reference point's runs ended, per horizon (:mod:`.stage`)."""
     lines = []
     for horizon in sorted(spec.horizons) if spec.horizons else [None]:
