@@ -22,7 +22,7 @@ import torch
 from gradpower.cli import main
 from gradpower.experiments.runs import RunReadError, load_run
 from gradpower.invocation import spelling
-from gradpower.train.checkpoint import list_checkpoints, load_checkpoint
+from gradpower.train.checkpoint import list_checkpoints, load_checkpoint, step_of
 
 from .helpers import MICRO_EVAL_TOKENS
 
@@ -337,23 +337,50 @@ def test_invalid_checkpoints_are_refused_in_one_line_and_resume_falls_back(tmp_p
     assert not (out / "checkpoints" / ".step_00000006.pt.tmp999").exists()
 
 
+#: Runs ``gradpower`` (argv after the script) with the training loop held at the start of step 10's after-step
+#: work until a signal arrives: it writes the file named by GP_PAUSED first, so the test signals at a known step.
+PAUSE_AT_STEP_10 = """
+import os, sys, time
+from pathlib import Path
+from gradpower import interrupts
+from gradpower.train import loop
+
+after_step = loop.Trainer._after_step
+
+def held(self, session, *args):
+    if self.step == 10:
+        Path(os.environ["GP_PAUSED"]).write_text("10")
+        deadline = time.time() + 60
+        while interrupts.requested() is None and time.time() < deadline:
+            time.sleep(0.01)
+    after_step(self, session, *args)
+
+loop.Trainer._after_step = held
+from gradpower.cli import main
+sys.argv = ["__main__.py", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
 def test_ctrl_c_writes_a_checkpoint_and_resume_continues_exactly(tmp_path, cache):
     straight = tmp_path / "straight"
     assert main(["train", *micro_args(cache), "--steps", "40", "--out", str(straight)]) == 0
-    out = tmp_path / "run"
-    proc = gradpower("train", *micro_args(cache), "--steps", "40", "--out", str(out), "--ckpt-every", "1000")
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / "metrics.jsonl").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)
+    out, paused = tmp_path / "run", tmp_path / "paused"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GP_PAUSED": str(paused)}
+    proc = subprocess.Popen([sys.executable, "-c", PAUSE_AT_STEP_10, "train", *micro_args(cache), "--steps", "40",
+                             "--out", str(out), "--ckpt-every", "1000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not paused.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    assert paused.exists(), "the run never reached step 10"
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert code == 130
     line = one_line(err)
-    assert "interrupted by SIGINT at step" in line and f"continue with: {PROGRAM} train --out {out} --resume" in line
-    assert list_checkpoints(out / "checkpoints")
+    assert "interrupted by SIGINT at step 10/40" in line
+    assert f"continue with: {PROGRAM} train --out {out} --resume" in line
+    assert [step_of(c) for c in list_checkpoints(out / "checkpoints")] == [10]  # written at the stop
     assert main(["train", *micro_args(cache), "--steps", "40", "--out", str(out), "--resume"]) == 0
     assert losses(out) == losses(straight)
 

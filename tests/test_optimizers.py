@@ -1,5 +1,6 @@
 """Each power optimizer against torch's own optimizer run on hand-transformed gradients."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -266,26 +267,65 @@ def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon(
         assert 0 < rel < 2e-2, rel  # differs (fp32 is not bf16) but only at bf16 precision
 
 
-def test_the_default_newton_schulz_dtype_follows_the_documented_rule_on_this_machine():
-    """bf16 on CUDA and on CPUs whose flags (read here from /proc/cpuinfo, not torch) show AMX-BF16 or
-    AVX512-BF16; fp32 elsewhere. A default MuonPower step equals one with that dtype passed explicitly."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        pytest.skip("needs /proc/cpuinfo for an independent read of the CPU flags")
-    flags = {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
-             for flag in line.split(":", 1)[1].split()}
-    expected = "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
-    assert default_ns_dtype(torch.device("cpu")) == expected
-    assert default_ns_dtype(torch.device("cuda")) == "bfloat16" and default_ns_dtype(torch.device("meta")) == "float32"
+@pytest.fixture
+def ns_cache(tmp_path, monkeypatch):
+    """A fresh cache of measured Newton-Schulz dtypes, and a fake measurement that counts its calls."""
+    from gradpower.optim import ns_dtype
+
+    monkeypatch.setenv("GRADPOWER_CACHE", str(tmp_path))
+    ns_dtype.measured_cpu_choice.cache_clear()
+    calls, timings = [], {"bfloat16": 3.0, "float32": 2.0}
+    monkeypatch.setattr(ns_dtype, "measure", lambda: calls.append(1) or dict(timings))
+    monkeypatch.setattr(ns_dtype, "cpu_has_bf16_matmul", lambda: True)
+    yield ns_dtype, calls, timings
+    ns_dtype.measured_cpu_choice.cache_clear()
+
+
+def test_the_default_newton_schulz_dtype_is_the_faster_one_measured_once_per_machine(ns_cache, monkeypatch):
+    ns_dtype, calls, timings = ns_cache
+    cpu = torch.device("cpu")
+    assert default_ns_dtype(cpu) == "float32" and len(calls) == 1  # fp32 measured faster
+    saved = json.loads(ns_dtype.cache_file().read_text())
+    assert [entry["dtype"] for entry in saved.values()] == ["float32"]
+    ns_dtype.measured_cpu_choice.cache_clear()  # a new process on the same machine reads the cache
+    timings.update(bfloat16=1.0)
+    assert default_ns_dtype(cpu) == "float32" and len(calls) == 1
+    monkeypatch.setattr(torch, "__version__", "9.9.9")  # another torch: measured again, kept beside the first
+    ns_dtype.measured_cpu_choice.cache_clear()
+    assert default_ns_dtype(cpu) == "bfloat16" and len(calls) == 2 and len(json.loads(
+        ns_dtype.cache_file().read_text())) == 2
+    ns_dtype.cache_file().write_text("{not json")  # a damaged cache is measured again and rewritten
+    ns_dtype.measured_cpu_choice.cache_clear()
+    assert default_ns_dtype(cpu) == "bfloat16" and len(calls) == 3
+    assert json.loads(ns_dtype.cache_file().read_text())
+    # no measurement where the answer is known: CUDA bf16, a CPU without native bf16 fp32, other devices fp32
+    monkeypatch.setattr(ns_dtype, "cpu_has_bf16_matmul", lambda: False)
+    assert [default_ns_dtype(torch.device(d)) for d in ("cuda", "cpu", "meta")] == ["bfloat16", "float32", "float32"]
+    assert len(calls) == 3
+
+
+def test_a_default_muonpower_step_runs_newton_schulz_in_the_measured_dtype(ns_cache):
+    _, _, timings = ns_cache
     torch.manual_seed(4)
     grad = torch.randn(64, 32) * 1e-3
-    results = []
-    for ns_dtype in (None, expected, "float32" if expected == "bfloat16" else "bfloat16"):
-        w = torch.nn.Parameter(torch.full((64, 32), 0.01))
-        w.grad = grad.clone()
-        MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.2, weight_decay=0.0, ns_dtype=ns_dtype).step()
-        results.append(w.detach().clone())
-    assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+    for faster in ("float32", "bfloat16"):
+        timings.update({faster: 1.0, "bfloat16" if faster == "float32" else "float32": 5.0})
+        ns_cache[0].measured_cpu_choice.cache_clear()
+        ns_cache[0].cache_file().unlink(missing_ok=True)
+        results = []
+        for ns_dtype in (None, faster, "float32" if faster == "bfloat16" else "bfloat16"):
+            w = torch.nn.Parameter(torch.full((64, 32), 0.01))
+            w.grad = grad.clone()
+            MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.2, weight_decay=0.0, ns_dtype=ns_dtype).step()
+            results.append(w.detach().clone())
+        assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+
+
+def test_the_measurement_times_both_dtypes_of_the_real_iteration():
+    from gradpower.optim.ns_dtype import measure
+
+    timings = measure((2, 16, 64), repeats=2)
+    assert set(timings) == {"bfloat16", "float32"} and all(0 < t < 1e4 for t in timings.values())
 
 
 def test_muonpower_state_dict_round_trip_and_named_groups():

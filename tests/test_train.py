@@ -224,7 +224,7 @@ def test_train_step_is_backward_clip_update_schedule_against_a_hand_written_step
 
 def test_the_final_evaluation_holds_the_same_tokens_for_every_seed_and_its_se_by_hand(tmp_path, cache):
     from gradpower.data.pipeline import DataConfig, build_data
-    from gradpower.train.loop import evaluate_tokens
+    from gradpower.train.evaluate import evaluate_tokens
 
     def final_tokens(seed, micro):
         data = build_data(DataConfig(cache_dir=cache, bpe_vocab_size=300, eval_tokens=2000), seq_len=32,

@@ -27,6 +27,12 @@ class StorageError(RuntimeError):
     """Writing failed (full disk, read-only place, permissions) or a folder is locked; one-line message."""
 
 
+def default_cache_root() -> Path:
+    """Where gradpower keeps what it builds or measures once per machine (tokenizers, token shards, MuonPower's
+    measured Newton-Schulz dtype): ``$GRADPOWER_CACHE``, else ``~/.cache/gradpower``."""
+    return Path(os.environ.get("GRADPOWER_CACHE", Path.home() / ".cache" / "gradpower"))
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr (the harness's only non-fatal channel besides its progress)."""
     print(f"gradpower: warning: {message}", file=sys.stderr, flush=True)

@@ -11,7 +11,6 @@ tokenizer for hub corpora and ``bpe`` otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import BadInput
-from ..fileio import StorageError, describe_os_error, folder_lock, remove_stale_tmp, warn
+from ..fileio import StorageError, default_cache_root, describe_os_error, folder_lock, remove_stale_tmp, warn
 from .corpus import DataError, LocalCorpus, open_local
 from .shards import PackedTokens, ShardBatches, build_shards, is_validation
 from .streaming import HUB_CORPORA, StreamBatches, hub_stream, local_stream
@@ -91,10 +90,6 @@ def final_sequences(eval_tokens: int, seq_len: int, available: int | None = None
 
 
 _WARNED: set[str] = set()
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("GRADPOWER_CACHE", Path.home() / ".cache" / "gradpower"))
 
 
 def _tokenizer_for_local(cfg: DataConfig, corpus: LocalCorpus, cache: Path, vocab_size: int) -> TextTokenizer:

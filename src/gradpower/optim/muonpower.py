@@ -13,7 +13,6 @@ gradient is read once, and every step pre-hook sees the raw gradient.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -27,42 +26,20 @@ from ..errors import BadInput
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
 from .adampower import adampower_group
+from .ns_dtype import default_ns_dtype
 from .param_groups import named_param_list, unknown_matrices, uses_muon
 from .power_controller import PowerController
 from .power_hook import PowerMixin, observe_power, power_value
 
 #: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+#: Newton-Schulz iterations per update (torch.optim.Muon's).
+NS_STEPS = 5
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 #: The harness's optimizer names that run Newton-Schulz (``muon`` is MuonPower at p = 1).
 MUON_OPTIMIZERS = ("muon", "muonpower")
 MuonSplit = Callable[[str, Tensor], bool] | Iterable[str] | None
-
-
-@functools.cache
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AMX-BF16 tiles or AVX512-BF16 dot products), as
-    torch's own CPU capability report (the one ``torch.backends.cpu.get_cpu_capability`` reads) says.
-
-    With either, oneDNN's bf16 GEMM runs at several times the fp32 rate; without them bf16 is emulated and
-    slower than fp32. A torch that lacks the report counts as no."""
-    try:
-        capability = torch._C._cpu._get_cpu_capability()
-    except (AttributeError, RuntimeError):
-        return False
-    return bool(capability.get("amx_bf16") or capability.get("avx512_bf16"))
-
-
-def default_ns_dtype(device: torch.device) -> str:
-    """The dtype Newton-Schulz runs in when ``ns_dtype=None``: what the device multiplies fast.
-
-    ``bfloat16`` on CUDA (tensor cores; torch.optim.Muon's choice) and on a CPU with native bf16 matrix
-    instructions (:func:`cpu_has_bf16_matmul`); ``float32`` everywhere else. The rule reads the hardware, not a
-    timing, so every process on a machine takes the same dtype (and the same numbers for a seed)."""
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul()):
-        return "bfloat16"
-    return "float32"
 
 
 #: The most elements :func:`orthogonalized` stacks into one batch (32 MiB in bf16): a bound on the extra
@@ -249,13 +226,15 @@ class MuonPower(PowerMixin, Optimizer):
     i.e. the AdamW half's beta1; Muon's momentum stays fixed.
 
     ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice) or ``"float32"``; the default ``None`` takes
-    :func:`default_ns_dtype` of each parameter's device: bf16 on CUDA and on CPUs with native bf16 matrix
-    instructions (AMX-BF16 or AVX512-BF16), fp32 elsewhere. Pass a dtype to override it.
+    :func:`~gradpower.optim.ns_dtype.default_ns_dtype` of each parameter's device: bf16 on CUDA, fp32 on CPUs
+    without native bf16 matrix instructions, and on those with them the faster of the two as measured once per
+    machine (:mod:`gradpower.optim.ns_dtype`). Pass a dtype to override it.
 
     Routes: the Muon half's momentum takes phi_p fused in on the CPU (:func:`muon_momentum`). The AdamW half takes
     AdamPower's routes (:func:`gradpower.optim.adampower.adampower`): the one-pass kernel by default, torch's
-    fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given (or, for the
-    rest of the process, after a compiler failure: :mod:`gradpower.optim.routes`). At ``p = 1`` both halves are torch's
+    fused or foreach AdamW after a separate phi_p when ``adam_fused`` / ``adam_foreach`` is given, with torch's
+    meaning (or, for the rest of this optimizer's life, after a compiler failure: :mod:`gradpower.optim.routes`).
+    At ``p = 1`` both halves are torch's
     ``Muon`` and ``AdamW`` on the raw gradient. As with AdamPower, every step pre-hook sees the raw gradient, and
     after ``step()`` the gradients are scratch: the separate passes rewrite them with phi_p(g), and Nesterov's
     update is written over the Muon matrices' gradients. Newton-Schulz runs batched over matrices of one shape
@@ -276,7 +255,7 @@ class MuonPower(PowerMixin, Optimizer):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         *,
-        ns_steps: int = 5,
+        ns_steps: int = NS_STEPS,
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
         ns_eps: float = 1e-7,
         ns_dtype: str | None = None,

@@ -3,7 +3,7 @@
 Per optimizer step: forward/backward over micro-batches (gradient
 accumulation), then clip the raw gradient, then ``optimizer.step()`` (which
 applies phi_p to the final gradient for the *power optimizers), then the lr
-schedule. Evaluation, metrics and checkpoints happen between steps. The loop
+schedule. Evaluation (:mod:`.evaluate`), metrics and checkpoints happen between steps. The loop
 keeps no global state; rank and world size live in :class:`Runtime` so data
 parallelism can be added around it.
 """
@@ -45,6 +45,7 @@ from .checkpoint import (
 from .config import TrainConfig, resume_command, resume_differences
 from .distributed import PeerLostError, Runtime, full_value, micro_batch_sync, parallelize, peer_lost, unwrap
 from .distributed import runtime as runtime_for
+from .evaluate import Evaluations, FinalEval
 from .metrics import MetricsLogger, truncate_metrics
 from .noise_monitor import NoiseMonitor
 from .run_folder import open_run_folder
@@ -97,51 +98,6 @@ def accumulate_gradients(
     if probe is not None:
         probe.end_step()
     return runtime.mean(total / n)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: list[torch.Tensor], runtime: Runtime) -> float:
-    """Mean LM loss over the fixed validation batches (every rank evaluates all of them)."""
-    was_training = model.training
-    model.eval()
-    losses = []
-    for batch in batches:
-        x = batch.to(runtime.device)
-        with runtime.autocast():
-            losses.append(model(x, labels=x).loss.float())
-    model.train(was_training)
-    return torch.stack(losses).mean().item()
-
-
-@dataclass(frozen=True)
-class FinalEval:
-    """The final evaluation: mean LM loss over ``tokens`` predicted held-out tokens, and its standard error
-    over tokens (sd of the per-token losses / sqrt(tokens))."""
-
-    loss: float
-    se: float
-    tokens: int
-
-
-@torch.no_grad()
-def evaluate_tokens(model: nn.Module, batches: list[torch.Tensor], runtime: Runtime) -> FinalEval:
-    """Per-token losses on ``batches`` (every next-token prediction inside each sequence), pooled."""
-    was_training = model.training
-    model.eval()
-    total, squares, count = 0.0, 0.0, 0
-    for batch in batches:
-        x = batch.to(runtime.device)
-        with runtime.autocast():
-            logits = model(x).logits
-        losses = nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), x[:, 1:].flatten(),
-                                             reduction="none").double()
-        total, squares, count = total + losses.sum().item(), squares + (losses**2).sum().item(), count + losses.numel()
-    model.train(was_training)
-    if count == 0:
-        return FinalEval(math.nan, math.nan, 0)
-    mean = total / count
-    variance = max(0.0, (squares - count * mean * mean) / (count - 1)) if count > 1 else math.nan
-    return FinalEval(mean, math.sqrt(variance / count), count)
 
 
 def clip_gradients(model: nn.Module, clip: float, gate_clip: float | None) -> torch.Tensor:
@@ -234,11 +190,6 @@ class _Session:
     compiling: str
     start_time: float = dataclasses.field(default_factory=time.perf_counter)
     first_step_end: float = 0.0
-    final_val: float | None = None
-    final_eval: FinalEval | None = None
-    #: Seconds spent evaluating (not training: the done line's throughput leaves them out).
-    eval_seconds: float = 0.0
-    final_eval_seconds: float | None = None
 
     def __post_init__(self) -> None:
         self.first_step_end = self.start_time
@@ -278,6 +229,8 @@ class Trainer:
         )
         if cfg.compile:
             self.model.compile()  # in place: parameter names and state dicts stay the model's own
+        self.evaluations = Evaluations(self.model, self.data.val, self.data.final_val, runtime, cfg.eval_every,
+                                       cfg.steps)
         self.lr = cfg.resolved_lr
         self.noise = NoiseMonitor(cfg, unwrap(self.model), runtime)
         options = cfg.optimizer_options()
@@ -360,7 +313,7 @@ class Trainer:
 
     def _checks(self, step: int, stop_at: int) -> bool:
         """Whether ``step`` syncs with the host: it is logged, evaluated, checkpointed or reports noise."""
-        return (step % self.cfg.log_every == 0 or step == stop_at or self._evaluates(step)
+        return (step % self.cfg.log_every == 0 or step == stop_at or self.evaluations.due(step)
                 or self._checkpoints(step, stop_at) or self.noise.reports(step))
 
     def _stop_if_not_finite(self, result: StepResult) -> None:
@@ -410,19 +363,32 @@ class Trainer:
         return session
 
     def _after_step(self, session: _Session, step_time: float, lr: float, synced: tuple[float, float] | None) -> None:
-        """After each step: progress, noise and p auto, evaluation, the metrics record, checkpoint, interrupt."""
-        cfg, logger = self.cfg, session.logger
+        """After each step, one job each: time the first, report p, evaluate, log, checkpoint, stop if asked."""
         first = self.step == session.start_step + 1
         if first:
-            session.first_step_end = time.perf_counter()
-            if session.compiling:
-                logger.message(f"first step took {step_time:.1f} s (compiling {session.compiling} included)")
+            self._time_first_step(session, step_time)
         record: dict[str, Any] = self.noise.after_step(self.step, self.optimizer)
+        self._report_power(session.logger, record)
+        record.update(self.evaluations.after_step(self.step))
+        if synced:
+            self._log_step(session, record, step_time, lr, synced, first)
+        if self._checkpoints(self.step, session.stop_at):
+            self.save()
+        self._stop_if_interrupted(session, synced is not None)
+
+    def _time_first_step(self, session: _Session, step_time: float) -> None:
+        """The first step of a session pays compiles and warm-up: the done line's throughput starts after it."""
+        session.first_step_end = time.perf_counter()
+        if session.compiling:
+            session.logger.message(f"first step took {step_time:.1f} s (compiling {session.compiling} included)")
+
+    def _report_power(self, logger: MetricsLogger, record: dict[str, Any]) -> None:
+        """``--p auto``'s choice (recorded in config.json) and ``--p track``'s updates, in words."""
         if "p_auto" in record:
             median = record["noise_ratio_median"]
             flat = flat_text(record["p_flat_low"], record["p_flat_high"])
             text = (f"--p auto: p = {record['p_auto']:g} (flat range {flat}: within {FLAT_FRACTION:.0%} of the best "
-                    f"predicted decrease) from {cfg.p_auto_steps} measured steps")
+                    f"predicted decrease) from {self.cfg.p_auto_steps} measured steps")
             if median is not None:  # None when no coordinate had a resolvable mean
                 text += f" (median noise/signal {median:.3g}; {record['frac_no_mean']:.1%} of coordinates without a " \
                         "resolvable mean)"
@@ -437,36 +403,28 @@ class Trainer:
                            f"{record['p_star']:g} {flat_text(record['p_flat_low'], record['p_flat_high'])}, smoothed "
                            f"{record['p_smoothed']:.3g}"
                            + (f", median noise/signal {median:.3g})" if median is not None else ")"))
-        evaluating = time.perf_counter()
-        if self._evaluates(self.step):
-            record["val_loss"] = session.final_val = evaluate(self.model, self.data.val, self.runtime)
-        if self.step == cfg.steps and self.data.final_val:
-            final_start = time.perf_counter()
-            final = session.final_eval = evaluate_tokens(self.model, self.data.final_val, self.runtime)
-            session.final_eval_seconds = time.perf_counter() - final_start
-            record.update(final_val_loss=final.loss, val_loss_se=final.se, val_tokens=final.tokens,
-                          final_eval_s=session.final_eval_seconds)
-        if "val_loss" in record or "final_val_loss" in record:
-            record["eval_s"] = time.perf_counter() - evaluating  # this step's evaluations, final one included
-            session.eval_seconds += record["eval_s"]  # all after first_step_end, which the done line times from
-        if synced:
-            loss, grad_norm = synced
-            logger.log({
-                "step": self.step, "tokens": self.step * session.tokens_per_step, "loss": loss, "lr": lr,
-                # the first step of a session pays compiles and warm-up: it has no throughput figure
-                "grad_norm": grad_norm, "tokens_per_s": None if first else session.tokens_per_step / step_time,
-                "elapsed_s": session.elapsed_before + time.perf_counter() - session.start_time, **record,
-            })
-        if self._checkpoints(self.step, session.stop_at):
-            self.save()
+
+    def _log_step(self, session: _Session, record: dict[str, Any], step_time: float, lr: float,
+                  synced: tuple[float, float], first: bool) -> None:
+        """The step's metrics record (a synced step: its loss and gradient norm are on the host)."""
+        loss, grad_norm = synced
+        session.logger.log({
+            "step": self.step, "tokens": self.step * session.tokens_per_step, "loss": loss, "lr": lr,
+            # the first step of a session pays compiles and warm-up: it has no throughput figure
+            "grad_norm": grad_norm, "tokens_per_s": None if first else session.tokens_per_step / step_time,
+            "elapsed_s": session.elapsed_before + time.perf_counter() - session.start_time, **record,
+        })
+
+    def _stop_if_interrupted(self, session: _Session, synced: bool) -> None:
+        """Stop at this step when a signal asked any rank to: every rank agrees (a collective, at synced steps;
+        one process checks every step), saves a checkpoint of this step and raises :class:`InterruptedRun`."""
         signal_name = interrupts.requested()
-        # Ranks agree on a stop at checked steps (a collective); one process checks every step.
         stopping = self.runtime.agree(signal_name is not None) if (synced or not self.runtime.distributed) else False
         if stopping and self.step < session.stop_at:  # every rank stops together
             signal_name = signal_name or "a signal to another rank"
             if self.last_checkpoint is None or step_of(self.last_checkpoint) != self.step:
                 self.save()
-            raise InterruptedRun(f"{signal_name} at step {self.step}/{cfg.steps}: checkpoint "
+            raise InterruptedRun(f"{signal_name} at step {self.step}/{self.cfg.steps}: checkpoint "
                                  f"{self.last_checkpoint} written", self.run_dir)
 
     def _end_session(self, session: _Session) -> TrainResult:
@@ -475,18 +433,20 @@ class Trainer:
             # after the first step (compiles and warm-up excluded), unless that was the only one; evaluation
             # time is not training time
             timed, since = (steps_done - 1, session.first_step_end) if steps_done > 1 else (1, session.start_time)
-            seconds = time.perf_counter() - since - (session.eval_seconds if steps_done > 1 else 0.0)
+            evaluations = self.evaluations
+            seconds = time.perf_counter() - since - (evaluations.seconds if steps_done > 1 else 0.0)
             parts = [f"done: step {self.step}/{self.cfg.steps}",
                      f"{timed * session.tokens_per_step / seconds:,.0f} training tokens/s (evaluation excluded)"]
-            if session.final_val is not None:
-                parts.append(f"regular-evaluation val loss {session.final_val:.4f} "
+            if evaluations.last is not None:
+                parts.append(f"regular-evaluation val loss {evaluations.last:.4f} "
                              f"({len(self.data.val)} batch(es), the curves' last point)")
-            final = session.final_eval
+            final = evaluations.final
             if final is not None:
                 parts.append(f"final val loss {final.loss:.4f} ± {final.se:.4f} (standard error over its "
-                             f"{final.tokens:,} held-out tokens; it took {session.final_eval_seconds:.1f} s)")
+                             f"{final.tokens:,} held-out tokens; it took {evaluations.final_seconds:.1f} s)")
             session.logger.message(", ".join(parts) + f", checkpoint {self.last_checkpoint}")
-        return TrainResult(self.run_dir, self.step, session.final_val, self.last_checkpoint, session.final_eval)
+        return TrainResult(self.run_dir, self.step, self.evaluations.last, self.last_checkpoint,
+                           self.evaluations.final)
 
     def _compiling(self) -> str:
         """What the next step compiles ("" for nothing): the model (``--compile``), AdamPower's kernels."""
@@ -508,9 +468,6 @@ class Trainer:
             resolved.update(hardware_choices(self.cfg, self.runtime.device))
             _write_json(self.run_dir / "config.json", {
                 "train": self.cfg.to_dict(), "model": self.model_config.to_dict(), "resolved": resolved})
-
-    def _evaluates(self, step: int) -> bool:
-        return bool(self.cfg.eval_every and step % self.cfg.eval_every == 0) or step == self.cfg.steps
 
     def _checkpoints(self, step: int, stop_at: int) -> bool:
         return bool(self.cfg.ckpt_every and step % self.cfg.ckpt_every == 0) or step == stop_at

@@ -96,8 +96,8 @@ class OptimizerSection:
     decay_all: bool = knob(False, "weight decay on every parameter (default: matrices only)")
     momentum: float = knob(0.95, "momentum of Muon's half of muon/muonpower and of sgd/sgdpower")
     nesterov: bool = knob(True, "Nesterov momentum (muon/muonpower, sgd/sgdpower)")
-    ns_dtype: str | None = knob(None, "MuonPower's Newton-Schulz dtype, bfloat16 or float32 (default: bfloat16 on CUDA "
-                                "and on CPUs with native bf16 matrix instructions, float32 elsewhere)")
+    ns_dtype: str | None = knob(None, "MuonPower's Newton-Schulz dtype, bfloat16 or float32 (default: bfloat16 on "
+                                "CUDA; on a CPU the faster of the two, measured once per machine)")
     fused: bool | None = knob(None, "torch's fused AdamW kernel for adamw/adampower and MuonPower's AdamW half "
                               "(default: the route rule of gradpower.optim.routes)")
     foreach: bool | None = knob(None, "torch's foreach kernels (default: the route rule of gradpower.optim.routes)")
