@@ -210,6 +210,13 @@ def test_claims_share_one_runs_folder_so_a_common_configuration_trains_once(micr
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pt"))
     (copy / "C7" / "results.csv").unlink()
     assert main(["report", str(copy / "C7")]) == 0 and (copy / "C7" / "results.csv").exists()
+    # And the claims folder is a registered kind: 'gradpower report' rebuilds claims.csv and claims.md from what it
+    # recorded (each claim's selection or why it was skipped) and the claims' folders.
+    table = (copy / "claims.csv").read_text()
+    (copy / "claims.csv").unlink()
+    (copy / "claims.md").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "claims.csv").read_text() == table and "C12-sizes.png" in (copy / "claims.md").read_text()
 
 
 def one_claim_file(tmp_path, full: str) -> str:

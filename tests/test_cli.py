@@ -129,3 +129,24 @@ def test_train_command_end_to_end(tmp_path):
     assert rows[-1]["step"] == 3 and "val_loss" in rows[-1]
     assert main(argv + ["--steps", "5", "--resume"]) == 0
     assert (out / "checkpoints" / "step_00000005.pt").exists()
+
+
+def test_only_bad_input_is_a_one_line_exit_2_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """BadInput (what the user got wrong) ends in one line and exit 2; any other exception, a ValueError from deep
+    inside included, is a bug: it propagates with its traceback (exit 1 from the interpreter)."""
+    from gradpower.commands import report
+    from gradpower.errors import BadInput
+
+    def bad_input(args, command):
+        raise BadInput("that folder is not an experiment")
+
+    def bug(args, command):
+        raise ValueError("an index went wrong deep inside")
+
+    monkeypatch.setattr(report, "run", bad_input)
+    assert main(["report", "somewhere"]) == 2
+    assert capsys.readouterr().err == "gradpower: error: that folder is not an experiment\n"
+    monkeypatch.setattr(report, "run", bug)
+    with pytest.raises(ValueError, match="an index went wrong deep inside"):
+        main(["report", "somewhere"])
+    assert issubclass(BadInput, ValueError)  # library callers that catch ValueError keep working

@@ -21,7 +21,8 @@ from gradpower.experiments import (
     run_experiment,
 )
 from gradpower.experiments.execute import place
-from gradpower.experiments.folder import load_listed_runs, read_experiment
+from gradpower.experiments.folder import load_listed_runs
+from gradpower.experiments.kinds import read_experiment
 from gradpower.experiments.spec import CompareSpec, parse_arm
 
 from .helpers import MICRO_EVAL_TOKENS

@@ -226,3 +226,13 @@ def test_noise_command_writes_the_table_and_figures(tmp_path, capsys):
     assert {"all", "attn_qk", "mlp", "embedding"} <= {r["block"] for r in rows}
     assert all(0.3 <= float(r["p_star_uniform"]) <= 2.5 for r in rows)
     assert (out / "noise_dp.png").exists() and (out / "noise_map.png").exists()
+    # a registered kind: 'gradpower report' rebuilds the tables from the saved measurement, the same numbers
+    table = (out / "noise.csv").read_text()
+    (out / "noise.csv").unlink()
+    hint = printed.rsplit("(", 1)[-1]
+    assert f"report {out}' rebuilds the tables" in hint
+    assert main(["report", str(out)]) == 0 and (out / "noise.csv").read_text() == table
+    assert "| 4 |" in capsys.readouterr().out
+    (out / "measurement.npz").write_bytes(b"damaged")
+    assert main(["report", str(out)]) == 2
+    assert "measurement.npz: the saved measurement cannot be read" in capsys.readouterr().err

@@ -270,7 +270,7 @@ def test_muonpower_fp32_newton_schulz_stays_within_bf16_tolerance_of_torch_muon(
 @pytest.fixture
 def ns_cache(tmp_path, monkeypatch):
     """A fresh cache of measured Newton-Schulz dtypes, and a fake measurement that counts its calls."""
-    from gradpower.optim import ns_dtype
+    from gradpower.optim import newton_schulz as ns_dtype
 
     monkeypatch.setenv("GRADPOWER_CACHE", str(tmp_path))
     ns_dtype.measured_cpu_choice.cache_clear()
@@ -322,7 +322,7 @@ def test_a_default_muonpower_step_runs_newton_schulz_in_the_measured_dtype(ns_ca
 
 
 def test_the_measurement_times_both_dtypes_of_the_real_iteration():
-    from gradpower.optim.ns_dtype import measure
+    from gradpower.optim.newton_schulz import measure
 
     timings = measure((2, 16, 64), repeats=2)
     assert set(timings) == {"bfloat16", "float32"} and all(0 < t < 1e4 for t in timings.values())

@@ -8,8 +8,12 @@ extra). Any other exception is a bug, and ``gradpower`` lets it keep its traceba
 
 from __future__ import annotations
 
-__all__ = ["BadInput"]
+__all__ = ["BadInput", "MissingFile"]
 
 
 class BadInput(ValueError):
     """Input the user can correct (a flag, a file, a folder, a setting): its message says what and how."""
+
+
+class MissingFile(BadInput, FileNotFoundError):
+    """A file or folder the user named is not there (also a ``FileNotFoundError``, for callers of the library)."""

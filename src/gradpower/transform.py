@@ -72,6 +72,13 @@ def sign_power(t: Tensor, p: float) -> Tensor:
 
     bf16/fp16 inputs are computed in fp32 and rounded once at the end. Zeros
     stay zero. ``p == 1`` returns a copy of ``t``.
+
+    Args:
+        t: a real floating-point tensor (dense).
+        p: the exponent, a finite number > 0.
+
+    Returns:
+        ``sign(t) * |t| ** p``, a new tensor of ``t``'s dtype and shape.
     """
     p = check_p(p)
     t = _check_tensor(t)
@@ -93,6 +100,11 @@ def sign_power_(tensors: Tensor | Iterable[Tensor], p: float, *, foreach: bool |
     The list path uses ``torch._foreach_*`` ops (one kernel launch per op per
     device/dtype bucket instead of one per tensor) unless ``foreach=False``.
     ``p == 1`` is an exact no-op and touches no memory.
+
+    Args:
+        tensors: one tensor or an iterable of them (real, floating point, dense), changed in place.
+        p: the exponent, a finite number > 0.
+        foreach: ``torch._foreach_*`` ops for a list (default: where torch would use them), or one tensor at a time.
     """
     p = check_p(p)
     items = [_check_tensor(t) for t in _as_list(tensors)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, command: str) -> int:
     from ..experiments.noise import run_noise
     from ..experiments.spec import parse_numbers, parse_value
+    from ..invocation import program
     from ..train.config import TrainConfig
 
     values: dict[str, Any] = {}
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     cfg = TrainConfig(**{"steps": max(1, args.steps_before), **values})
     sizes = [int(v) for v in parse_numbers(args.batch_sizes, "--batch-sizes")]
     text = run_noise(cfg, sizes, Path(args.out), steps_before=args.steps_before, micro_batch_size=args.micro_batch_size,
-                     micro_batches=args.micro_batches, from_run=args.from_run, p=args.p)
-    print(f"{text}\n\nwritten to {args.out}: noise.csv, noise_dp.png, noise_map.png")
+                     micro_batches=args.micro_batches, from_run=args.from_run, p=args.p, command=command)
+    print(f"{text}\n\nwritten to {args.out}: noise.csv, noise_dp.png, noise_map.png, measurement.npz "
+          f"('{program()} report {shlex.quote(args.out)}' rebuilds the tables from it)")
     return 0

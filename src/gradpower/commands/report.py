@@ -8,13 +8,14 @@ from typing import Any
 
 def parser_options() -> dict[str, Any]:
     """The subparser's ``help`` and ``description``."""
-    return dict(help="rebuild the tables and figures of a compare or sweep folder",
-                            description="Rebuild runs.csv, results.csv, report.md and the figures from the runs "
-                            "of a compare or sweep folder, without training.")
+    return dict(help="rebuild the tables and figures of an experiment folder (compare, sweep, claims, noise)",
+                description="Rebuild the tables, report and figures of an experiment folder from what it holds (its "
+                "runs, or noise's saved measurement), without training: the folder's kind, recorded in its "
+                "experiment.json, says how.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="a folder written by 'gradpower compare' or 'gradpower sweep'")
+    parser.add_argument("dir", help="a folder written by 'gradpower compare', 'sweep', 'claims' or 'noise'")
     parser.add_argument("--baseline", metavar="ARM", help="compare against this arm instead of the first")
 
 

@@ -30,7 +30,9 @@ from ..train.config import TrainConfig
 from . import plots
 from .compare import finished_final_runs, run_compare
 from .execute import Outcome, RunsFailedError
-from .folder import load_listed_runs, read_experiment, write_csv
+from .folder import load_listed_runs, write_csv
+from .job import PlannedRun
+from .kinds import read_experiment, register, write_experiment
 from .launcher import LauncherConfig
 from .lr_tuning import tuned_lr_edges
 from .runs import Run
@@ -185,10 +187,11 @@ def _sized(claim: Claim, sizes: Any, where: str) -> list[Claim]:
                                 family=claim.id) for size in sizes]
 
 
-def load_claims(path: Path = CLAIMS_FILE) -> tuple[list[Claim], dict[str, dict[str, Any]]]:
-    """The claims and budgets of ``path``; a malformed file is a one-line ValueError naming it."""
+def load_claims(path: Path = CLAIMS_FILE, text: str | None = None) -> tuple[list[Claim], dict[str, dict[str, Any]]]:
+    """The claims and budgets of ``path`` (or of ``text``, the file's content as a claims folder recorded it); a
+    malformed file is a one-line :class:`~gradpower.errors.BadInput` naming it."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_text() if text is None else text)
     except FileNotFoundError:
         raise BadInput(f"{path}: no claims file (without --file, gradpower claims reads the one shipped in the "
                        f"package, {CLAIMS_FILE})") from None
@@ -480,6 +483,13 @@ def select_arm(claim: Claim, out: Path, budget_name: str, budget: dict[str, Any]
     (folder / "selection.json").write_text(json.dumps({"name": select.name, "chosen": chosen, "means": means,
                                                        "seeds": {a: len(v) for a, v in losses.items()},
                                                        "rule": "the lower mean final val loss"}, indent=1))
+    return with_selection(claim, chosen)
+
+
+def with_selection(claim: Claim, chosen: str) -> Claim:
+    """The claim with its selection made: ``chosen`` stands in its terms, the others of ``among`` leave its arms."""
+    select = claim.select
+    assert select is not None
 
     def resolve(terms: list[Term]) -> list[Term]:
         return [dataclasses.replace(t, arm=chosen if t.arm == select.name else t.arm) for t in terms]
@@ -605,6 +615,129 @@ def claims_for_budget(claims: list[Claim], only: list[str] | None, budget_name: 
     return kept
 
 
+@dataclass
+class ClaimsSpec:
+    """``gradpower claims``: the claims file (its path and content, so a folder rebuilds from what it ran), the
+    budget, ``--only`` and the settings every run gets; what each claim decided while running is recorded beside
+    it (``experiment.json``'s ``claims``)."""
+
+    budget_name: str = "quick"
+    only: list[str] | None = None
+    path: str = str(CLAIMS_FILE)
+    text: str = ""
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def claims(self) -> tuple[list[Claim], dict[str, Any]]:
+        """The claims the budget runs (``--only`` applied), and the budget's declared table."""
+        claims, budgets = load_claims(Path(self.path), self.text or None)
+        declared = budget_table(budgets, self.budget_name, Path(self.path))
+        return claims_for_budget(claims, self.only, self.budget_name, declared), declared
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClaimsSpec:
+        return cls(**data)
+
+
+@dataclass
+class ClaimsResult:
+    """What a claims folder says (:meth:`ClaimsExperiment.analyse`): one row per claim and horizon (and per size
+    family's trend), the claims that gave a contrast, and each family's trend for its figure."""
+
+    spec: ClaimsSpec
+    command: str
+    wall_s: float
+    rows: list[dict[str, Any]]
+    resolved: list[Claim]
+    trends: list[tuple[list[Claim], SizeTrend]]
+
+    @property
+    def table(self) -> str:
+        return _table(self.rows)
+
+
+class ClaimsExperiment:
+    """``claims`` as a kind of experiment (:mod:`.kinds`): every claim a compare folder (or a few) plus its
+    contrast; ``gradpower report OUT`` rebuilds claims.csv and claims.md from them. Its runs are its compare
+    folders' (each checked when read); its command decides seeds and selections as it goes
+    (:func:`run_claims`), and records them."""
+
+    kind = "claims"
+    spec_type = ClaimsSpec
+
+    def plan(self, spec: ClaimsSpec, runs_root: Path) -> list[PlannedRun]:
+        """No runs of its own: each claim plans its compare when it runs (:func:`run_claims`)."""
+        return []
+
+    def planned_config(self, spec: ClaimsSpec, entry: dict[str, Any]) -> TrainConfig | None:
+        return None  # its record lists no runs; each claim's compare folder checks its own
+
+    def analyse(self, folder: Path) -> ClaimsResult:
+        record = read_experiment(folder)
+        spec = ClaimsSpec.from_dict(record["spec"])
+        claims, declared = spec.claims()
+        by_id = {claim.id: claim for claim in claims}
+        plumbing = None if declared.get("verdict", True) else spec.budget_name
+        rows, resolved = [], []
+        for decided in record["claims"]:
+            if decided["id"] not in by_id:
+                raise BadInput(f"{folder}: claim {decided['id']} is not in the claims file it recorded; rerun the "
+                               "command into a new --out")
+            claim, budget = for_budget(by_id[decided["id"]], declared)
+            if decided.get("selected"):
+                claim = with_selection(claim, decided["selected"])
+            if decided.get("skipped"):
+                rows.append(_skipped_row(claim, decided["skipped"]))
+                continue
+            resolved.append(claim)
+            rows += claim_rows(claim, {part: f for part, (f, _) in claim.folders(folder).items()}, plumbing)
+        trends = []
+        for family in dict.fromkeys(c.family for c in resolved if c.family):
+            members = [c for c in resolved if c.family == family]
+            trend = size_trend(members, folder)
+            if trend is not None:
+                trends.append((members, trend))
+                rows.append(_trend_row(members, trend, plumbing))
+        return ClaimsResult(spec, record.get("command", ""), float(record.get("wall_s", math.nan)), rows, resolved,
+                            trends)
+
+    def write(self, folder: Path, result: ClaimsResult) -> str:
+        write_csv(folder / "claims.csv", CLAIM_COLUMNS, result.rows)
+        figures = []
+        for members, trend in result.trends:
+            family = members[0].family
+            figure = plots.size_trend(folder / f"{family}-sizes.png", trend.params, trend.members, trend.slope,
+                                      trend.intercept, f"{family}: {members[0].contrast_text} at each size "
+                                      f"({trend.slope.n} seeds), the fitted line per e-fold of parameters")
+            figures.append(f"![{figure.stem}]({figure.name})\n\n")
+        for claim in result.resolved:
+            for part, (part_folder, _) in claim.folders(folder).items():
+                name = "horizons.png" if (part_folder / "horizons.png").exists() else "difference.png"
+                figures.append(f"![{claim.id} {part}]({part_folder.relative_to(folder)}/{name})\n\n")
+        rows = result.rows
+        stages = "".join(f"- {r['claim']}{_at(r)}: {r['stage']}\n" for r in rows if r["stage"])
+        edges = "".join(f"- {r['claim']}: {_edge_warning(r)}\n" for r in {r["claim"]: r for r in rows}.values()
+                        if r["lr_at_edge"])
+        also = "".join(f"- {r['claim']}{_at(r)}: {line}\n" for r in rows for line in r["also"])
+        (folder / "claims.md").write_text(
+            f"# What the papers claim, checked\n\nCommand: `{result.command}`; wall time "
+            f"{result.wall_s:.0f} s.\n\n{result.table}\n\n" + (f"Learning rates:\n\n{edges}\n" if edges else "")
+            + (f"Secondary contrasts (reported beside a claim, no verdict of their own):\n\n{also}\n" if also else "")
+            + f"Where in training each verdict stands (the contrast's baseline arm):\n\n{stages}\n"
+            + "".join(figures))
+        return result.table
+
+
+CLAIMS = register(ClaimsExperiment())
+
+
+def claim_rows(claim: Claim, folders: dict[str, Path], plumbing: str | None) -> list[dict[str, Any]]:
+    """The claims.csv rows of a claim whose comparisons ran: one per horizon of its ladder."""
+    return [_row(claim, folders, horizon, plumbing) for horizon in _horizons(claim, folders)]
+
+
 def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = None, path: Path = CLAIMS_FILE,
                jobs: int = 1, shared: dict[str, Any] | None = None, echo: Callable[[str], None] = print,
                launcher: LauncherConfig | None = None, command: str | None = None) -> str:
@@ -612,77 +745,61 @@ def run_claims(out: Path, budget_name: str = "quick", only: list[str] | None = N
 
     ``shared`` sets TrainConfig fields of every run (e.g. ``data``, ``cache_dir``); ``command`` is the command
     line as typed, recorded in claims.md. A budget declared ``verdict = false`` (micro) checks the plumbing and
-    gives no verdict."""
+    gives no verdict. What each claim decided (its selection, or why it gave no contrast) is recorded in
+    ``OUT/experiment.json``, from which ``gradpower report OUT`` rebuilds the tables."""
     if budget_name not in BUDGETS:
         raise BadInput(f"--budget must be one of {', '.join(BUDGETS)}, got {budget_name!r}")
-    claims, budgets = load_claims(path)
-    declared_budget = budget_table(budgets, budget_name, path)
-    claims = claims_for_budget(claims, only, budget_name, declared_budget)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        text = ""  # load_claims names the missing file
+    spec = ClaimsSpec(budget_name, only, str(path), text, dict(shared or {}))
+    claims, declared_budget = spec.claims()
     started = time.time()
     share_s = 60.0 * declared_budget.get("minutes", math.inf) / max(1, len(claims))
-    rows = []
-    resolved = []
+    plumbing = None if declared_budget.get("verdict", True) else budget_name
+    decided: list[dict[str, Any]] = []
     failed: list[Outcome] = []
     for declared in claims:
         echo(f"== {declared.id} ({declared.source}): {declared.statement}")
         claim, budget = for_budget(declared, declared_budget)
+        decided.append({"id": claim.id})
         try:
             if claim.select:
-                claim = select_arm(claim, out, budget_name, budget, shared or {}, jobs, echo, launcher)
-            folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), shared or {}, jobs, echo,
+                claim = select_arm(claim, out, budget_name, budget, spec.shared, jobs, echo, launcher)
+                decided[-1]["selected"] = claim.selected
+            folders = _run_parts(claim, out, budget_name, budget, int(budget["seeds"]), spec.shared, jobs, echo,
                                  launcher)
             if budget.get("effect"):
                 seeds = _seeds_for(claim, folders, budget, share_s)
                 if seeds > int(budget["seeds"]):
                     echo(f"   {claim.id}: {seeds} seeds for an effect of {budget['effect']:g} within its time share")
-                    _run_parts(claim, out, budget_name, budget, seeds, shared or {}, jobs, echo, launcher)
+                    _run_parts(claim, out, budget_name, budget, seeds, spec.shared, jobs, echo, launcher)
         except SameRunsError as exc:
-            rows.append(_skipped_row(claim, f"skipped: {exc}"))
-            echo(f"   {claim.id}: {rows[-1]['verdict']}")
+            decided[-1]["skipped"] = f"skipped: {exc}"
+            echo(f"   {claim.id}: {decided[-1]['skipped']}")
             continue
         except RunsFailedError as exc:  # its report is written; the other claims still run, the command fails
             failed += exc.failed
-            rows.append(_skipped_row(claim, f"runs failed: {exc}"))
-            echo(f"   {claim.id}: {rows[-1]['verdict']}")
+            decided[-1]["skipped"] = f"runs failed: {exc}"
+            echo(f"   {claim.id}: {decided[-1]['skipped']}")
             continue
-        resolved.append(claim)
-        plumbing = None if budget.get("verdict", True) else budget_name
-        for horizon in _horizons(claim, folders):
-            rows.append(_row(claim, folders, horizon, plumbing))
-            echo(f"   {claim.id}{_at(rows[-1])}: {rows[-1]['verdict']} ({claim.contrast_text} = "
-                 f"{_interval_text(rows[-1])}); {rows[-1]['stage']}")
-            for line in rows[-1]["also"]:
-                echo(f"   {claim.id}{_at(rows[-1])} also: {line}")
+        rows = claim_rows(claim, folders, plumbing)
+        for row in rows:
+            echo(f"   {claim.id}{_at(row)}: {row['verdict']} ({claim.contrast_text} = "
+                 f"{_interval_text(row)}); {row['stage']}")
+            for line in row["also"]:
+                echo(f"   {claim.id}{_at(row)} also: {line}")
         if rows and rows[-1]["lr_at_edge"]:
             echo(f"   {claim.id}: {_edge_warning(rows[-1])}")
-    trend_figures = []
-    for family in dict.fromkeys(c.family for c in resolved if c.family):
-        members = [c for c in resolved if c.family == family]
-        trend = size_trend(members, out)
-        if trend is None:
-            continue
-        rows.append(_trend_row(members, trend, None if declared_budget.get("verdict", True) else budget_name))
-        echo(f"   {family}: {rows[-1]['verdict']} ({rows[-1]['arm']} = {_interval_text(rows[-1])})")
-        trend_figures.append(plots.size_trend(out / f"{family}-sizes.png", trend.params, trend.members, trend.slope,
-                                              trend.intercept, f"{family}: {members[0].contrast_text} at each size "
-                                              f"({trend.slope.n} seeds), the fitted line per e-fold of parameters"))
-    write_csv(out / "claims.csv", CLAIM_COLUMNS, rows)
-    table = _table(rows)
-    figures = [f"![{f.stem}]({f.name})\n\n" for f in trend_figures]
-    for claim in resolved:
-        for part, (folder, _) in claim.folders(out).items():
-            name = "horizons.png" if (folder / "horizons.png").exists() else "difference.png"
-            figures.append(f"![{claim.id} {part}]({folder.relative_to(out)}/{name})\n\n")
-    stages = "".join(f"- {r['claim']}{_at(r)}: {r['stage']}\n" for r in rows if r["stage"])
-    edges = "".join(f"- {r['claim']}: {_edge_warning(r)}\n" for r in {r["claim"]: r for r in rows}.values()
-                    if r["lr_at_edge"])
-    also = "".join(f"- {r['claim']}{_at(r)}: {line}\n" for r in rows for line in r["also"])
-    typed = command or f"{program()} claims --budget {budget_name}"
-    (out / "claims.md").write_text(
-        f"# What the papers claim, checked\n\nCommand: `{typed}`; wall time "
-        f"{time.time() - started:.0f} s.\n\n{table}\n\n" + (f"Learning rates:\n\n{edges}\n" if edges else "")
-        + (f"Secondary contrasts (reported beside a claim, no verdict of their own):\n\n{also}\n" if also else "")
-        + f"Where in training each verdict stands (the contrast's baseline arm):\n\n{stages}\n" + "".join(figures))
+    out.mkdir(parents=True, exist_ok=True)
+    write_experiment(out, {"kind": CLAIMS.kind, "command": command or f"{program()} claims --budget {budget_name}",
+                           "spec": spec.to_dict(), "runs": [], "claims": decided, "wall_s": time.time() - started})
+    result = CLAIMS.analyse(out)
+    for members, _ in result.trends:
+        row = next(r for r in result.rows if r["claim"] == members[0].family)
+        echo(f"   {row['claim']}: {row['verdict']} ({row['arm']} = {_interval_text(row)})")
+    table = CLAIMS.write(out, result)
     if failed:
         raise RunsFailedError(failed, table)
     return table

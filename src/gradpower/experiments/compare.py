@@ -29,8 +29,8 @@ from .execute import (
     format_duration,
     place,
 )
-from .folder import load_listed_runs, read_experiment, write_csv, write_experiment
-from .kinds import record_of, register
+from .folder import load_listed_runs, write_csv
+from .kinds import read_experiment, record_of, register, write_experiment
 from .launcher import LauncherConfig
 from .lr_tuning import choose_lrs
 from .report import CompareResult, analyse_compare, compare_report, write_compare
@@ -130,6 +130,19 @@ def run_compare(spec: CompareSpec, out: Path, jobs: int = 1, baseline: str | Non
     named after its defining fields.
 
     Raises :class:`RunsFailedError` (after the report of the other runs is written) when a run failed.
+
+    Args:
+        spec: the arms, seeds, ladder and lr grid.
+        out: the experiment's folder (tables, figures, report.md, experiment.json).
+        jobs: runs trained at once by the local launcher.
+        baseline: the arm the others are paired against (default: the first).
+        command: the command line, recorded in report.md.
+        echo: where progress lines go.
+        runs_root: where the runs' folders are (default: ``out/runs``).
+        launcher: where the runs execute (default: this machine).
+
+    Returns:
+        The results table and verdicts as text.
     """
     if len(spec.arms) < 1:
         raise BadInput("compare needs at least one arm (--arm 'optim=adamw' --arm 'optim=adampower p=1.2')")

@@ -1,4 +1,5 @@
-"""An experiment folder's files: ``experiment.json`` (what belongs to it), its CSV tables, its listed runs.
+"""An experiment folder's files: its CSV tables and its listed runs, read back (``experiment.json``, what belongs
+to it, is :mod:`.kinds`').
 
 ``compare`` and ``sweep`` write the record before they train, so an
 interrupted experiment still lists its runs; reports read everything back
@@ -8,34 +9,13 @@ from here.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
 from .pairing import check_pairing
 from .runs import Run, RunReadError, load_run
-
-EXPERIMENT_FILE = "experiment.json"
-
-
-def write_experiment(out: Path, record: dict[str, Any]) -> None:
-    """``experiment.json``: the spec and the runs that belong to the experiment (written atomically)."""
-    tmp = out / f".{EXPERIMENT_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out / EXPERIMENT_FILE)
-
-
-def read_experiment(out: Path) -> dict[str, Any]:
-    path = out / EXPERIMENT_FILE
-    if not path.is_file():
-        raise BadInput(f"{path}: not found; is {out} a folder written by 'gradpower compare' or 'gradpower sweep'?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:

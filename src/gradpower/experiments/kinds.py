@@ -1,6 +1,7 @@
 """Kinds of experiment, one protocol: a kind plans its runs, analyses a folder of them into a typed result, and
-writes that result as files. ``compare`` and ``sweep`` are kinds; a new kind is one module that defines an
-:class:`Experiment` and calls :func:`register` (``docs/layout.md``, "Adding a kind of experiment").
+writes that result as files. ``compare``, ``sweep``, ``claims`` and ``noise`` are kinds; a new kind is one module
+that defines an :class:`Experiment` and calls :func:`register` (``docs/layout.md``, "Adding a kind of
+experiment").
 
 Everything a kind shares comes from here: :func:`run_experiment` plans, checks, records (``experiment.json``
 names the kind), executes through :mod:`.execute` (this process, a pool, or SLURM) and reports;
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from ..errors import BadInput
 from .job import PlannedRun
 
 #: The kinds that ship with gradpower, imported on first lookup (each module registers its kind).
-BUILTIN = {"compare": ".compare", "sweep": ".sweep"}
+BUILTIN = {"compare": ".compare", "sweep": ".sweep", "claims": ".claims", "noise": ".noise"}
 _KINDS: dict[str, Experiment] = {}
 
 
@@ -51,9 +53,37 @@ class Experiment(Protocol):
         ...
 
 
+EXPERIMENT_FILE = "experiment.json"
+
+
+def write_experiment(out: Path, record: dict[str, Any]) -> None:
+    """``experiment.json``: the spec and the runs that belong to the experiment (written atomically)."""
+    tmp = out / f".{EXPERIMENT_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / EXPERIMENT_FILE)
+
+
+def read_experiment(out: Path) -> dict[str, Any]:
+    path = out / EXPERIMENT_FILE
+    if not path.is_file():
+        raise BadInput(f"{path}: not found; is {out} a folder written by 'gradpower compare', 'sweep', 'claims' or "
+                       "'noise'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc}); rerun the experiment to rewrite it") from None
+
+
 def register(experiment: Experiment) -> Experiment:
     """Make ``experiment`` the kind of its name: :func:`rebuild_report` and :mod:`.pairing` find it by the
-    ``kind`` its folders record."""
+    ``kind`` its folders record.
+
+    Args:
+        experiment: an object with the :class:`Experiment` protocol's attributes and methods.
+
+    Returns:
+        ``experiment``.
+    """
     _KINDS[experiment.kind] = experiment
     return experiment
 
@@ -88,8 +118,6 @@ def spec_of(record: dict[str, Any]) -> tuple[Experiment, Any]:
 def rebuild_report(folder: str | Path, **options: Any) -> str:
     """The tables and figures of an experiment folder rebuilt from its runs (no training), by its kind's
     ``analyse`` and ``write``. ``options`` go to ``analyse`` (compare: ``baseline``)."""
-    from .folder import read_experiment
-
     out = Path(folder)
     experiment, _ = spec_of(read_experiment(out))
     for name in options:
@@ -102,9 +130,21 @@ def run_experiment(experiment: Experiment, spec: Any, out: Path, jobs: int = 1, 
                    echo: Callable[[str], None] = print, launcher: Any = None) -> str:
     """Plan, check (every configuration and data setting, before anything is written), record, train (or
     reuse) every run, then analyse and write the report. Raises
-    :class:`~gradpower.experiments.execute.RunsFailedError` (after the report of the others) when runs failed."""
+    :class:`~gradpower.experiments.execute.RunsFailedError` (after the report of the others) when runs failed.
+
+    Args:
+        experiment: the kind (an :class:`Experiment`).
+        spec: its spec.
+        out: the experiment's folder.
+        jobs: runs trained at once by the local launcher.
+        command: the command line, recorded in experiment.json.
+        echo: where progress lines go.
+        launcher: where the runs execute (default: this machine).
+
+    Returns:
+        The kind's summary text.
+    """
     from .execute import RunsFailedError, check_planned, execute, failures
-    from .folder import write_experiment
 
     planned = experiment.plan(spec, out / "runs")
     check_planned(planned)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .folder import load_listed_runs, read_experiment
+from .folder import load_listed_runs
+from .kinds import read_experiment
 from .runs import Run
 
 

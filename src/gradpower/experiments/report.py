@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import BadInput
 from ..train.config import TrainConfig
 from . import plots
-from .folder import load_listed_runs, read_experiment, write_csv
+from .folder import load_listed_runs, write_csv
+from .kinds import read_experiment
 from .ladder import decay_start, shared_seconds
 from .lr_tuning import edge_text, lr_edges, tuning_table
 from .pairing import cpu_threads
@@ -172,7 +173,16 @@ def analyse_compare(record: dict[str, Any], loaded: list[tuple[dict[str, Any], R
                     baseline: str | None = None) -> CompareResult:
     """A compare folder's record and listed runs (:func:`.folder.load_listed_runs`) analysed: every table's rows,
     the verdicts and the figures' curves, paired against ``baseline`` (default: the first arm). Pure: it reads
-    and writes no file."""
+    and writes no file.
+
+    Args:
+        record: the folder's ``experiment.json`` content.
+        loaded: each listed run's entry and :class:`~gradpower.experiments.Run` (None where missing).
+        baseline: the arm the others are paired against.
+
+    Returns:
+        A :class:`CompareResult`.
+    """
     spec = CompareSpec.from_dict(record["spec"])
     names = [arm.name for arm in spec.arms]
     baseline = baseline or names[0]

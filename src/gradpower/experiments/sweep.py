@@ -23,8 +23,8 @@ from ..errors import BadInput
 from ..train.config import TrainConfig
 from . import plots
 from .execute import PlannedRun, place
-from .folder import load_listed_runs, read_experiment, write_csv
-from .kinds import register, run_experiment
+from .folder import load_listed_runs, write_csv
+from .kinds import read_experiment, register, run_experiment
 from .launcher import LauncherConfig
 from .runs import Run
 from .spec import SweepSpec, grid_points, point_label, with_run_defaults

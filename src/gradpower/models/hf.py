@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import BadInput
+from ..errors import BadInput, MissingFile
 from .config import LlamaConfig, Qwen2MoeConfig, TransformerConfig
 from .decoder import CausalLM
 from .fold import fold_gpas
@@ -117,7 +117,7 @@ def from_hf(directory: str | Path) -> CausalLM:
     config_file, weights_file = path / "config.json", path / _WEIGHTS
     for f in (config_file, weights_file):
         if not f.is_file():
-            raise BadInput(f"{f} not found: expected a transformers checkpoint folder")
+            raise MissingFile(f"{f} not found: expected a transformers checkpoint folder")
     config = _our_config(json.loads(config_file.read_text()))
     model = build_model(config)
     from safetensors.torch import load_file

@@ -15,6 +15,19 @@ class AdagradPower(PowerMixin, torch.optim.Adagrad):
 
     Sparse gradients are refused (phi_p is defined on dense tensors here), and
     so is ``differentiable=True`` (the transform runs outside autograd).
+
+    Args:
+        params: parameters or param groups, as for ``torch.optim.Adagrad``.
+        lr: learning rate.
+        p: the exponent of phi_p, or a :class:`~gradpower.optim.PowerController`.
+        eps: added to the accumulator's root.
+        lr_decay: Adagrad's lr decay.
+        weight_decay: L2 weight decay (torch's Adagrad form).
+        initial_accumulator_value: the accumulator's starting value.
+        foreach: torch's foreach Adagrad.
+        maximize: maximise the objective instead.
+        differentiable: refused (phi_p runs outside autograd).
+        fused: torch's fused Adagrad.
     """
 
     def __init__(

@@ -221,6 +221,22 @@ class AdamPower(PowerMixin, torch.optim.AdamW):
     Each compile is logged at INFO level on the ``gradpower.optim.onepass``
     logger, with its time; :meth:`kernels_to_compile` says how many the next
     step compiles.
+
+    Args:
+        params: parameters or param groups, as for ``torch.optim.AdamW`` (a group may set its own ``p``).
+        lr: learning rate (a float, or a tensor for a compiled step).
+        betas: the moments' decay rates (the paper's 0.9, 0.95).
+        eps: added to the second moment's root.
+        weight_decay: decoupled weight decay (the paper's 0.1).
+        p: the exponent of phi_p, or a :class:`~gradpower.optim.PowerController` that re-chooses it during training.
+        amsgrad: AdamW's AMSGrad variant (takes the separate pass).
+        maximize: maximise the objective instead.
+        foreach: torch's foreach AdamW after phi_p (``False``: the single-tensor loop), as ``torch.optim.AdamW``
+            means it.
+        fused: torch's fused AdamW after phi_p, as ``torch.optim.AdamW`` means it.
+        capturable: CUDA-graph capturable state (takes the separate pass).
+        differentiable: refused (phi_p runs outside autograd).
+        one_pass: the one-pass kernels (``None``: where possible; ``True``: insist; ``False``: never).
     """
 
     #: phi_p is applied inside :func:`adampower`, not by a step pre-hook.

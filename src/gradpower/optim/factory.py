@@ -64,6 +64,15 @@ def build_optimizer(name: str, named_parameters: Any, **cfg: Any) -> Optimizer:
     goes to matrices only unless ``decay_all=True`` (decoupled for the Adam and
     Muon names, torch's L2 form for Adagrad and SGD); ``blockwise_lr=True``
     scales lr per block (see :data:`gradpower.optim.param_groups.BLOCKWISE_LR`).
+
+    Args:
+        name: one of :data:`OPTIMIZERS` (``adamw``, ``adampower``, ``muon``, ``muonpower``, ...).
+        named_parameters: ``model.named_parameters()`` (the names decide weight decay, blockwise lr and Muon's
+            matrices).
+        **cfg: the fields of :class:`OptimizerConfig`.
+
+    Returns:
+        The optimizer, with weight decay on matrices only unless ``decay_all``.
     """
     key = name.lower()
     if key not in OPTIMIZERS:

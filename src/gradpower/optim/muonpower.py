@@ -26,16 +26,10 @@ from ..errors import BadInput
 from ..transform import check_p, sign_power_
 from . import onepass, onepass_cpu, routes
 from .adampower import adampower_group
-from .ns_dtype import default_ns_dtype
+from .newton_schulz import NS_COEFFICIENTS, NS_DTYPES, NS_STEPS, default_ns_dtype, newton_schulz_batch
 from .param_groups import named_param_list, unknown_matrices, uses_muon
 from .power_controller import PowerController
 from .power_hook import PowerMixin, observe_power, power_value
-
-#: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-#: Newton-Schulz iterations per update (torch.optim.Muon's).
-NS_STEPS = 5
-NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 #: The harness's optimizer names that run Newton-Schulz (``muon`` is MuonPower at p = 1).
 MUON_OPTIMIZERS = ("muon", "muonpower")
@@ -45,24 +39,6 @@ MuonSplit = Callable[[str, Tensor], bool] | Iterable[str] | None
 #: The most elements :func:`orthogonalized` stacks into one batch (32 MiB in bf16): a bound on the extra
 #: memory the batched Newton-Schulz holds at once (the batch and the iteration's intermediates, a few times it).
 MAX_BATCH_NUMEL = 1 << 24
-
-
-def newton_schulz_batch(x: Tensor, steps: int, coefficients: tuple[float, float, float], eps: float) -> Tensor:
-    """Approximate orthogonalisation U V^T of each matrix in a batch ``x`` (``B x rows x cols``, rows <= cols, in
-    the dtype to compute in) by ``steps`` quintic iterations; ``x`` is normalised in place.
-
-    torch.optim.Muon's iteration (normalise by the Frobenius norm, then ``X <- a X + (b G + c G^2) X`` with
-    ``G = X X^T``) with batched matrix products: one ``bmm`` per product for the whole batch. On the CPU the
-    results equal torch's one matrix at a time to the bit; ``benchmarks/optimizer_step.py`` measures what the
-    batching saves.
-    """
-    a, b, c = coefficients
-    x.div_(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))
-    for _ in range(steps):
-        gram = torch.bmm(x, x.mT)
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
-        x = torch.baddbmm(x, poly, x, beta=a)
-    return x
 
 
 def _wide(matrix: Tensor) -> Tensor:
@@ -226,9 +202,9 @@ class MuonPower(PowerMixin, Optimizer):
     i.e. the AdamW half's beta1; Muon's momentum stays fixed.
 
     ``ns_dtype``: ``"bfloat16"`` (torch.optim.Muon's choice) or ``"float32"``; the default ``None`` takes
-    :func:`~gradpower.optim.ns_dtype.default_ns_dtype` of each parameter's device: bf16 on CUDA, fp32 on CPUs
+    :func:`~gradpower.optim.newton_schulz.default_ns_dtype` of each parameter's device: bf16 on CUDA, fp32 on CPUs
     without native bf16 matrix instructions, and on those with them the faster of the two as measured once per
-    machine (:mod:`gradpower.optim.ns_dtype`). Pass a dtype to override it.
+    machine (:mod:`gradpower.optim.newton_schulz`). Pass a dtype to override it.
 
     Routes: the Muon half's momentum takes phi_p fused in on the CPU (:func:`muon_momentum`). The AdamW half takes
     AdamPower's routes (:func:`gradpower.optim.adampower.adampower`): the one-pass kernel by default, torch's
@@ -239,6 +215,26 @@ class MuonPower(PowerMixin, Optimizer):
     after ``step()`` the gradients are scratch: the separate passes rewrite them with phi_p(g), and Nesterov's
     update is written over the Muon matrices' gradients. Newton-Schulz runs batched over matrices of one shape
     (:func:`orthogonalized`; :data:`MAX_BATCH_NUMEL` bounds the memory it adds).
+
+    Args:
+        params: a model, ``model.named_parameters()`` or named param groups (names decide which matrices go to Muon).
+        lr: learning rate of both halves (Muon's scaled by ``adjust_lr_fn``).
+        p: the exponent of phi_p, or a :class:`~gradpower.optim.PowerController`.
+        weight_decay: decoupled weight decay of both halves.
+        momentum: Muon's momentum.
+        nesterov: Nesterov momentum for Muon's half.
+        betas: the AdamW half's moment decay rates.
+        eps: the AdamW half's eps.
+        ns_steps: Newton-Schulz iterations per update.
+        ns_coefficients: the quintic iteration's coefficients (Keller Jordan's).
+        ns_eps: added to the norm before Newton-Schulz.
+        ns_dtype: ``"bfloat16"``, ``"float32"`` or ``None`` (the device's measured default).
+        adjust_lr_fn: Muon's lr scale per matrix shape: ``"match_rms_adamw"`` (0.2 sqrt(max dim)) or ``"original"``.
+        muon_params: which parameters go to Muon: a predicate on (name, tensor), a list of names, or ``None`` (the
+            hidden 2-D matrices, :func:`~gradpower.optim.uses_muon`).
+        model: the model whose names ``params`` refers to, when ``params`` is a list of tensors.
+        adam_fused: torch's fused AdamW for the AdamW half, as ``torch.optim.AdamW``'s ``fused``.
+        adam_foreach: torch's foreach AdamW for the AdamW half (``False``: the single-tensor loop).
     """
 
     #: phi_p is applied inside the update (:func:`muon_momentum`, :func:`adampower_group`), not by a pre-hook.
@@ -362,7 +358,8 @@ class MuonPowerFactory:
 
     The factory form HF ``transformers.Trainer`` accepts in
     ``optimizer_cls_and_kwargs=(MuonPowerFactory, {"lr": ..., "p": ...})``: it
-    calls the factory with the model, so the split sees parameter names.
+    calls the factory with the model, so the split sees parameter names; the call's keyword arguments are
+    :class:`MuonPower`'s.
     """
 
     def __call__(self, model: nn.Module, **kwargs: Any) -> MuonPower:

@@ -62,6 +62,19 @@ class PowerController:
     Give it as an optimizer's ``p`` (:class:`~gradpower.optim.AdamPower`, :class:`~gradpower.optim.MuonPower`,
     :class:`~gradpower.optim.AdagradPower`, :class:`~gradpower.optim.GradPower`); one controller serves one
     optimizer. :attr:`p` is the power in force; :meth:`take_update` returns the latest update's record once.
+
+    Args:
+        every: optimizer steps between updates of p.
+        start: the p of the first steps (1: the base optimizer).
+        p_min: the smallest p it may choose.
+        p_max: the largest p it may choose.
+        max_change: the most p changes at one update.
+        smoothing: weight of the newest estimate of p* in the smoothed one (1: none).
+        eps: the optimizer's eps, which the prediction of p* needs.
+        noise: the noise model of the prediction, ``gaussian`` or ``uniform``.
+        sample: coordinates of the gradient it follows.
+        read: turns a (sharded) gradient into its full value (FSDP2).
+        broadcast: makes every rank take rank 0's p*.
     """
 
     def __init__(self, every: int, start: float = 1.0, p_min: float = 0.5, p_max: float = 2.0,

@@ -40,6 +40,12 @@ class GradPower(Optimizer):
     first. ``Lookahead(GradPower(AdamW))`` runs phi_p inside every fast step;
     ``GradPower(OrthoGrad(AdamW))`` powers the raw gradient, then OrthoGrad
     projects phi_p(g) (its step runs after phi_p's pre-hook).
+
+    Args:
+        optimizer: a ``torch.optim.Optimizer`` instance, or its class (then built here from ``args`` and ``kwargs``).
+        *args: the class's positional arguments (its params first).
+        p: the exponent of phi_p (every group without its own ``p``), or a :class:`~gradpower.optim.PowerController`.
+        **kwargs: the class's keyword arguments.
     """
 
     def __init__(self, optimizer: Optimizer | type[Optimizer], *args: Any, p: float | PowerController = 1.2,
@@ -147,6 +153,12 @@ def power_class(base: type[Optimizer]) -> type[GradPower]:
 
     For libraries that take an optimizer class and its keyword arguments rather than an instance, e.g. Hugging Face
     Trainer: ``Trainer(..., optimizer_cls_and_kwargs=(power_class(torch.optim.AdamW), {"lr": 3e-4, "p": 1.2}))``.
+
+    Args:
+        base: a ``torch.optim.Optimizer`` subclass.
+
+    Returns:
+        A subclass of :class:`GradPower` whose constructor takes ``base``'s arguments and ``p``.
     """
     if not (isinstance(base, type) and issubclass(base, Optimizer)) or issubclass(base, GradPower):
         raise TypeError(f"power_class takes a torch.optim.Optimizer subclass (not GradPower), got {base!r}")

@@ -486,6 +486,13 @@ def train(cfg: TrainConfig, runtime: Runtime | None = None) -> TrainResult:
     """Train per ``cfg``; returns the run folder, steps done, final val loss and checkpoint.
 
     The run folder is checked and locked before any work (see :mod:`.run_folder`).
+
+    Args:
+        cfg: the run's configuration.
+        runtime: the process's device and process group (default: from ``cfg.device`` and ``cfg.parallel``).
+
+    Returns:
+        :class:`TrainResult`: the run folder, the steps done, the final evaluation and the last checkpoint.
     """
     with interrupts.deferred(), contextlib.ExitStack() as stack:
         rt = runtime if runtime is not None else stack.enter_context(

@@ -1,9 +1,9 @@
 """The sections of a training run's configuration, in torchtitan's shape: model, optimizer, power, schedule, data
 and run. Each is a dataclass of its knobs (one field each, with the help ``gradpower train --help`` shows) and
-owns the checks of its own values (:meth:`check`, given the whole configuration for the few rules that span
-sections). :class:`gradpower.train.TrainConfig` holds one of each (``cfg.model``, ``cfg.optimizer``,
-``cfg.power``, ``cfg.lr_schedule``, ``cfg.dataset``, ``cfg.run``) and reads every knob by its own name too, so the
-flags, TOML keys and ``config.json`` files keep the flat names.
+owns the checks of its own values (``check``, given the whole :class:`gradpower.train.TrainConfig` for the few
+rules that span sections). The configuration holds one of each (``cfg.model``, ``cfg.optimizer``, ``cfg.power``,
+``cfg.lr_schedule``, ``cfg.dataset``, ``cfg.run``) and reads every knob by its own name too, so the flags, TOML
+keys and ``config.json`` files keep the flat names.
 
 A new knob is one field in the section it belongs to: its flag, TOML key, type check, run-folder name and help
 follow from it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BadInput
 from ..models import NORM_SCHEMES, PRESETS
@@ -24,9 +24,6 @@ from ..optim.power_controller import PowerController, check_noise_model
 from ..transform import check_p
 from .distributed import PARALLEL_MODES
 from .schedules import SCHEDULES
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 #: ``--p auto``: choose p from the measured gradient noise.
 AUTO = "auto"
@@ -75,7 +72,7 @@ class ModelSection:
                      "N(0, sqrt(2/5)), Xavier for plain DeepNorm)")
     mix_post_layers: int | None = knob(None, "Mix-LN: number of leading Post-LN layers (default: layers // 4)")
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """The names are known ones."""
         _one_of(self.preset, PRESETS, "preset")
         _one_of(self.norm, NORM_SCHEMES, "norm")
@@ -105,7 +102,7 @@ class OptimizerSection:
     gate_clip: float | None = knob(None, "GPAS gates: after the global clip (which includes them), clip the gates "
                                    "alone again to this norm (the GPAS authors' clip_gate_grad; default: off)")
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """Names known, rates positive, betas and momentum in [0, 1)."""
         _one_of(self.optim, OPTIMIZERS, "optimizer")
         _positive(self, "lr", "eps", "gate_clip")
@@ -160,7 +157,7 @@ class PowerSection:
         """``p_every``, or by default 10% of ``steps`` (at least 1): ten updates of p per run."""
         return self.p_every or max(1, steps // 10)
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """p valid; auto and track need a power optimizer and exclude each other; track's values are the ones its
         controller accepts."""
         check_p(self.p)
@@ -206,7 +203,7 @@ class ScheduleSection:
         """``warmup``, or by default min(100, steps // 10): short runs keep a proportionate warm-up."""
         return min(100, self.steps // 10) if self.warmup is None else self.warmup
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """A known schedule, steps > 0, fractions in [0, 1], the warm-up shorter than the run."""
         _one_of(self.schedule, SCHEDULES, "schedule")
         _positive(self, "steps")
@@ -240,7 +237,7 @@ class DataSection:
     verify_cache: bool = knob(False, "check the full sha256 of every cached token shard before training (default: "
                               "sizes and a checksum of each file's ends)")
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """Sizes positive, the held-out fraction in (0, 1)."""
         _positive(self, "batch_size", "eval_batches", "micro_batch_size", "seq_len", "bpe_vocab_size")
         _not_negative(self, "eval_tokens")
@@ -276,7 +273,7 @@ class RunSection:
     tensorboard: bool = knob(False, "also log to TensorBoard (needs the tensorboard package)")
     wandb: bool = knob(False, "also log to Weights & Biases (needs the wandb package)")
 
-    def check(self, cfg: TrainConfig) -> None:
+    def check(self, cfg: Any) -> None:
         """Cadences not negative, a known device and parallel mode."""
         _not_negative(self, "eval_every", "log_every", "ckpt_every", "keep_ckpts")
         _positive(self, "dist_timeout")

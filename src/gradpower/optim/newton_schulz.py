@@ -1,10 +1,12 @@
-"""MuonPower's default Newton-Schulz dtype, chosen by what this machine measurably multiplies faster.
+"""Newton-Schulz, MuonPower's orthogonalisation: the batched iteration, and its default dtype, chosen by what this
+machine measurably multiplies faster.
 
-On CUDA it is bf16 (tensor cores; torch.optim.Muon's choice). On a CPU without native bf16 matrix instructions
-(:func:`cpu_has_bf16_matmul`) bf16 is emulated and slower, so fp32. On a CPU that reports them the answer depends
-on the chip: with AMX tiles bf16 GEMMs run several times the fp32 rate, while with AVX512-BF16 dot products alone
-the measured MuonPower step was slower in bf16 (docs/performance.md). There the first use times the batched
-Newton-Schulz iteration in both dtypes on matrices of a typical hidden size (:func:`measure`) and keeps the faster.
+Its default dtype on CUDA is bf16 (tensor cores; torch.optim.Muon's choice). On a CPU without native bf16 matrix
+instructions (:func:`cpu_has_bf16_matmul`) bf16 is emulated and slower, so fp32. On a CPU that reports them the
+answer depends on the chip: with AMX tiles bf16 GEMMs run several times the fp32 rate, while with AVX512-BF16 dot
+products alone the measured MuonPower step was slower in bf16 (docs/performance.md). There the first use times
+the batched Newton-Schulz iteration in both dtypes on matrices of a typical hidden size (:func:`measure`) and
+keeps the faster.
 
 The choice is cached per machine, torch version and thread count in ``$GRADPOWER_CACHE/hardware/ns_dtype.json``
 (a file lock makes concurrent first uses measure once, undisturbed), so every process on a machine takes the same
@@ -23,8 +25,16 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..fileio import atomic_write_text, default_cache_root, folder_lock
+
+#: Keller Jordan's quintic Newton-Schulz coefficients (as in torch.optim.Muon).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+#: Newton-Schulz iterations per update (torch.optim.Muon's).
+NS_STEPS = 5
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
 
 _log = logging.getLogger(__name__)
 #: The batch of matrices the measurement orthogonalises: a hidden size's square-by-4x block (the MLP matrices of
@@ -32,6 +42,24 @@ _log = logging.getLogger(__name__)
 MEASURE_SHAPE = (4, 256, 1024)
 #: Timed calls per dtype (after one warm-up call); the fastest decides (other load only ever adds time).
 MEASURE_REPEATS = 5
+
+
+def newton_schulz_batch(x: Tensor, steps: int, coefficients: tuple[float, float, float], eps: float) -> Tensor:
+    """Approximate orthogonalisation U V^T of each matrix in a batch ``x`` (``B x rows x cols``, rows <= cols, in
+    the dtype to compute in) by ``steps`` quintic iterations; ``x`` is normalised in place.
+
+    torch.optim.Muon's iteration (normalise by the Frobenius norm, then ``X <- a X + (b G + c G^2) X`` with
+    ``G = X X^T``) with batched matrix products: one ``bmm`` per product for the whole batch. On the CPU the
+    results equal torch's one matrix at a time to the bit; ``benchmarks/optimizer_step.py`` measures what the
+    batching saves.
+    """
+    a, b, c = coefficients
+    x.div_(torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps))
+    for _ in range(steps):
+        gram = torch.bmm(x, x.mT)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.baddbmm(x, poly, x, beta=a)
+    return x
 
 
 @functools.cache
@@ -113,8 +141,6 @@ def measured_cpu_choice(threads: int) -> str:
 def measure(shape: tuple[int, int, int] = MEASURE_SHAPE, repeats: int = MEASURE_REPEATS) -> dict[str, float]:
     """Milliseconds of the fastest of ``repeats`` batched Newton-Schulz orthogonalisations (MuonPower's five
     steps) of ``shape`` in each dtype on the CPU."""
-    from .muonpower import NS_COEFFICIENTS, NS_STEPS, newton_schulz_batch
-
     gen = torch.Generator().manual_seed(0)
     source = torch.randn(shape, generator=gen)
     timings = {}
