@@ -25,7 +25,6 @@ _EXPORTS = {
     "SweepSpec": ".spec",
     "analyse_compare": ".report",
     "analyse_sweep": ".sweep",
-    "compare_report": ".report",
     "default_spec": ".defaults",
     "load_experiment": ".spec",
     "load_run": ".runs",
@@ -38,7 +37,6 @@ _EXPORTS = {
     "run_compare": ".compare",
     "run_experiment": ".kinds",
     "run_sweep": ".sweep",
-    "sweep_report": ".sweep",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -48,9 +46,9 @@ if TYPE_CHECKING:
     from .defaults import default_spec
     from .job import PlannedRun
     from .kinds import Experiment, rebuild_report, register, registered, run_experiment
-    from .report import CompareResult, analyse_compare, compare_report
+    from .report import CompareResult, analyse_compare
     from .runs import Run, RunReadError, load_run
     from .spec import Arm, CompareSpec, RunsSpec, SweepSpec, load_experiment, parse_arm, parse_grid_axis
-    from .sweep import SweepResult, analyse_sweep, run_sweep, sweep_report
+    from .sweep import SweepResult, analyse_sweep, run_sweep
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -6,7 +6,7 @@ seed at its lr. Seeds are the outer loop, so an interrupted compare already
 holds complete pairs. With ``--seeds auto`` the seeds come in rounds fixed in
 advance (:func:`.stats.sequential_looks`), and after each the sequential rule
 (:data:`.stats.SEQUENTIAL_RULE`) decides whether to stop. Runs are reused or resumed by :mod:`.execute`; the
-tables, figures and report come from :func:`.report.compare_report`.
+tables, figures and report come from the compare kind's ``analyse`` and ``write`` (:mod:`.report`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .folder import load_listed_runs, write_csv
 from .kinds import read_experiment, record_of, register, write_experiment
 from .launcher import LauncherConfig
 from .lr_tuning import choose_lrs
-from .report import CompareResult, analyse_compare, compare_report, write_compare
+from .report import CompareResult, analyse_compare, write_compare
 from .runs import Run
 from .spec import Arm, CompareSpec, with_run_defaults
 from .stats import mde_80, sd, seeds_needed, seeds_range_text, sequential_decision, sequential_looks
@@ -111,7 +111,11 @@ class CompareExperiment:
 
     def analyse(self, folder: Path, baseline: str | None = None) -> CompareResult:
         record = read_experiment(folder)
-        return analyse_compare(record, load_listed_runs(folder, record), baseline)
+        loaded = load_listed_runs(folder, record)
+        try:
+            return analyse_compare(record, loaded, baseline)
+        except BadInput as exc:
+            raise BadInput(f"{folder}: {exc}") from None
 
     def write(self, folder: Path, result: CompareResult) -> str:
         return write_compare(folder, result)
@@ -207,7 +211,7 @@ def run_compare(spec: CompareSpec, out: Path, jobs: int = 1, baseline: str | Non
             echo("   " + "; ".join(f"{arm}: {d}" for arm, d in decisions.items()))
             if all(d != "continue" for d in decisions.values()):
                 break
-    text = compare_report(out, baseline)
+    text = COMPARE.write(out, COMPARE.analyse(out, baseline))
     if failed:
         raise RunsFailedError(failed, text)
     return text

@@ -1,10 +1,8 @@
 """Tables, figures and ``report.md`` of a compare folder, rebuilt from its runs alone.
 
-``gradpower compare`` calls :func:`compare_report` after training, and
-``gradpower report DIR`` calls it (or :func:`gradpower.experiments.sweep.sweep_report`)
-on an existing folder: every number comes from the run folders listed in
-``experiment.json``, read through :func:`load_run` (:mod:`.folder` reads and
-writes the folder's files).
+The compare kind (:mod:`.compare`) analyses a folder with :func:`analyse_compare` (pure) and writes the result
+with :func:`write_compare`, after training and for ``gradpower report DIR``: every number comes from the run
+folders listed in ``experiment.json``, read through :func:`load_run`.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ import numpy as np
 from ..errors import BadInput
 from ..train.config import TrainConfig
 from . import plots
-from .folder import load_listed_runs, write_csv
-from .kinds import read_experiment
+from .folder import write_csv
 from .ladder import decay_start, shared_seconds
 from .lr_tuning import edge_text, lr_edges, tuning_table
 from .pairing import cpu_threads
@@ -160,13 +157,6 @@ class CompareResult:
         if self.missing:
             text += f"\nnot finished (left out): {', '.join(self.missing)}"
         return text
-
-
-def compare_report(out: Path, baseline: str | None = None) -> str:
-    """Write runs.csv, results.csv, the figures and report.md for a compare folder (and horizons.csv,
-    horizons.png for a ladder); return the table text. The main table speaks of the headline horizon."""
-    record = read_experiment(out)
-    return write_compare(out, analyse_compare(record, load_listed_runs(out, record), baseline))
 
 
 def analyse_compare(record: dict[str, Any], loaded: list[tuple[dict[str, Any], Run | None]],

@@ -112,11 +112,6 @@ def run_sweep(spec: SweepSpec, out: Path, jobs: int = 1, command: str = "gradpow
     return run_experiment(SWEEP, with_run_defaults(spec), out, jobs, command, echo, launcher)
 
 
-def sweep_report(out: Path) -> str:
-    """Write sweep.csv, summary.csv, best.csv and the figures of a sweep folder; return the summary text."""
-    return SWEEP.write(out, SWEEP.analyse(out))
-
-
 def analyse_sweep(record: dict[str, Any], loaded: list[tuple[dict[str, Any], Run | None]]) -> SweepResult:
     """A sweep folder's record and listed runs analysed: one row per run, per point its mean and its paired
     difference to the reference, each field's best. Pure: it reads and writes no file."""
