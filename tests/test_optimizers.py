@@ -319,6 +319,18 @@ def test_a_default_muonpower_step_runs_newton_schulz_in_the_measured_dtype(ns_ca
             MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.2, weight_decay=0.0, ns_dtype=ns_dtype).step()
             results.append(w.detach().clone())
         assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+    # an optimizer keeps the dtype it started with, whatever a later measurement says (a run never switches)
+    w = torch.nn.Parameter(torch.full((64, 32), 0.01))
+    opt = MuonPower([("block.q_proj.weight", w)], lr=1e-2, p=1.2, weight_decay=0.0)
+    w.grad = grad.clone()
+    opt.step()
+    timings.update(float32=1.0, bfloat16=5.0)
+    ns_cache[0].measured_cpu_choice.cache_clear()
+    ns_cache[0].cache_file().unlink()
+    w.grad = grad.clone()
+    opt.step()
+    assert opt._default_ns_dtype(torch.device("cpu")) == "bfloat16"
+    assert ns_cache[0].default_ns_dtype(torch.device("cpu")) == "float32"
 
 
 def test_the_measurement_times_both_dtypes_of_the_real_iteration():

@@ -32,7 +32,7 @@ from .compare import finished_final_runs, run_compare
 from .execute import Outcome, RunsFailedError
 from .folder import load_listed_runs, write_csv
 from .job import PlannedRun
-from .kinds import read_experiment, register, write_experiment
+from .kinds import SavedSpec, read_experiment, register, write_experiment
 from .launcher import LauncherConfig
 from .lr_tuning import tuned_lr_edges
 from .runs import Run
@@ -616,7 +616,7 @@ def claims_for_budget(claims: list[Claim], only: list[str] | None, budget_name: 
 
 
 @dataclass
-class ClaimsSpec:
+class ClaimsSpec(SavedSpec):
     """``gradpower claims``: the claims file (its path and content, so a folder rebuilds from what it ran), the
     budget, ``--only`` and the settings every run gets; what each claim decided while running is recorded beside
     it (``experiment.json``'s ``claims``)."""
@@ -632,13 +632,6 @@ class ClaimsSpec:
         claims, budgets = load_claims(Path(self.path), self.text or None)
         declared = budget_table(budgets, self.budget_name, Path(self.path))
         return claims_for_budget(claims, self.only, self.budget_name, declared), declared
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClaimsSpec:
-        return cls(**data)
 
 
 @dataclass

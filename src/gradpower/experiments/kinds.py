@@ -11,6 +11,7 @@ again without training; :mod:`.pairing` asks the kind which configuration it pla
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -24,6 +25,20 @@ from .job import PlannedRun
 #: The kinds that ship with gradpower, imported on first lookup (each module registers its kind).
 BUILTIN = {"compare": ".compare", "sweep": ".sweep", "claims": ".claims", "noise": ".noise"}
 _KINDS: dict[str, Experiment] = {}
+
+
+class SavedSpec:
+    """A kind's spec (a dataclass) as ``experiment.json`` keeps it: its fields as a dict, and back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """The spec of a saved ``to_dict()``; keys this spec does not have (folders of earlier versions held
+        every kind's) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class Experiment(Protocol):

@@ -33,7 +33,7 @@ from ..train.assemble import data_config, model_config_for
 from ..train.checkpoint import load_latest, restore_model
 from ..train.distributed import Runtime, resolve_device
 from .job import PlannedRun
-from .kinds import read_experiment, register, write_experiment
+from .kinds import SavedSpec, read_experiment, register, write_experiment
 from .runs import RunReadError, load_run
 
 NOISE_COLUMNS = ["batch_size", "block", "coords", "abs_g_q10", "abs_g_q50", "abs_g_q90", "noise_ratio_q10",
@@ -72,7 +72,7 @@ def _trained_model(run_dir: Path, what: str) -> tuple[torch.nn.Module, TrainConf
 
 
 @dataclass
-class NoiseSpec:
+class NoiseSpec(SavedSpec):
     """``gradpower noise``: the weights to measure (the shared TrainConfig settings ``base``, after
     ``steps_before`` training steps or a run's checkpoint ``from_run``), the micro-batches drawn, and what p* is
     predicted for (``batch_sizes``, the optimizer's ``eps``, the ``p`` of the figures)."""
@@ -97,13 +97,6 @@ class NoiseSpec:
 
     def config(self) -> TrainConfig:
         return TrainConfig(**self.base)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NoiseSpec:
-        return cls(**data)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..train.config import TrainConfig, check_type, config_fields, field_type, read_toml, typed_fields
+from .kinds import SavedSpec
 from .ladder import eval_every as ladder_eval_every
 from .ladder import ladder_p_every, ladder_warmup
 from .stats import DEFAULT_EFFECT
@@ -43,7 +44,7 @@ class Arm:
 
 
 @dataclass
-class RunsSpec:
+class RunsSpec(SavedSpec):
     """What every kind of experiment of seeded runs shares: the runs' common settings, the seeds, an optional
     horizon ladder and where the runs execute. Each kind's spec adds its own fields (:class:`CompareSpec`,
     :class:`SweepSpec`)."""
@@ -145,16 +146,6 @@ class RunsSpec:
             values["steps"] = max(values.get("steps") or 0, warmup + 1, values.get("p_every") or 0,
                                   values.get("p_auto_steps", 0) + 1, 2)
         return TrainConfig(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        """The spec of a saved ``to_dict()``; keys of the other kinds' specs (folders of earlier versions held
-        them all) are left out."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass

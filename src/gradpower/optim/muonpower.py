@@ -334,6 +334,14 @@ class MuonPower(PowerMixin, Optimizer):
                                 router=routes.router_of(self), index=index)
         return loss
 
+    def _default_ns_dtype(self, device: torch.device) -> str:
+        """:func:`default_ns_dtype` of ``device``, read once per optimizer (outside its state dict), so a run's
+        dtype never changes mid-run, say when the thread count the choice was measured at changes."""
+        chosen = self.__dict__.setdefault("_ns_defaults", {})
+        if device not in chosen:
+            chosen[device] = default_ns_dtype(device)
+        return chosen[device]
+
     def _muon_group(self, group: dict[str, Any]) -> None:
         params = [param for param in group["params"] if param.grad is not None]
         if not params:
@@ -346,7 +354,7 @@ class MuonPower(PowerMixin, Optimizer):
         updates = muon_momentum([param.grad for param in params],
                                 [self.state[param]["momentum_buffer"] for param in params],
                                 p=check_p(group["p"]), momentum=group["momentum"], nesterov=group["nesterov"])
-        dtypes = [NS_DTYPES[group["ns_dtype"] or default_ns_dtype(param.device)] for param in params]
+        dtypes = [NS_DTYPES[group["ns_dtype"] or self._default_ns_dtype(param.device)] for param in params]
         for i, update in orthogonalized(updates, dtypes, group["ns_steps"], group["ns_coefficients"],
                                         group["ns_eps"]):
             param = params[i]
